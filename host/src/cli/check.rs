@@ -1,0 +1,48 @@
+//! `host check`: load a plugin the way `host run` would and report what it
+//! is, or exactly why it would be refused.
+
+use anyhow::Result;
+use clap::Args;
+use host::plugin::source::PluginSource;
+
+use super::options::EngineOptions;
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The plugin: a built-in name or the path of a component file.
+    #[arg(value_name = "NAME|PATH")]
+    plugin: String,
+
+    #[command(flatten)]
+    engine: EngineOptions,
+}
+
+impl CheckArgs {
+    pub fn run(self) -> Result<()> {
+        let source = PluginSource::parse(&self.plugin)?;
+        let runtime = self.engine.runtime(1)?;
+        let bytes = source.read()?;
+        let (_, info) = runtime.load(&bytes, &source.to_string())?;
+        println!("ok: {source} implements {}", info.world);
+        println!("  version:  {}", bytes.version);
+        println!("  size:     {} bytes", bytes.bytes.len());
+        let how = if info.cached {
+            "loaded from cache"
+        } else {
+            "compiled"
+        };
+        println!("  compile:  {how} in {:?}", info.compile_time);
+        println!("  exports:  {}", info.exports.join(", "));
+        println!("  imports:  {}", list_or_none(&info.imports));
+        println!("  grants:   none (no files, environment variables, arguments or sockets)");
+        Ok(())
+    }
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}

@@ -1,0 +1,43 @@
+//! Subcommands and their arguments (clap derive). One file per subcommand.
+
+mod check;
+mod options;
+mod run;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// A plugin host that serves TCP connections with WebAssembly component
+/// request handlers (setup/handle/finish, like Python's socketserver).
+#[derive(Debug, Parser)]
+#[command(name = "host", version, about, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  host run --plugin echo --port 8000          serve the built-in echo plugin
+  host run --plugin echo.wasm --port 8000     serve a component file
+  host run --plugin http-hello --port 0       pick a free port (printed in the log)
+  host check my-handler.wasm                  check a component implements the world
+  nc 127.0.0.1 8000                           talk to it";
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve connections with a plugin.
+    Run(run::RunArgs),
+    /// Load a plugin, check it implements the handler world, and print its
+    /// imports and exports.
+    Check(check::CheckArgs),
+}
+
+impl Command {
+    pub fn run(self) -> Result<()> {
+        match self {
+            Command::Run(args) => args.run(),
+            Command::Check(args) => args.run(),
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! `host run`: load a plugin and serve connections with it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+use host::capacity;
+use host::plugin::CurrentPlugin;
+use host::plugin::source::PluginSource;
+use host::reload::Reloader;
+use host::server::{Server, ServerConfig, ServerHooks};
+
+use super::options::EngineOptions;
+
+/// Stack of connection threads: room for the guest's 512 KiB wasm stack
+/// plus host frames.
+const CONNECTION_THREAD_STACK: usize = 1024 * 1024;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The plugin: a built-in name (echo, bot10086, http-hello) or the
+    /// path of a component file.
+    #[arg(long, short = 'P', value_name = "NAME|PATH", default_value = "echo")]
+    plugin: String,
+
+    /// IP address to listen on (IPv4 or IPv6, e.g. 0.0.0.0 or ::1).
+    #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
+    host: IpAddr,
+
+    /// TCP port to listen on; 0 picks a free one (see the "listening on"
+    /// log line).
+    #[arg(long, short, default_value_t = 8000)]
+    port: u16,
+
+    /// How long open connections may finish after SIGINT/SIGTERM before
+    /// the host closes them.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    grace: Duration,
+
+    /// Most connections served at once; more wait in the listen backlog
+    /// [default: 10000, lowered to what vm.max_map_count allows].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: Option<u32>,
+
+    /// Close a connection whose client sends nothing for this long
+    /// (0 = never).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+
+    #[command(flatten)]
+    engine: EngineOptions,
+}
+
+impl RunArgs {
+    pub fn run(self) -> Result<()> {
+        let source = PluginSource::parse(&self.plugin)?;
+        let max_connections = self.max_connections();
+        let runtime = self.engine.runtime(max_connections)?;
+        let bytes = source.read()?;
+        let (plugin, info) = runtime.load(&bytes, &source.to_string())?;
+        tracing::info!(
+            plugin = %bytes.version,
+            compile = ?info.compile_time,
+            cached = info.cached,
+            "loaded {source}"
+        );
+        let current = CurrentPlugin::new(Box::new(plugin));
+        let config = ServerConfig {
+            addrs: vec![SocketAddr::new(self.host, self.port)],
+            grace: self.grace,
+            max_connections,
+            idle_timeout: (!self.idle_timeout.is_zero()).then_some(self.idle_timeout),
+            thread_stack: CONNECTION_THREAD_STACK,
+        };
+        let server = Server::bind(config, current.clone())?;
+        let mut hooks = RunHooks {
+            reloader: Reloader::new(runtime, source, current),
+        };
+        server.run(&mut hooks)
+    }
+
+    fn max_connections(&self) -> usize {
+        let safe = capacity::default_max_connections();
+        match self.max_connections {
+            None => safe,
+            Some(asked) => {
+                let asked = asked as usize;
+                if asked > safe {
+                    tracing::warn!(
+                        "--max-connections {asked} exceeds what vm.max_map_count allows \
+                         (about {safe}); raise it with `sysctl -w vm.max_map_count=262144`"
+                    );
+                }
+                asked
+            }
+        }
+    }
+}
+
+struct RunHooks {
+    reloader: Reloader,
+}
+
+impl ServerHooks for RunHooks {
+    fn reload(&mut self) {
+        self.reloader.reload_in_background("SIGHUP");
+    }
+}

@@ -1,0 +1,207 @@
+//! The host's side of one accepted connection: a blocking socket plus the
+//! counters and settings the plugin contract exposes (read, write, shutdown,
+//! addresses, read timeout).
+//!
+//! Every plugin kind drives a connection through this type, so byte counts,
+//! error mapping and limits are the same whether a WASM or a native plugin
+//! serves it.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// The most bytes a single `read` hands to a plugin.
+pub const MAX_READ_CHUNK: usize = 1024 * 1024;
+
+/// Why a connection operation failed, as the plugin contract names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ConnError {
+    /// The connection (or this direction of it) is closed.
+    #[error("connection closed")]
+    Closed,
+    /// The read timeout expired before any byte arrived.
+    #[error("read timed out")]
+    TimedOut,
+    /// The peer reset the connection.
+    #[error("connection reset by peer")]
+    Reset,
+    /// The peer stopped accepting data, or the write failed for a transport reason.
+    #[error("broken pipe")]
+    BrokenPipe,
+    /// An argument was out of range.
+    #[error("invalid argument")]
+    InvalidArgument,
+    /// Any other I/O failure.
+    #[error("I/O error")]
+    Other,
+}
+
+impl ConnError {
+    fn from_io(err: &io::Error) -> Self {
+        match err.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ConnError::TimedOut,
+            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => ConnError::Reset,
+            io::ErrorKind::BrokenPipe => ConnError::BrokenPipe,
+            io::ErrorKind::NotConnected | io::ErrorKind::UnexpectedEof => ConnError::Closed,
+            io::ErrorKind::InvalidInput => ConnError::InvalidArgument,
+            _ => ConnError::Other,
+        }
+    }
+}
+
+/// Which direction(s) `shutdown` closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownDirection {
+    /// No more reads.
+    Read,
+    /// No more writes: the peer sees end of stream.
+    Write,
+    /// Both directions.
+    Both,
+}
+
+/// One accepted client connection, owned by the host.
+#[derive(Debug)]
+pub struct Connection {
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    read_timeout: Option<Duration>,
+    idle_timeout: Option<Duration>,
+    read_closed: bool,
+    write_closed: bool,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+impl Connection {
+    /// Wraps an accepted, blocking stream. `idle_timeout` bounds every read
+    /// that the plugin did not give a shorter timeout.
+    pub fn new(stream: TcpStream, idle_timeout: Option<Duration>) -> io::Result<Self> {
+        let peer = stream.peer_addr()?;
+        let local = stream.local_addr()?;
+        stream.set_nonblocking(false)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(idle_timeout)?;
+        Ok(Self {
+            stream,
+            peer,
+            local,
+            read_timeout: None,
+            idle_timeout,
+            read_closed: false,
+            write_closed: false,
+            bytes_in: 0,
+            bytes_out: 0,
+        })
+    }
+
+    /// Reads up to `max` bytes (clamped to [`MAX_READ_CHUNK`]); an empty
+    /// vector means the peer closed its side.
+    pub fn read(&mut self, max: usize) -> Result<Vec<u8>, ConnError> {
+        if max == 0 {
+            return Err(ConnError::InvalidArgument);
+        }
+        if self.read_closed {
+            return Ok(Vec::new());
+        }
+        let mut buf = vec![0u8; max.min(MAX_READ_CHUNK)];
+        let n = self.read_into(&mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// Reads into `buf`, returning how many bytes arrived (0 = end of stream).
+    pub fn read_into(&mut self, buf: &mut [u8]) -> Result<usize, ConnError> {
+        if self.read_closed {
+            return Ok(0);
+        }
+        loop {
+            match self.stream.read(buf) {
+                Ok(n) => {
+                    self.bytes_in += n as u64;
+                    return Ok(n);
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(ConnError::from_io(&err)),
+            }
+        }
+    }
+
+    /// Writes all of `data`.
+    pub fn write_all(&mut self, data: &[u8]) -> Result<(), ConnError> {
+        if self.write_closed {
+            return Err(ConnError::Closed);
+        }
+        let mut rest = data;
+        while !rest.is_empty() {
+            match self.stream.write(rest) {
+                Ok(0) => return Err(ConnError::Closed),
+                Ok(n) => {
+                    self.bytes_out += n as u64;
+                    rest = &rest[n..];
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(ConnError::from_io(&err)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Shuts down one or both directions.
+    pub fn shutdown(&mut self, how: ShutdownDirection) -> Result<(), ConnError> {
+        let (std_how, read, write) = match how {
+            ShutdownDirection::Read => (Shutdown::Read, true, false),
+            ShutdownDirection::Write => (Shutdown::Write, false, true),
+            ShutdownDirection::Both => (Shutdown::Both, true, true),
+        };
+        match self.stream.shutdown(std_how) {
+            Ok(()) => {}
+            // Already closed by the peer: the direction is shut either way.
+            Err(err) if err.kind() == io::ErrorKind::NotConnected => {}
+            Err(err) => return Err(ConnError::from_io(&err)),
+        }
+        self.read_closed |= read;
+        self.write_closed |= write;
+        Ok(())
+    }
+
+    /// The client's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The address the connection was accepted on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Sets the plugin's read timeout (`None` = wait up to the idle timeout).
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) -> Result<(), ConnError> {
+        let timeout = timeout.map(|t| t.max(Duration::from_millis(1)));
+        let effective = match (timeout, self.idle_timeout) {
+            (Some(t), Some(idle)) => Some(t.min(idle)),
+            (t, idle) => t.or(idle),
+        };
+        self.stream
+            .set_read_timeout(effective)
+            .map_err(|err| ConnError::from_io(&err))?;
+        self.read_timeout = timeout;
+        Ok(())
+    }
+
+    /// The plugin's read timeout.
+    pub fn read_timeout(&self) -> Option<Duration> {
+        self.read_timeout
+    }
+
+    /// Bytes received from the peer so far.
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in
+    }
+
+    /// Bytes sent to the peer so far.
+    pub fn bytes_out(&self) -> u64 {
+        self.bytes_out
+    }
+}

@@ -1,0 +1,109 @@
+//! Plugins: the request-handling code the host runs for each connection.
+//!
+//! A [`Plugin`] serves one connection through the `setup` → `handle` →
+//! `finish` lifecycle. WebAssembly components implement it in [`wasm`]; the
+//! connection loop only sees the trait, so it does not know which kind runs.
+//! The plugin currently in service sits behind a [`CurrentPlugin`] that a
+//! reload can swap while connections keep the version they started with.
+
+pub mod builtin;
+pub mod source;
+pub mod wasm;
+
+use std::fmt;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::connection::Connection;
+
+/// Names a plugin build: its name and a short hash of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginVersion {
+    /// The plugin's name (file stem or built-in name).
+    pub name: String,
+    /// The first 12 hex digits of the SHA-256 of the plugin's bytes.
+    pub hash: String,
+}
+
+impl fmt::Display for PluginVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.name, self.hash)
+    }
+}
+
+/// How serving a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// `setup`, `handle` and `finish` all returned normally.
+    Ok,
+    /// `setup` returned an error; `handle` and `finish` were not called.
+    SetupError(String),
+    /// `handle` returned an error; `finish` still ran.
+    HandleError(String),
+    /// The plugin trapped (or was stopped by a host limit); no further calls
+    /// were made into its instance.
+    Trap(String),
+    /// The host could not start the plugin for this connection.
+    HostError(String),
+}
+
+impl Outcome {
+    /// A short, stable label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::SetupError(_) => "setup-error",
+            Outcome::HandleError(_) => "error",
+            Outcome::Trap(_) => "trap",
+            Outcome::HostError(_) => "host-error",
+        }
+    }
+
+    /// The error message, if the outcome is not [`Outcome::Ok`].
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Outcome::Ok => None,
+            Outcome::SetupError(r)
+            | Outcome::HandleError(r)
+            | Outcome::Trap(r)
+            | Outcome::HostError(r) => Some(r),
+        }
+    }
+}
+
+/// Request-handling code that can serve connections.
+pub trait Plugin: Send + Sync {
+    /// Which build this is.
+    fn version(&self) -> &PluginVersion;
+
+    /// Serves one connection: `setup`, then `handle` and `finish` (unless
+    /// `setup` failed or a call trapped). The connection is the plugin's
+    /// until this returns it, with the outcome.
+    fn serve(&self, conn: Connection) -> (Connection, Outcome);
+}
+
+/// The plugin in service, swappable while connections are live.
+///
+/// A connection takes a snapshot with [`CurrentPlugin::get`] and keeps that
+/// `Arc` for its whole life; [`CurrentPlugin::replace`] only affects
+/// connections accepted afterwards.
+#[derive(Clone)]
+pub struct CurrentPlugin(Arc<ArcSwap<Box<dyn Plugin>>>);
+
+impl CurrentPlugin {
+    /// Puts `plugin` in service.
+    pub fn new(plugin: Box<dyn Plugin>) -> Self {
+        Self(Arc::new(ArcSwap::from_pointee(plugin)))
+    }
+
+    /// The plugin new connections should use.
+    pub fn get(&self) -> Arc<Box<dyn Plugin>> {
+        self.0.load_full()
+    }
+
+    /// Swaps in `plugin` for new connections and returns the old one.
+    pub fn replace(&self, plugin: Box<dyn Plugin>) -> Arc<Box<dyn Plugin>> {
+        self.0.swap(Arc::new(plugin))
+    }
+}

@@ -1,0 +1,23 @@
+//! Host-side bindings for the `plughost:handler/handler` world, generated
+//! from `wit/handler.wit` at compile time.
+//!
+//! The `connection` resource is a [`ConnectionHandle`] in the store's table;
+//! the socket itself stays in host memory, so a guest only ever holds a
+//! handle to it.
+
+wasmtime::component::bindgen!({
+    world: "handler",
+    path: "../wit",
+    with: {
+        "plughost:handler/connections.connection": super::state::ConnectionHandle,
+    },
+    imports: { default: trappable },
+});
+
+pub use plughost::handler::connections::{ErrorCode, ShutdownHow, SocketAddress};
+
+/// The fully qualified name of the world every handler plugin implements.
+pub const WORLD_NAME: &str = "plughost:handler/handler@0.1.0";
+
+/// The exports the world requires, in call order.
+pub const REQUIRED_EXPORTS: [&str; 3] = ["setup", "handle", "finish"];

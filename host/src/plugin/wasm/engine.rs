@@ -1,0 +1,134 @@
+//! The shared wasmtime [`Engine`]: compiler and runtime settings, the pooling
+//! allocator that makes a fresh instance per connection cheap, and the epoch
+//! ticker that lets the host stop a plugin that computes for too long.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch ticker advances the engine's epoch: the resolution of
+/// CPU deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Limits every instance runs under.
+#[derive(Debug, Clone)]
+pub struct InstanceLimits {
+    /// Largest linear memory one instance may grow to, in bytes.
+    pub max_memory: usize,
+    /// Longest a single stretch of guest code may run without returning to
+    /// the host (time blocked in host calls such as `read` does not count).
+    pub call_timeout: Duration,
+    /// How many instances may be alive at once (one per open connection).
+    pub max_instances: u32,
+    /// Largest WebAssembly stack, in bytes.
+    pub max_wasm_stack: usize,
+}
+
+impl Default for InstanceLimits {
+    fn default() -> Self {
+        Self {
+            max_memory: 64 * 1024 * 1024,
+            call_timeout: Duration::from_secs(5),
+            max_instances: 1000,
+            max_wasm_stack: 512 * 1024,
+        }
+    }
+}
+
+/// Core instances, memories and tables a single component may use. Generous
+/// enough for componentize-py/-js guests, which link several core modules.
+const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+const MAX_MEMORIES_PER_COMPONENT: u32 = 4;
+const MAX_TABLES_PER_COMPONENT: u32 = 32;
+/// Pool sizes per live instance: most components use one memory and a few
+/// core instances; the pool is shared, so big guests borrow from small ones.
+const CORE_INSTANCES_PER_SLOT: u32 = 8;
+const TABLES_PER_SLOT: u32 = 4;
+const MEMORIES_PER_SLOT: u32 = 2;
+
+/// The engine plus the limits it was configured with.
+#[derive(Clone)]
+pub struct WasmEngine {
+    engine: Engine,
+    limits: Arc<InstanceLimits>,
+}
+
+impl WasmEngine {
+    /// Builds the engine and starts its epoch ticker thread.
+    pub fn new(limits: InstanceLimits) -> Result<Self> {
+        let config = Self::config(&limits);
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("cannot create the WebAssembly engine (pooling allocator)")?;
+        spawn_epoch_ticker(&engine)?;
+        Ok(Self {
+            engine,
+            limits: Arc::new(limits),
+        })
+    }
+
+    fn config(limits: &InstanceLimits) -> Config {
+        let mut pool = PoolingAllocationConfig::new();
+        let slots = limits.max_instances.max(1);
+        pool.total_component_instances(slots)
+            .total_core_instances(slots.saturating_mul(CORE_INSTANCES_PER_SLOT))
+            .total_memories(slots.saturating_mul(MEMORIES_PER_SLOT))
+            .total_tables(slots.saturating_mul(TABLES_PER_SLOT))
+            .total_stacks(0)
+            .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
+            .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
+            .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
+            .max_memory_size(limits.max_memory)
+            .table_elements(100_000)
+            // Keep a few pages of each memory resident when a slot is
+            // recycled, so a reused slot does not fault them in again.
+            .linear_memory_keep_resident(64 * 1024)
+            .table_keep_resident(16 * 1024);
+
+        let mut config = Config::new();
+        config
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .epoch_interruption(true)
+            .max_wasm_stack(limits.max_wasm_stack)
+            // A memory never grows past `max_memory`, so reserve exactly that
+            // (plus a guard) instead of 4 GiB per slot: thousands of slots
+            // then fit in the address space.
+            .memory_reservation(limits.max_memory as u64)
+            .memory_guard_size(64 * 1024)
+            .memory_reservation_for_growth(0)
+            .memory_init_cow(true)
+            .parallel_compilation(true);
+        config
+    }
+
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The limits every instance gets.
+    pub fn limits(&self) -> &InstanceLimits {
+        &self.limits
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] so running guests check
+/// their deadline. The thread lives as long as the process.
+fn spawn_epoch_ticker(engine: &Engine) -> Result<()> {
+    let weak = engine.weak();
+    thread::Builder::new()
+        .name("epoch-ticker".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                thread::sleep(EPOCH_TICK);
+            }
+        })
+        .context("cannot start the epoch ticker thread")?;
+    Ok(())
+}

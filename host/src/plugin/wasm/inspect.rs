@@ -1,0 +1,118 @@
+//! Recognising what a file is before compiling it, and checking that a
+//! compiled component implements the handler world, with messages that say
+//! exactly what is wrong.
+
+use anyhow::{Result, bail};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+use wasmtime::component::types::ComponentItem;
+
+use super::bindings::{REQUIRED_EXPORTS, WORLD_NAME};
+
+/// The WebAssembly binary magic number.
+const WASM_MAGIC: &[u8; 4] = b"\0asm";
+/// The `layer` field of a component's preamble (bytes 6..8).
+const COMPONENT_LAYER: [u8; 2] = [1, 0];
+
+/// What kind of binary a plugin file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinaryKind {
+    /// A WebAssembly component (what the host runs).
+    Component,
+    /// A core WebAssembly module (must be wrapped into a component first).
+    CoreModule,
+}
+
+/// Classifies `bytes`, failing with a message naming `what` if they are not
+/// a WebAssembly binary at all.
+pub fn classify(bytes: &[u8], what: &str) -> Result<BinaryKind> {
+    if bytes.len() < 8 || &bytes[..4] != WASM_MAGIC {
+        bail!("{what} is not a WebAssembly file (no `\\0asm` header)");
+    }
+    if bytes[6..8] == COMPONENT_LAYER {
+        Ok(BinaryKind::Component)
+    } else {
+        Ok(BinaryKind::CoreModule)
+    }
+}
+
+/// Checks that `component` exports `setup`, `handle` and `finish` as
+/// functions, naming every one that is missing.
+pub fn check_exports(engine: &Engine, component: &Component, what: &str) -> Result<()> {
+    let ty = component.component_type();
+    let missing: Vec<&str> = REQUIRED_EXPORTS
+        .iter()
+        .copied()
+        .filter(|name| {
+            !matches!(
+                ty.get_export(engine, name).map(|e| e.ty),
+                Some(ComponentItem::ComponentFunc(_))
+            )
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let plural = if missing.len() == 1 { "" } else { "s" };
+    let names = missing
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let found = exports(engine, component);
+    let found = if found.is_empty() {
+        "none".to_string()
+    } else {
+        found.join(", ")
+    };
+    bail!(
+        "{what} does not implement world {WORLD_NAME}: missing export{plural} {names} \
+         (it exports: {found})"
+    )
+}
+
+/// The names of a component's exports.
+pub fn exports(engine: &Engine, component: &Component) -> Vec<String> {
+    component
+        .component_type()
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect()
+}
+
+/// The names of a component's imports.
+pub fn imports(engine: &Engine, component: &Component) -> Vec<String> {
+    component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_not_wasm() {
+        let err = classify(b"hello world\n", "x.wasm").unwrap_err();
+        assert!(err.to_string().contains("x.wasm is not a WebAssembly file"));
+    }
+
+    #[test]
+    fn short_files_are_not_wasm() {
+        assert!(classify(b"\0asm", "f").is_err());
+    }
+
+    #[test]
+    fn core_modules_and_components_are_told_apart() {
+        assert_eq!(
+            classify(b"\0asm\x01\0\0\0", "f").unwrap(),
+            BinaryKind::CoreModule
+        );
+        assert_eq!(
+            classify(b"\0asm\x0d\0\x01\0", "f").unwrap(),
+            BinaryKind::Component
+        );
+    }
+}

@@ -1,0 +1,204 @@
+//! WebAssembly component plugins: compile (or load from the cache), check
+//! the world, link WASI with nothing granted, and serve each connection in a
+//! fresh instance from a pre-linked [`HandlerPre`].
+
+mod bindings;
+mod cache;
+mod connection_resource;
+mod engine;
+mod guest_output;
+mod inspect;
+mod state;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use wasmtime::component::{HasSelf, Linker, Resource};
+use wasmtime::{Store, UpdateDeadline};
+
+pub use self::bindings::WORLD_NAME;
+use self::bindings::{Handler, HandlerPre};
+pub use self::cache::CompileCache;
+pub use self::engine::{InstanceLimits, WasmEngine};
+use self::inspect::BinaryKind;
+use self::state::{ConnState, ConnectionHandle};
+use super::source::PluginBytes;
+use super::{Outcome, Plugin, PluginVersion};
+use crate::connection::Connection;
+
+/// The engine, the linker every plugin is checked against, and the compile
+/// cache: everything needed to turn plugin bytes into a [`WasmPlugin`].
+#[derive(Clone)]
+pub struct WasmRuntime {
+    engine: WasmEngine,
+    linker: Linker<ConnState>,
+    cache: Option<CompileCache>,
+}
+
+/// A summary of a loaded component, for `host check` and the start-up log.
+#[derive(Debug, Clone)]
+pub struct ComponentInfo {
+    /// The world it was checked against.
+    pub world: &'static str,
+    /// Its import names.
+    pub imports: Vec<String>,
+    /// Its export names.
+    pub exports: Vec<String>,
+    /// How long compiling (or loading from the cache) took.
+    pub compile_time: Duration,
+    /// Whether the compiled code came from the on-disk cache.
+    pub cached: bool,
+}
+
+impl WasmRuntime {
+    /// Creates the engine with `limits` and links WASI (nothing granted) and
+    /// the `connection` resource. `cache_dir` enables the compile cache.
+    pub fn new(limits: InstanceLimits, cache_dir: Option<PathBuf>) -> Result<Self> {
+        let engine = WasmEngine::new(limits)?;
+        let mut linker = Linker::new(engine.engine());
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("cannot link WASI")?;
+        Handler::add_to_linker::<ConnState, HasSelf<ConnState>>(&mut linker, |state| state)
+            .map_err(anyhow::Error::from)
+            .context("cannot link the connection interface")?;
+        let cache = cache_dir.map(|dir| CompileCache::new(dir, engine.engine()));
+        Ok(Self {
+            engine,
+            linker,
+            cache,
+        })
+    }
+
+    /// Compiles `plugin` (or loads it from the cache), checks it implements
+    /// the handler world, and pre-links it. `what` names it in errors.
+    pub fn load(&self, plugin: &PluginBytes, what: &str) -> Result<(WasmPlugin, ComponentInfo)> {
+        match inspect::classify(&plugin.bytes, what)? {
+            BinaryKind::Component => {}
+            BinaryKind::CoreModule => bail!(
+                "{what} is a core WebAssembly module, not a component: build it for \
+                 wasm32-wasip2, or wrap it with `wasm-tools component new`"
+            ),
+        }
+        let started = Instant::now();
+        let engine = self.engine.engine();
+        let (component, cached) = match &self.cache {
+            Some(cache) => cache.load_or_compile(&plugin.digest, &plugin.bytes, what)?,
+            None => (cache::compile(engine, &plugin.bytes, what)?, false),
+        };
+        let compile_time = started.elapsed();
+        inspect::check_exports(engine, &component, what)?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("{what} cannot be linked against world {WORLD_NAME}"))?;
+        let pre = HandlerPre::new(instance_pre)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("{what} does not implement world {WORLD_NAME}"))?;
+        let info = ComponentInfo {
+            world: WORLD_NAME,
+            imports: inspect::imports(engine, &component),
+            exports: inspect::exports(engine, &component),
+            compile_time,
+            cached,
+        };
+        let plugin = WasmPlugin {
+            version: plugin.version.clone(),
+            pre,
+            engine: self.engine.clone(),
+        };
+        Ok((plugin, info))
+    }
+}
+
+/// A compiled, checked and pre-linked handler component.
+pub struct WasmPlugin {
+    version: PluginVersion,
+    pre: HandlerPre<ConnState>,
+    engine: WasmEngine,
+}
+
+/// The trap raised when a guest computes past its CPU budget.
+#[derive(Debug, thiserror::Error)]
+#[error("plugin ran for more than {0:?} without returning to the host (call timeout)")]
+struct CallTimeout(Duration);
+
+impl WasmPlugin {
+    fn new_store(&self, conn: Connection) -> Store<ConnState> {
+        let limits = self.engine.limits();
+        let mut store = Store::new(
+            self.engine.engine(),
+            ConnState::new(conn, limits.max_memory),
+        );
+        store.limiter(|state| &mut state.limits);
+        let budget = limits.call_timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |ctx| {
+            if ctx.data().guest_since.elapsed() > budget {
+                Err(wasmtime::Error::new(CallTimeout(budget)))
+            } else {
+                Ok(UpdateDeadline::Continue(1))
+            }
+        });
+        store
+    }
+
+    /// Runs `setup`, `handle` and `finish` in `store`. `Err` means a call
+    /// trapped and the instance must not be entered again.
+    fn run(&self, store: &mut Store<ConnState>) -> Result<Outcome, Outcome> {
+        let handler = self
+            .pre
+            .instantiate(&mut *store)
+            .map_err(|err| Outcome::HostError(format!("cannot instantiate: {}", one_line(&err))))?;
+        let own = store
+            .data_mut()
+            .table
+            .push(ConnectionHandle)
+            .map_err(|err| Outcome::HostError(err.to_string()))?;
+        let conn = || Resource::<ConnectionHandle>::new_borrow(own.rep());
+
+        store.data_mut().guest_resumes();
+        if let Err(message) = handler.call_setup(&mut *store, conn()).map_err(trapped)? {
+            return Ok(Outcome::SetupError(message));
+        }
+        store.data_mut().guest_resumes();
+        let handled = handler.call_handle(&mut *store, conn()).map_err(trapped)?;
+        store.data_mut().guest_resumes();
+        handler.call_finish(&mut *store, conn()).map_err(trapped)?;
+        Ok(match handled {
+            Ok(()) => Outcome::Ok,
+            Err(message) => Outcome::HandleError(message),
+        })
+    }
+}
+
+impl Plugin for WasmPlugin {
+    fn version(&self) -> &PluginVersion {
+        &self.version
+    }
+
+    fn serve(&self, conn: Connection) -> (Connection, Outcome) {
+        let mut store = self.new_store(conn);
+        let outcome = self.run(&mut store).unwrap_or_else(|trap| trap);
+        (store.into_data().into_connection(), outcome)
+    }
+}
+
+/// Turns a failed call into [`Outcome::Trap`] with a one-line reason.
+fn trapped(err: wasmtime::Error) -> Outcome {
+    if let Some(timeout) = err.downcast_ref::<CallTimeout>() {
+        return Outcome::Trap(timeout.to_string());
+    }
+    if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
+        return Outcome::Trap(format!("trap: {trap}"));
+    }
+    Outcome::Trap(format!("trap: {}", one_line(&err)))
+}
+
+/// The first line of an error's message (wasmtime appends backtraces).
+fn one_line(err: &wasmtime::Error) -> String {
+    let text = format!("{err:#}");
+    text.lines().next().unwrap_or_default().trim().to_string()
+}

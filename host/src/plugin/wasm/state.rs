@@ -1,0 +1,72 @@
+//! What a store holds for one connection: the connection, the resource
+//! table the guest's handle to it lives in, the (empty) WASI context, memory
+//! limits and the clock the CPU deadline is measured against.
+
+use std::time::Instant;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::guest_output::GuestOutput;
+use crate::connection::Connection;
+
+/// The guest's handle to its connection (the WIT `connection` resource).
+#[derive(Debug)]
+pub struct ConnectionHandle;
+
+/// Per-connection store data.
+pub struct ConnState {
+    pub(super) conn: Connection,
+    pub(super) table: ResourceTable,
+    wasi: WasiCtx,
+    pub(super) limits: StoreLimits,
+    /// When the guest last (re)gained control: the start of the current
+    /// stretch of guest computation that the CPU deadline bounds.
+    pub(super) guest_since: Instant,
+}
+
+impl ConnState {
+    /// A deny-by-default sandbox for the guest serving `peer`: no files, no
+    /// environment, no arguments, no sockets; stdout/stderr go to the log.
+    pub fn new(conn: Connection, max_memory: usize) -> Self {
+        let peer = conn.peer_addr();
+        let wasi = WasiCtx::builder()
+            .stdout(GuestOutput::new(peer, "stdout"))
+            .stderr(GuestOutput::new(peer, "stderr"))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(max_memory)
+            .trap_on_grow_failure(false)
+            .build();
+        Self {
+            conn,
+            table: ResourceTable::new(),
+            wasi,
+            limits,
+            guest_since: Instant::now(),
+        }
+    }
+
+    /// Gives the connection back when the store is done.
+    pub(super) fn into_connection(self) -> Connection {
+        self.conn
+    }
+
+    /// Marks the moment control returns to the guest.
+    pub(super) fn guest_resumes(&mut self) {
+        self.guest_since = Instant::now();
+    }
+}
+
+impl WasiView for ConnState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! Opening listening sockets with clear errors for the usual mistakes
+//! (address in use, address not available on this machine).
+
+use std::io;
+use std::net::SocketAddr;
+
+use anyhow::{Result, anyhow};
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Pending connections the kernel queues while all slots are busy.
+const BACKLOG: i32 = 1024;
+
+/// Binds a non-blocking TCP listener on `addr` (IPv6 addresses accept only
+/// IPv6, so `::` and `0.0.0.0` can be bound side by side).
+pub fn tcp_listener(addr: SocketAddr) -> Result<mio::net::TcpListener> {
+    let bind = || -> io::Result<std::net::TcpListener> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(BACKLOG)?;
+        Ok(socket.into())
+    };
+    let listener = bind().map_err(|err| match err.kind() {
+        io::ErrorKind::AddrInUse => anyhow!("cannot listen on {addr}: address already in use"),
+        io::ErrorKind::AddrNotAvailable => {
+            anyhow!("cannot listen on {addr}: address not available on this machine")
+        }
+        io::ErrorKind::PermissionDenied => {
+            anyhow!("cannot listen on {addr}: permission denied (ports below 1024 need privileges)")
+        }
+        _ => anyhow!("cannot listen on {addr}: {err}"),
+    })?;
+    Ok(mio::net::TcpListener::from_std(listener))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_in_use_is_named() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let err = tcp_listener(addr).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!("cannot listen on {addr}: address already in use")
+        );
+    }
+
+    #[test]
+    fn port_zero_picks_a_free_port() {
+        let listener = tcp_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert_ne!(listener.local_addr().unwrap().port(), 0);
+    }
+}

@@ -1,0 +1,117 @@
+//! The registry of open connections: how many there are (for the
+//! connection cap and the drain on shutdown) and their sockets, so the host
+//! can close the stragglers when the grace period ends.
+
+use std::collections::HashMap;
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Called whenever a connection ends, to wake the accept loop.
+pub type OnClose = Box<dyn Fn() + Send + Sync>;
+
+/// Open connections, shared by the accept loop and connection threads.
+#[derive(Clone)]
+pub struct LiveConnections {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    sockets: Mutex<HashMap<u64, RawFd>>,
+    next_id: AtomicU64,
+    on_close: OnClose,
+}
+
+impl LiveConnections {
+    /// An empty registry that calls `on_close` whenever a connection ends.
+    pub fn new(on_close: OnClose) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                sockets: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(1),
+                on_close,
+            }),
+        }
+    }
+
+    fn sockets(&self) -> MutexGuard<'_, HashMap<u64, RawFd>> {
+        // A panic while holding this lock cannot leave the map inconsistent.
+        self.inner
+            .sockets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records `stream` as open until the returned guard is dropped. Drop
+    /// the guard *before* the stream, so the fd is never shut down after it
+    /// was closed and reused.
+    pub fn register(&self, stream: &TcpStream) -> LiveGuard {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        self.sockets().insert(id, stream.as_raw_fd());
+        LiveGuard {
+            live: self.clone(),
+            id,
+        }
+    }
+
+    /// How many connections are open.
+    pub fn count(&self) -> usize {
+        self.sockets().len()
+    }
+
+    /// Shuts down both directions of every open connection: plugins blocked
+    /// in `read` see end of stream and their `write`s fail, so they finish.
+    pub fn shutdown_all(&self) -> usize {
+        let sockets = self.sockets();
+        for fd in sockets.values() {
+            // SAFETY: the fd is open: guards remove it (under this lock)
+            // before their stream is dropped.
+            unsafe {
+                libc::shutdown(*fd, libc::SHUT_RDWR);
+            }
+        }
+        sockets.len()
+    }
+}
+
+/// Keeps a connection registered while it lives.
+pub struct LiveGuard {
+    live: LiveConnections,
+    id: u64,
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.live.sockets().remove(&self.id);
+        (self.live.inner.on_close)();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::TcpListener;
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn counts_and_shuts_down_registered_sockets() {
+        let closed = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&closed);
+        let live = LiveConnections::new(Box::new(move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+        }));
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let guard = live.register(&server);
+        assert_eq!(live.count(), 1);
+        assert_eq!(live.shutdown_all(), 1);
+        let mut buf = [0u8; 1];
+        assert_eq!((&client).read(&mut buf).unwrap(), 0, "client sees EOF");
+        drop(guard);
+        assert_eq!(live.count(), 0);
+        assert_eq!(closed.load(Ordering::SeqCst), 1);
+    }
+}

@@ -1,0 +1,254 @@
+//! The server: `mio` owns the listening sockets and the accept loop; each
+//! accepted connection is handed to a pooled thread where a fresh plugin
+//! instance serves it. Signals stop it gracefully (SIGINT/SIGTERM) or ask
+//! for a reload (SIGHUP).
+
+mod bind;
+mod live;
+mod pool;
+mod session;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use self::live::LiveConnections;
+use self::pool::ThreadPool;
+use crate::plugin::CurrentPlugin;
+
+const SIGNALS: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+
+/// How long to wait for connection threads after shutting their sockets
+/// down at the end of the grace period.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// How often to retry `accept` while paused by the connection cap or by
+/// running out of file descriptors.
+const PAUSED_RETRY: Duration = Duration::from_millis(100);
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Addresses to listen on.
+    pub addrs: Vec<SocketAddr>,
+    /// How long live connections may run after a shutdown signal.
+    pub grace: Duration,
+    /// Most connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Longest a connection may sit without receiving a byte.
+    pub idle_timeout: Option<Duration>,
+    /// Stack size of connection threads (guest code runs on them).
+    pub thread_stack: usize,
+}
+
+/// Something the server asks its owner to do.
+pub trait ServerHooks {
+    /// SIGHUP arrived: reload the plugin.
+    fn reload(&mut self);
+}
+
+/// A bound server, ready to run.
+pub struct Server {
+    config: ServerConfig,
+    plugin: CurrentPlugin,
+    poll: Poll,
+    listeners: Vec<TcpListener>,
+    signals: Signals,
+    live: LiveConnections,
+    pool: ThreadPool,
+    /// Set while `accept` is paused (connection cap or fd exhaustion).
+    paused: bool,
+}
+
+impl Server {
+    /// Binds every address in `config`; fails with a clear message if one
+    /// is in use or not available.
+    pub fn bind(config: ServerConfig, plugin: CurrentPlugin) -> Result<Self> {
+        let poll = Poll::new().context("cannot create the event loop")?;
+        let mut listeners = Vec::new();
+        for (index, addr) in config.addrs.iter().enumerate() {
+            let mut listener = bind::tcp_listener(*addr)?;
+            poll.registry()
+                .register(&mut listener, Token(index), Interest::READABLE)
+                .context("cannot watch the listening socket")?;
+            listeners.push(listener);
+        }
+        let mut signals =
+            Signals::new([SIGINT, SIGTERM, SIGHUP]).context("cannot install signal handlers")?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .context("cannot watch signals")?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).context("cannot create waker")?);
+        let live = LiveConnections::new(Box::new(move || {
+            // Waking only fails if the event loop is gone, i.e. at exit.
+            let _ = waker.wake();
+        }));
+        let pool = ThreadPool::new(config.thread_stack);
+        Ok(Self {
+            config,
+            plugin,
+            poll,
+            listeners,
+            signals,
+            live,
+            pool,
+            paused: false,
+        })
+    }
+
+    /// The addresses actually bound (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// Accepts and serves connections until SIGINT/SIGTERM, then drains.
+    pub fn run(mut self, hooks: &mut dyn ServerHooks) -> Result<()> {
+        for addr in self.local_addrs() {
+            tracing::info!(plugin = %self.plugin.get().version(), "listening on {addr}");
+        }
+        let mut events = Events::with_capacity(256);
+        loop {
+            let timeout = self.paused.then_some(PAUSED_RETRY);
+            if let Err(err) = self.poll.poll(&mut events, timeout) {
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(err).context("event loop failed");
+            }
+            let mut stop = None;
+            for event in events.iter() {
+                match event.token() {
+                    SIGNALS => {
+                        for signal in self.signals.pending() {
+                            match signal {
+                                SIGHUP => hooks.reload(),
+                                other => stop = Some(other),
+                            }
+                        }
+                    }
+                    WAKER => {}
+                    Token(index) => self.accept_all(index),
+                }
+            }
+            if let Some(signal) = stop {
+                return self.drain(signal);
+            }
+            if self.paused {
+                self.paused = false;
+                for index in 0..self.listeners.len() {
+                    self.accept_all(index);
+                }
+            }
+        }
+    }
+
+    /// Accepts every pending connection on listener `index`, pausing at the
+    /// connection cap.
+    fn accept_all(&mut self, index: usize) {
+        loop {
+            if self.live.count() >= self.config.max_connections {
+                if !self.paused {
+                    tracing::warn!(
+                        max_connections = self.config.max_connections,
+                        "connection limit reached; new connections wait in the backlog"
+                    );
+                }
+                self.paused = true;
+                return;
+            }
+            match self.listeners[index].accept() {
+                Ok((stream, peer)) => self.dispatch(stream, peer),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) if is_transient_accept_error(&err) => continue,
+                Err(err) => {
+                    // Out of file descriptors or memory: leave the connection
+                    // in the backlog and retry shortly.
+                    tracing::error!("accept failed: {err}; retrying");
+                    self.paused = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn dispatch(&self, stream: mio::net::TcpStream, peer: SocketAddr) {
+        let stream = std::net::TcpStream::from(stream);
+        let guard = self.live.register(&stream);
+        let plugin = self.plugin.get();
+        let idle_timeout = self.config.idle_timeout;
+        let job = move || session::serve(stream, peer, plugin, guard, idle_timeout);
+        if let Err(err) = self.pool.execute(job) {
+            tracing::error!(peer = %peer, "cannot start a thread for the connection: {err}");
+        }
+    }
+
+    /// Stops accepting, waits up to the grace period for live connections,
+    /// then shuts the rest down.
+    fn drain(mut self, signal: i32) -> Result<()> {
+        let name = if signal == SIGINT {
+            "SIGINT"
+        } else {
+            "SIGTERM"
+        };
+        for mut listener in self.listeners.drain(..) {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        let open = self.live.count();
+        tracing::info!(
+            open_connections = open,
+            grace = ?self.config.grace,
+            "{name} received: shutting down; no longer accepting"
+        );
+        let deadline = Instant::now() + self.config.grace;
+        if !self.wait_for_connections(deadline)? {
+            let closed = self.live.shutdown_all();
+            tracing::warn!("grace period over: closing {closed} connection(s) still open");
+            self.wait_for_connections(Instant::now() + CLOSE_WAIT)?;
+        }
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+
+    /// Waits until no connection is open (true) or `deadline` passes
+    /// (false). A second SIGINT/SIGTERM cuts the wait short.
+    fn wait_for_connections(&mut self, deadline: Instant) -> Result<bool> {
+        let mut events = Events::with_capacity(16);
+        while self.live.count() > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            match self.poll.poll(&mut events, Some(deadline - now)) {
+                Ok(()) => {}
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(err).context("event loop failed"),
+            }
+            let again = events.iter().any(|e| e.token() == SIGNALS)
+                && self.signals.pending().any(|s| s == SIGINT || s == SIGTERM);
+            if again {
+                tracing::warn!("second signal: not waiting for the grace period");
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Errors that concern one connection, not the listener.
+fn is_transient_accept_error(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+    )
+}
