@@ -9,9 +9,12 @@
 
 use std::fs;
 
-/// Memory mappings one open connection adds (measured with
-/// `/proc/PID/maps` at 1,000 idle echo connections, rounded up).
-pub const MAPPINGS_PER_CONNECTION: usize = 8;
+/// Memory mappings one open connection adds, measured with
+/// `/proc/PID/maps` at 1,000 idle echo connections (10,077 mappings, 49
+/// before): the thread's stack and guard, Rust's and wasmtime's signal
+/// stacks with their guards, and the instance's memory and table slots made
+/// accessible inside the pooling allocator's reservations.
+pub const MAPPINGS_PER_CONNECTION: usize = 10;
 
 /// Mappings kept free for the host itself (code, heap, compiled plugins,
 /// reloads).
@@ -47,7 +50,8 @@ mod tests {
 
     #[test]
     fn the_linux_default_map_count_allows_thousands_of_connections() {
-        assert!(connections_for_map_count(65_530) >= 7_000);
+        assert!(connections_for_map_count(65_530) >= 6_000);
+        assert!(connections_for_map_count(262_144) >= 10_000);
     }
 
     #[test]

@@ -83,6 +83,9 @@ impl Connection {
         stream.set_nonblocking(false)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(idle_timeout)?;
+        // A client that stops reading must not pin the plugin in `write`
+        // forever: the same idle bound applies to blocked writes.
+        stream.set_write_timeout(idle_timeout)?;
         Ok(Self {
             stream,
             peer,
@@ -142,7 +145,13 @@ impl Connection {
                     rest = &rest[n..];
                 }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => return Err(ConnError::from_io(&err)),
+                // A write that times out means the peer stopped reading.
+                Err(err) => {
+                    return Err(match ConnError::from_io(&err) {
+                        ConnError::TimedOut => ConnError::BrokenPipe,
+                        other => other,
+                    });
+                }
             }
         }
         Ok(())
@@ -188,6 +197,17 @@ impl Connection {
             .map_err(|err| ConnError::from_io(&err))?;
         self.read_timeout = timeout;
         Ok(())
+    }
+
+    /// Bounds every later read and write by `limit` (used while `finish`
+    /// runs, so cleanup cannot hold a connection open indefinitely).
+    pub fn limit_blocking(&mut self, limit: Duration) {
+        let bound = |t: Option<Duration>| Some(t.map_or(limit, |t| t.min(limit)));
+        // Failing to tighten a timeout only means the idle bound applies.
+        let _ = self
+            .stream
+            .set_read_timeout(bound(self.read_timeout.or(self.idle_timeout)));
+        let _ = self.stream.set_write_timeout(bound(self.idle_timeout));
     }
 
     /// The plugin's read timeout.

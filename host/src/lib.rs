@@ -15,6 +15,7 @@ pub mod connection;
 pub mod plugin;
 pub mod reload;
 pub mod server;
+pub mod watch;
 
 /// An error and its causes on one line: `outer: inner: root`.
 pub fn one_line(err: &anyhow::Error) -> String {

@@ -10,41 +10,55 @@ use std::time::Instant;
 
 use anyhow::Result;
 
+use crate::plugin::CurrentPlugin;
+use crate::plugin::loader::Loader;
 use crate::plugin::source::PluginSource;
-use crate::plugin::wasm::WasmRuntime;
-use crate::plugin::{CurrentPlugin, Plugin};
 
 /// Loads a plugin from its source and swaps it into service.
 #[derive(Clone)]
 pub struct Reloader {
-    runtime: WasmRuntime,
+    loader: Loader,
     source: PluginSource,
     current: CurrentPlugin,
     busy: Arc<AtomicBool>,
+    /// A change arrived while a reload ran: reload once more afterwards.
+    pending: Arc<AtomicBool>,
 }
 
 impl Reloader {
     /// A reloader for the plugin at `source`, serving through `current`.
-    pub fn new(runtime: WasmRuntime, source: PluginSource, current: CurrentPlugin) -> Self {
+    pub fn new(loader: Loader, source: PluginSource, current: CurrentPlugin) -> Self {
         Self {
-            runtime,
+            loader,
             source,
             current,
             busy: Arc::new(AtomicBool::new(false)),
+            pending: Arc::new(AtomicBool::new(false)),
         }
     }
 
-    /// Reloads on a background thread, unless a reload is already running.
+    /// Reloads on a background thread. If a reload is already running,
+    /// another one follows it, so the last change is never missed.
     pub fn reload_in_background(&self, why: &'static str) {
+        self.pending.store(true, Ordering::Release);
         if self.busy.swap(true, Ordering::AcqRel) {
-            tracing::info!("{why}: a reload is already in progress");
             return;
         }
         let this = self.clone();
         let spawned = thread::Builder::new().name("reload".into()).spawn(move || {
-            // Errors are logged inside; the old plugin keeps serving.
-            let _ = this.reload(why);
-            this.busy.store(false, Ordering::Release);
+            loop {
+                while this.pending.swap(false, Ordering::AcqRel) {
+                    // Errors are logged inside; the old plugin keeps serving.
+                    let _ = this.reload(why);
+                }
+                this.busy.store(false, Ordering::Release);
+                // A request that arrived between the loop and the store
+                // above saw `busy` still set: take it over, unless a new
+                // thread already has.
+                if !this.pending.load(Ordering::Acquire) || this.busy.swap(true, Ordering::AcqRel) {
+                    break;
+                }
+            }
         });
         if let Err(err) = spawned {
             self.busy.store(false, Ordering::Release);
@@ -57,11 +71,19 @@ impl Reloader {
         let started = Instant::now();
         let old = self.current.get().version().clone();
         let loaded = self.source.read().and_then(|bytes| {
+            if bytes.version == old {
+                return Ok(None);
+            }
             let what = self.source.to_string();
-            self.runtime.load(&bytes, &what)
+            let (plugin, details) = self.loader.load(&bytes, &what)?;
+            Ok(Some((plugin, details, bytes.build_time)))
         });
-        let (plugin, info) = match loaded {
-            Ok(loaded) => loaded,
+        let (plugin, details, build_time) = match loaded {
+            Ok(Some(loaded)) => loaded,
+            Ok(None) => {
+                tracing::info!(plugin = %old, "{why}: plugin unchanged; still serving {old}");
+                return Ok(());
+            }
             Err(err) => {
                 tracing::error!(
                     plugin = %old,
@@ -73,11 +95,14 @@ impl Reloader {
         };
         let new = plugin.version().clone();
         let swap_started = Instant::now();
-        self.current.replace(Box::new(plugin));
+        let retired = self.current.replace(plugin);
         let swap = swap_started.elapsed();
+        // Connections still running the old version hold their own `Arc`;
+        // it is freed when the last of them ends.
+        drop(retired);
         tracing::info!(
             old = %old, new = %new,
-            compile = ?info.compile_time, cached = info.cached, swap = ?swap,
+            build = ?build_time, compile = ?details.compile_time(), cached = details.cached(), swap = ?swap,
             total = ?started.elapsed(),
             "{why}: swapped {old} -> {new}"
         );

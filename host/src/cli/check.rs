@@ -3,7 +3,9 @@
 
 use anyhow::Result;
 use clap::Args;
+use host::plugin::loader::LoadDetails;
 use host::plugin::source::PluginSource;
+use plughost_native_abi::ABI_VERSION;
 
 use super::options::EngineOptions;
 
@@ -20,9 +22,18 @@ pub struct CheckArgs {
 impl CheckArgs {
     pub fn run(self) -> Result<()> {
         let source = PluginSource::parse(&self.plugin)?;
-        let runtime = self.engine.runtime(1)?;
+        let loader = self.engine.loader(1)?;
         let bytes = source.read()?;
-        let (_, info) = runtime.load(&bytes, &source.to_string())?;
+        let info = match loader.load(&bytes, &source.to_string())?.1 {
+            LoadDetails::Wasm(info) => info,
+            LoadDetails::Native { name } => {
+                println!("ok: {source} is a native plugin (C ABI version {ABI_VERSION})");
+                println!("  name:     {name}");
+                println!("  version:  {}", bytes.version);
+                println!("  sandbox:  none (native code runs with the host's privileges)");
+                return Ok(());
+            }
+        };
         println!("ok: {source} implements {}", info.world);
         println!("  version:  {}", bytes.version);
         println!("  size:     {} bytes", bytes.bytes.len());

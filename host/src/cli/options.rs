@@ -6,11 +6,17 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
+use host::plugin::loader::{Loader, PluginKind};
 use host::plugin::wasm::{InstanceLimits, WasmRuntime};
 
-/// How plugins are compiled and what every instance may use.
+/// How plugins are loaded and what every instance may use.
 #[derive(Debug, Clone, Args)]
 pub struct EngineOptions {
+    /// The plugin's kind [default: recognised from the file: ELF shared
+    /// libraries are native, everything else WebAssembly].
+    #[arg(long, value_enum)]
+    pub kind: Option<PluginKind>,
+
     /// Largest linear memory one plugin instance may use (e.g. 64MiB, 1GiB).
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
     pub max_memory: usize,
@@ -31,9 +37,9 @@ pub struct EngineOptions {
 }
 
 impl EngineOptions {
-    /// The runtime for these options, with room for `max_instances` live
-    /// instances.
-    pub fn runtime(&self, max_instances: usize) -> Result<WasmRuntime> {
+    /// A plugin loader for these options, with room for `max_instances`
+    /// live WebAssembly instances.
+    pub fn loader(&self, max_instances: usize) -> Result<Loader> {
         let limits = InstanceLimits {
             max_memory: self.max_memory,
             call_timeout: self.call_timeout,
@@ -45,7 +51,7 @@ impl EngineOptions {
         } else {
             self.cache_dir.clone().or_else(default_cache_dir)
         };
-        WasmRuntime::new(limits, cache_dir)
+        Ok(Loader::new(WasmRuntime::new(limits, cache_dir)?, self.kind))
     }
 }
 

@@ -7,9 +7,10 @@ use anyhow::Result;
 use clap::Args;
 use host::capacity;
 use host::plugin::CurrentPlugin;
+use host::plugin::loader::LoadDetails;
 use host::plugin::source::PluginSource;
 use host::reload::Reloader;
-use host::server::{Server, ServerConfig, ServerHooks};
+use host::server::{AccessRules, Server, ServerConfig, ServerHooks};
 
 use super::options::EngineOptions;
 
@@ -48,6 +49,21 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
     idle_timeout: Duration,
 
+    /// Serve only peers in this network (CIDR, e.g. 10.0.0.0/8; repeat
+    /// for several). Default: everyone.
+    #[arg(long, value_name = "CIDR")]
+    allow: Vec<ipnet::IpNet>,
+
+    /// Refuse peers in this network (CIDR; repeatable; wins over --allow).
+    #[arg(long, value_name = "CIDR")]
+    deny: Vec<ipnet::IpNet>,
+
+    /// Reload the plugin when its file changes (or rebuild it, for a
+    /// plugin directory with a plugin.toml); open connections keep the
+    /// version they started with. SIGHUP reloads without --watch.
+    #[arg(long)]
+    watch: bool,
+
     #[command(flatten)]
     engine: EngineOptions,
 }
@@ -56,28 +72,39 @@ impl RunArgs {
     pub fn run(self) -> Result<()> {
         let source = PluginSource::parse(&self.plugin)?;
         let max_connections = self.max_connections();
-        let runtime = self.engine.runtime(max_connections)?;
+        let loader = self.engine.loader(max_connections)?;
         let bytes = source.read()?;
-        let (plugin, info) = runtime.load(&bytes, &source.to_string())?;
+        let (plugin, details) = loader.load(&bytes, &source.to_string())?;
         tracing::info!(
             plugin = %bytes.version,
-            compile = ?info.compile_time,
-            cached = info.cached,
+            build = ?bytes.build_time,
+            compile = ?details.compile_time(),
+            cached = details.cached(),
             "loaded {source}"
         );
-        let current = CurrentPlugin::new(Box::new(plugin));
+        if let LoadDetails::Native { name } = &details {
+            tracing::warn!(
+                "serving native plugin `{name}`: it runs unsandboxed, without memory or CPU limits"
+            );
+        }
+        let current = CurrentPlugin::new(plugin);
         let config = ServerConfig {
             addrs: vec![SocketAddr::new(self.host, self.port)],
             grace: self.grace,
             max_connections,
             idle_timeout: (!self.idle_timeout.is_zero()).then_some(self.idle_timeout),
             thread_stack: CONNECTION_THREAD_STACK,
+            access: AccessRules {
+                allow: self.allow.clone(),
+                deny: self.deny.clone(),
+            },
         };
         let server = Server::bind(config, current.clone())?;
-        let mut hooks = RunHooks {
-            reloader: Reloader::new(runtime, source, current),
-        };
-        server.run(&mut hooks)
+        let reloader = Reloader::new(loader, source.clone(), current);
+        if self.watch {
+            host::watch::spawn(&source, reloader.clone())?;
+        }
+        server.run(&mut RunHooks { reloader })
     }
 
     fn max_connections(&self) -> usize {

@@ -1,12 +1,16 @@
 //! Plugins: the request-handling code the host runs for each connection.
 //!
 //! A [`Plugin`] serves one connection through the `setup` → `handle` →
-//! `finish` lifecycle. WebAssembly components implement it in [`wasm`]; the
-//! connection loop only sees the trait, so it does not know which kind runs.
+//! `finish` lifecycle. WebAssembly components implement it in [`wasm`],
+//! shared libraries in [`native`]; the connection loop only sees the trait,
+//! so it does not know which kind runs. [`loader`] picks the kind.
 //! The plugin currently in service sits behind a [`CurrentPlugin`] that a
 //! reload can swap while connections keep the version they started with.
 
 pub mod builtin;
+pub mod loader;
+pub mod manifest;
+pub mod native;
 pub mod source;
 pub mod wasm;
 

@@ -1,5 +1,6 @@
-//! Where a plugin's bytes come from: a built-in name or a file path, as
-//! given to `--plugin`.
+//! Where a plugin's bytes come from, as given to `--plugin`: a built-in
+//! name, a component file, or a plugin source directory with a
+//! `plugin.toml` (built before it is read).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -7,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
+use super::manifest::Project;
 use super::{PluginVersion, builtin};
 
 /// What the user asked for with `--plugin`.
@@ -16,13 +18,19 @@ pub enum PluginSource {
     Builtin(&'static str),
     /// A file on disk.
     File(PathBuf),
+    /// A source directory, built with its manifest's command.
+    Project(Project),
 }
 
 impl PluginSource {
-    /// Interprets a `--plugin` argument: an existing file wins over a
-    /// built-in of the same name; a bare built-in name is the built-in.
+    /// Interprets a `--plugin` argument: a directory is a plugin project, an
+    /// existing file wins over a built-in of the same name, and a bare
+    /// built-in name is the built-in.
     pub fn parse(spec: &str) -> Result<Self> {
         let path = Path::new(spec);
+        if path.is_dir() {
+            return Ok(Self::Project(Project::open(path)?));
+        }
         if path.exists() {
             return Ok(Self::File(path.to_path_buf()));
         }
@@ -46,11 +54,13 @@ impl PluginSource {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| path.display().to_string()),
+            Self::Project(project) => project.name(),
         }
     }
 
-    /// Reads the plugin's bytes.
+    /// Reads the plugin's bytes, building a project first.
     pub fn read(&self) -> Result<PluginBytes> {
+        let mut build_time = None;
         let bytes = match self {
             Self::Builtin(name) => builtin::find(name)
                 .with_context(|| format!("built-in plugin `{name}` is missing"))?
@@ -66,6 +76,17 @@ impl PluginSource {
                         .with_context(|| format!("cannot read plugin {}", path.display()));
                 }
             },
+            Self::Project(project) => {
+                build_time = project.build()?;
+                let output = project.output();
+                fs::read(&output).with_context(|| {
+                    format!(
+                        "cannot read the build output {} named in {}",
+                        output.display(),
+                        project.dir.join(super::manifest::MANIFEST_FILE).display()
+                    )
+                })?
+            }
         };
         let hash = Sha256::digest(&bytes);
         Ok(PluginBytes {
@@ -75,6 +96,7 @@ impl PluginSource {
             },
             digest: hex(&hash),
             bytes,
+            build_time,
         })
     }
 }
@@ -84,6 +106,7 @@ impl std::fmt::Display for PluginSource {
         match self {
             Self::Builtin(name) => write!(f, "built-in `{name}`"),
             Self::File(path) => write!(f, "{}", path.display()),
+            Self::Project(project) => write!(f, "{} (built from source)", project.dir.display()),
         }
     }
 }
@@ -97,6 +120,8 @@ pub struct PluginBytes {
     pub digest: String,
     /// The raw file contents.
     pub bytes: Vec<u8>,
+    /// How long the project's build command took, if one ran.
+    pub build_time: Option<std::time::Duration>,
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -3,6 +3,7 @@
 //! instance serves it. Signals stop it gracefully (SIGINT/SIGTERM) or ask
 //! for a reload (SIGHUP).
 
+mod access;
 mod bind;
 mod live;
 mod pool;
@@ -19,6 +20,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
+pub use self::access::AccessRules;
 use self::live::LiveConnections;
 use self::pool::ThreadPool;
 use crate::plugin::CurrentPlugin;
@@ -46,6 +48,8 @@ pub struct ServerConfig {
     pub idle_timeout: Option<Duration>,
     /// Stack size of connection threads (guest code runs on them).
     pub thread_stack: usize,
+    /// Which peers may connect.
+    pub access: AccessRules,
 }
 
 /// Something the server asks its owner to do.
@@ -183,6 +187,10 @@ impl Server {
     }
 
     fn dispatch(&self, stream: mio::net::TcpStream, peer: SocketAddr) {
+        if !self.config.access.permits(peer.ip()) {
+            tracing::warn!(peer = %peer, "connection refused by --allow/--deny rules");
+            return;
+        }
         let stream = std::net::TcpStream::from(stream);
         let guard = self.live.register(&stream);
         let plugin = self.plugin.get();

@@ -25,6 +25,8 @@ pub struct InstanceLimits {
     pub max_instances: u32,
     /// Largest WebAssembly stack, in bytes.
     pub max_wasm_stack: usize,
+    /// How long reads and writes inside `finish` may block in total.
+    pub finish_timeout: Duration,
 }
 
 impl Default for InstanceLimits {
@@ -34,6 +36,7 @@ impl Default for InstanceLimits {
             call_timeout: Duration::from_secs(5),
             max_instances: 1000,
             max_wasm_stack: 512 * 1024,
+            finish_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -165,7 +165,10 @@ impl WasmPlugin {
         }
         store.data_mut().guest_resumes();
         let handled = handler.call_handle(&mut *store, conn()).map_err(trapped)?;
-        store.data_mut().guest_resumes();
+        let finish_timeout = self.engine.limits().finish_timeout;
+        let state = store.data_mut();
+        state.conn.limit_blocking(finish_timeout);
+        state.guest_resumes();
         handler.call_finish(&mut *store, conn()).map_err(trapped)?;
         Ok(match handled {
             Ok(()) => Outcome::Ok,
@@ -181,7 +184,15 @@ impl Plugin for WasmPlugin {
 
     fn serve(&self, conn: Connection) -> (Connection, Outcome) {
         let mut store = self.new_store(conn);
-        let outcome = self.run(&mut store).unwrap_or_else(|trap| trap);
+        let mut outcome = self.run(&mut store).unwrap_or_else(|trap| trap);
+        if let Outcome::Trap(reason) = &mut outcome
+            && store.data().limits.hit
+        {
+            let max = self.engine.limits().max_memory;
+            reason.push_str(&format!(
+                " (after reaching the memory limit of {max} bytes)"
+            ));
+        }
         (store.into_data().into_connection(), outcome)
     }
 }

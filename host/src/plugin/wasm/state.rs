@@ -4,8 +4,8 @@
 
 use std::time::Instant;
 
+use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::guest_output::GuestOutput;
@@ -20,7 +20,7 @@ pub struct ConnState {
     pub(super) conn: Connection,
     pub(super) table: ResourceTable,
     wasi: WasiCtx,
-    pub(super) limits: StoreLimits,
+    pub(super) limits: MemoryCap,
     /// When the guest last (re)gained control: the start of the current
     /// stretch of guest computation that the CPU deadline bounds.
     pub(super) guest_since: Instant,
@@ -38,10 +38,10 @@ impl ConnState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(max_memory)
-            .trap_on_grow_failure(false)
-            .build();
+        let limits = MemoryCap {
+            max_memory,
+            hit: false,
+        };
         Self {
             conn,
             table: ResourceTable::new(),
@@ -68,5 +68,45 @@ impl WasiView for ConnState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+/// Caps each linear memory at `max_memory` bytes and remembers whether the
+/// guest ran into the cap, so a trap that follows can say why.
+pub struct MemoryCap {
+    max_memory: usize,
+    /// Set once a growth request was refused.
+    pub(super) hit: bool,
+}
+
+/// Most elements a table may grow to (tables hold function references).
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = desired <= self.max_memory;
+        if !allowed && !self.hit {
+            self.hit = true;
+            tracing::warn!(
+                max_memory = self.max_memory,
+                desired,
+                "plugin reached its memory limit; allocation refused"
+            );
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }

@@ -1,0 +1,86 @@
+//! Turning plugin bytes into a [`Plugin`]: WebAssembly components go to the
+//! wasm runtime, ELF shared libraries to the native loader.
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::Plugin;
+use super::native::{self, NativePlugin};
+use super::source::PluginBytes;
+use super::wasm::{ComponentInfo, WasmRuntime};
+
+/// Which kind of plugin a file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PluginKind {
+    /// A WebAssembly component (sandboxed).
+    Wasm,
+    /// A shared library implementing the native C ABI (not sandboxed).
+    Native,
+}
+
+/// What loading found out, for logs and `host check`.
+#[derive(Debug, Clone)]
+pub enum LoadDetails {
+    /// A component: its world, imports, exports and compile time.
+    Wasm(ComponentInfo),
+    /// A native library and the name it gave itself.
+    Native {
+        /// The name in the plugin's table.
+        name: String,
+    },
+}
+
+impl LoadDetails {
+    /// Time spent compiling (zero for native plugins).
+    pub fn compile_time(&self) -> Duration {
+        match self {
+            LoadDetails::Wasm(info) => info.compile_time,
+            LoadDetails::Native { .. } => Duration::ZERO,
+        }
+    }
+
+    /// Whether compiled code came from the cache.
+    pub fn cached(&self) -> bool {
+        matches!(self, LoadDetails::Wasm(info) if info.cached)
+    }
+}
+
+/// Loads plugins of either kind.
+#[derive(Clone)]
+pub struct Loader {
+    wasm: WasmRuntime,
+    kind: Option<PluginKind>,
+}
+
+impl Loader {
+    /// A loader using `wasm` for components; `kind` forces a kind instead
+    /// of recognising it from the file's contents.
+    pub fn new(wasm: WasmRuntime, kind: Option<PluginKind>) -> Self {
+        Self { wasm, kind }
+    }
+
+    /// The kind of `bytes`: forced, or recognised by the ELF magic.
+    pub fn kind_of(&self, bytes: &[u8]) -> PluginKind {
+        self.kind
+            .unwrap_or(if bytes.starts_with(native::ELF_MAGIC) {
+                PluginKind::Native
+            } else {
+                PluginKind::Wasm
+            })
+    }
+
+    /// Loads and checks a plugin; `what` names it in errors.
+    pub fn load(&self, bytes: &PluginBytes, what: &str) -> Result<(Box<dyn Plugin>, LoadDetails)> {
+        Ok(match self.kind_of(&bytes.bytes) {
+            PluginKind::Wasm => {
+                let (plugin, info) = self.wasm.load(bytes, what)?;
+                (Box::new(plugin), LoadDetails::Wasm(info))
+            }
+            PluginKind::Native => {
+                let (plugin, name) = NativePlugin::load(bytes, what)?;
+                (Box::new(plugin), LoadDetails::Native { name })
+            }
+        })
+    }
+}

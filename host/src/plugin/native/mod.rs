@@ -1,0 +1,152 @@
+//! Native plugins: shared libraries that implement the same
+//! `setup`/`handle`/`finish` lifecycle through the C ABI in
+//! `plughost-native-abi` (`wit/native-abi`).
+//!
+//! Native code runs unsandboxed in the host process: no memory cap, no CPU
+//! deadline, and a crash takes the host down. Panics are caught at the
+//! plugin's side of the boundary (the Rust SDK does it) and close only
+//! their connection.
+//!
+//! Reloading: the dynamic loader caches libraries by path, so each build is
+//! loaded from a copy named after its content hash. A library stays loaded
+//! while any connection that started on it is open (connections hold the
+//! plugin's `Arc`); it is unloaded only after the last one ends. glibc keeps
+//! a library mapped anyway if it registered thread-local destructors (Rust
+//! dylibs using thread-locals do), so an unloaded build may still occupy
+//! memory until exit.
+
+mod callbacks;
+
+use std::ffi::CStr;
+use std::fs;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use libloading::Library;
+use plughost_native_abi::{ABI_VERSION, ENTRY_SYMBOL, EntryFn, Message, PluginTable, Status};
+
+use super::source::PluginBytes;
+use super::{Outcome, Plugin, PluginVersion};
+use crate::connection::Connection;
+
+/// The ELF magic number: how a native plugin file is recognised.
+pub const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
+
+/// A loaded native plugin.
+pub struct NativePlugin {
+    version: PluginVersion,
+    table: &'static PluginTable,
+    /// Keeps the code `table` points into mapped; declared last so it is
+    /// dropped after everything that may call into it.
+    _library: Arc<Library>,
+}
+
+impl NativePlugin {
+    /// Loads `plugin` (an ELF shared library) from a private copy and checks
+    /// its entry point and ABI version. `what` names it in errors.
+    pub fn load(plugin: &PluginBytes, what: &str) -> Result<(Self, String)> {
+        let copy = private_copy(plugin)?;
+        // SAFETY: loading a library runs its initialisers; native plugins
+        // are trusted code by definition (the operator chose to load one).
+        let library = unsafe { Library::new(&copy) }
+            .with_context(|| format!("{what} cannot be loaded as a shared library"))?;
+        // SAFETY: the symbol's type is fixed by the ABI.
+        let entry = unsafe { library.get::<EntryFn>(ENTRY_SYMBOL.as_bytes()) }.map_err(|_| {
+            anyhow::anyhow!(
+                "{what} is not a plughost native plugin: it does not export `{ENTRY_SYMBOL}`"
+            )
+        })?;
+        // SAFETY: the entry point takes no arguments and returns a pointer
+        // to a static table (checked for null below).
+        let table = unsafe { entry() };
+        if table.is_null() {
+            bail!("{what}: `{ENTRY_SYMBOL}` returned no plugin table");
+        }
+        // SAFETY: every ABI version starts with the version field; nothing
+        // else is read until it matches.
+        let abi_version = unsafe { (*table).abi_version };
+        if abi_version != ABI_VERSION {
+            bail!(
+                "{what} was built for native plugin ABI version {abi_version}, \
+                 but this host speaks version {ABI_VERSION}"
+            );
+        }
+        // SAFETY: the version matches, so the layout is ours, and the table
+        // lives as long as the library, which this plugin keeps loaded.
+        let table: &'static PluginTable = unsafe { &*table };
+        let name = if table.name.is_null() {
+            plugin.version.name.clone()
+        } else {
+            // SAFETY: the ABI requires a NUL-terminated string.
+            unsafe { CStr::from_ptr(table.name) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        let plugin = Self {
+            version: plugin.version.clone(),
+            table,
+            _library: Arc::new(library),
+        };
+        Ok((plugin, name))
+    }
+
+    fn call(&self, call: plughost_native_abi::CallFn, conn: &mut Connection) -> (i32, String) {
+        let mut message = Message::new();
+        let conn_ptr = (conn as *mut Connection).cast();
+        // SAFETY: `conn` outlives the call and is only used through the
+        // host callbacks; `message` is a valid, writable message buffer.
+        let status = unsafe { call(&callbacks::HOST_API, conn_ptr, &mut message) };
+        (status, message.text())
+    }
+}
+
+impl Plugin for NativePlugin {
+    fn version(&self) -> &PluginVersion {
+        &self.version
+    }
+
+    fn serve(&self, mut conn: Connection) -> (Connection, Outcome) {
+        let outcome = (|| {
+            match self.call(self.table.setup, &mut conn) {
+                (Status::OK, _) => {}
+                (Status::ERROR, message) => return Outcome::SetupError(message),
+                other => return failure(other),
+            }
+            let handled = match self.call(self.table.handle, &mut conn) {
+                (Status::OK, _) => Outcome::Ok,
+                (Status::ERROR, message) => Outcome::HandleError(message),
+                other => return failure(other),
+            };
+            match self.call(self.table.finish, &mut conn) {
+                (Status::OK | Status::ERROR, _) => handled,
+                other => failure(other),
+            }
+        })();
+        (conn, outcome)
+    }
+}
+
+/// A panic or an unknown status: the plugin must not be called again.
+fn failure((status, message): (i32, String)) -> Outcome {
+    if status == Status::PANICKED {
+        Outcome::Trap(format!("plugin panicked: {message}"))
+    } else {
+        Outcome::Trap(format!("plugin returned unknown status {status}"))
+    }
+}
+
+/// Copies the library to a path unique to its content, so a new build is
+/// never served from the loader's cache of an old one.
+fn private_copy(plugin: &PluginBytes) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("plughost-native-{}", std::process::id()));
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join(format!("{}-{}.so", plugin.version.name, plugin.digest));
+    if !path.exists() {
+        let tmp = path.with_extension("so.tmp");
+        fs::write(&tmp, &plugin.bytes)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(path)
+}

@@ -1,0 +1,144 @@
+//! `--watch`: reload the plugin when its file changes, or rebuild and reload
+//! it when its source directory changes.
+//!
+//! A plugin file is watched through its parent directory, so every way an
+//! editor or a build tool replaces a file is seen: written in place,
+//! renamed over, or deleted and created again. Bursts of events are
+//! debounced into one reload.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use notify::{Event, EventKind, RecursiveMode, Watcher};
+
+use crate::plugin::source::PluginSource;
+use crate::reload::Reloader;
+
+/// Quiet time after the last file event before reloading.
+const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// Directory names never watched inside a project (build output, VCS).
+const IGNORED_DIRS: &[&str] = &["target", ".git", "node_modules", "__pycache__"];
+
+/// Starts watching `source` and reloading through `reloader` on changes.
+/// Built-in plugins cannot change, so there is nothing to watch for them.
+pub fn spawn(source: &PluginSource, reloader: Reloader) -> Result<()> {
+    let (targets, filter): (Vec<(PathBuf, RecursiveMode)>, Filter) = match source {
+        PluginSource::Builtin(name) => {
+            tracing::warn!("--watch has no effect on the built-in plugin `{name}`");
+            return Ok(());
+        }
+        PluginSource::File(path) => {
+            let file = absolute(path)?;
+            let dir = file
+                .parent()
+                .context("plugin file has no directory")?
+                .to_path_buf();
+            (vec![(dir, RecursiveMode::NonRecursive)], Filter::File(file))
+        }
+        PluginSource::Project(project) => {
+            let output = absolute(&project.output())?;
+            let watched = project
+                .watched_paths()
+                .into_iter()
+                .map(|p| absolute(&p).map(|p| (p, RecursiveMode::Recursive)))
+                .collect::<Result<Vec<_>>>()?;
+            (watched, Filter::Sources { output })
+        }
+    };
+
+    let (tx, rx) = mpsc::channel::<notify::Result<Event>>();
+    let mut watcher =
+        notify::recommended_watcher(tx).context("cannot start watching for file changes")?;
+    for (path, mode) in &targets {
+        watcher
+            .watch(path, *mode)
+            .with_context(|| format!("cannot watch {}", path.display()))?;
+        tracing::info!("watching {} for changes", path.display());
+    }
+    thread::Builder::new()
+        .name("watch".into())
+        .spawn(move || {
+            // The watcher stops when dropped: keep it alive on this thread.
+            let _watcher = watcher;
+            while let Ok(event) = rx.recv() {
+                if !filter.is_change(event) {
+                    continue;
+                }
+                // Debounce: wait until the burst of events is over.
+                while rx.recv_timeout(DEBOUNCE).is_ok() {}
+                reloader.reload_in_background("file changed");
+            }
+        })
+        .context("cannot start the watch thread")?;
+    Ok(())
+}
+
+/// Which changed paths trigger a reload.
+enum Filter {
+    /// Only this file (in a watched directory).
+    File(PathBuf),
+    /// Anything but build output, hidden files and ignored directories.
+    Sources { output: PathBuf },
+}
+
+impl Filter {
+    /// Whether `event` changed a watched path (reads are not changes: the
+    /// host itself reads the file when it reloads).
+    fn is_change(&self, event: notify::Result<Event>) -> bool {
+        match event {
+            Ok(event) => {
+                !matches!(event.kind, EventKind::Access(_))
+                    && event.paths.iter().any(|p| self.matches(p))
+            }
+            Err(err) => {
+                tracing::warn!("file watcher error: {err}");
+                false
+            }
+        }
+    }
+
+    fn matches(&self, path: &Path) -> bool {
+        match self {
+            Filter::File(file) => path == file,
+            Filter::Sources { output } => {
+                path != output
+                    && !path.components().any(|c| {
+                        let name = c.as_os_str().to_string_lossy();
+                        IGNORED_DIRS.contains(&name.as_ref())
+                            || (name.starts_with('.') && name.len() > 1 && name != "..")
+                    })
+            }
+        }
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_filter_matches_only_that_file() {
+        let filter = Filter::File("/p/echo.wasm".into());
+        assert!(filter.matches(Path::new("/p/echo.wasm")));
+        assert!(!filter.matches(Path::new("/p/other.wasm")));
+    }
+
+    #[test]
+    fn a_source_filter_skips_build_output_and_hidden_paths() {
+        let filter = Filter::Sources {
+            output: "/p/out/echo.wasm".into(),
+        };
+        assert!(filter.matches(Path::new("/p/src/lib.rs")));
+        assert!(!filter.matches(Path::new("/p/out/echo.wasm")));
+        assert!(!filter.matches(Path::new("/p/target/release/x")));
+        assert!(!filter.matches(Path::new("/p/src/.lib.rs.swp")));
+    }
+}
