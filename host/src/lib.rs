@@ -10,8 +10,10 @@
 
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod capacity;
 pub mod connection;
+pub mod metrics;
 pub mod plugin;
 pub mod reload;
 pub mod server;

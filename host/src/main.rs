@@ -11,7 +11,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    logging::init();
+    logging::init(args.log_format);
     match args.command.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

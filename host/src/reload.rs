@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
+use crate::metrics::ListenerMetrics;
 use crate::plugin::CurrentPlugin;
 use crate::plugin::loader::Loader;
 use crate::plugin::source::PluginSource;
@@ -20,6 +21,7 @@ pub struct Reloader {
     loader: Loader,
     source: PluginSource,
     current: CurrentPlugin,
+    metrics: ListenerMetrics,
     busy: Arc<AtomicBool>,
     /// A change arrived while a reload ran: reload once more afterwards.
     pending: Arc<AtomicBool>,
@@ -27,11 +29,17 @@ pub struct Reloader {
 
 impl Reloader {
     /// A reloader for the plugin at `source`, serving through `current`.
-    pub fn new(loader: Loader, source: PluginSource, current: CurrentPlugin) -> Self {
+    pub fn new(
+        loader: Loader,
+        source: PluginSource,
+        current: CurrentPlugin,
+        metrics: ListenerMetrics,
+    ) -> Self {
         Self {
             loader,
             source,
             current,
+            metrics,
             busy: Arc::new(AtomicBool::new(false)),
             pending: Arc::new(AtomicBool::new(false)),
         }
@@ -81,10 +89,12 @@ impl Reloader {
         let (plugin, details, build_time) = match loaded {
             Ok(Some(loaded)) => loaded,
             Ok(None) => {
+                self.metrics.reloaded("unchanged");
                 tracing::info!(plugin = %old, "{why}: plugin unchanged; still serving {old}");
                 return Ok(());
             }
             Err(err) => {
+                self.metrics.reloaded("failed");
                 tracing::error!(
                     plugin = %old,
                     "{why}: reload failed, still serving {old}: {}",
@@ -100,9 +110,12 @@ impl Reloader {
         // Connections still running the old version hold their own `Arc`;
         // it is freed when the last of them ends.
         drop(retired);
+        self.metrics.reloaded("ok");
+        self.metrics
+            .serving(Some(&old.to_string()), &new.to_string());
         tracing::info!(
             old = %old, new = %new,
-            build = ?build_time, compile = ?details.compile_time(), cached = details.cached(), swap = ?swap,
+            build = build_time.map(tracing::field::debug), compile = ?details.compile_time(), cached = details.cached(), swap = ?swap,
             total = ?started.elapsed(),
             "{why}: swapped {old} -> {new}"
         );

@@ -1,7 +1,9 @@
 //! `host check`: load a plugin the way `host run` would and report what it
 //! is, or exactly why it would be refused.
 
-use anyhow::Result;
+use std::io::Write;
+
+use anyhow::{Context, Result};
 use clap::Args;
 use host::plugin::loader::LoadDetails;
 use host::plugin::source::PluginSource;
@@ -19,33 +21,66 @@ pub struct CheckArgs {
     engine: EngineOptions,
 }
 
+/// Appends a line to the report (written in one go at the end, so a closed
+/// stdout, e.g. `| head`, is not an error).
+macro_rules! out {
+    ($report:ident, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($report, $($arg)*);
+    }};
+}
+
 impl CheckArgs {
     pub fn run(self) -> Result<()> {
+        let mut report = String::new();
+        self.check(&mut report)?;
+        let mut stdout = std::io::stdout().lock();
+        match stdout
+            .write_all(report.as_bytes())
+            .and_then(|()| stdout.flush())
+        {
+            Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+                Err(err).context("cannot write the report")
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn check(&self, report: &mut String) -> Result<()> {
         let source = PluginSource::parse(&self.plugin)?;
         let loader = self.engine.loader(1)?;
         let bytes = source.read()?;
         let info = match loader.load(&bytes, &source.to_string())?.1 {
             LoadDetails::Wasm(info) => info,
             LoadDetails::Native { name } => {
-                println!("ok: {source} is a native plugin (C ABI version {ABI_VERSION})");
-                println!("  name:     {name}");
-                println!("  version:  {}", bytes.version);
-                println!("  sandbox:  none (native code runs with the host's privileges)");
+                out!(
+                    report,
+                    "ok: {source} is a native plugin (C ABI version {ABI_VERSION})"
+                );
+                out!(report, "  name:     {name}");
+                out!(report, "  version:  {}", bytes.version);
+                out!(
+                    report,
+                    "  sandbox:  none (native code runs with the host's privileges)"
+                );
                 return Ok(());
             }
         };
-        println!("ok: {source} implements {}", info.world);
-        println!("  version:  {}", bytes.version);
-        println!("  size:     {} bytes", bytes.bytes.len());
+        out!(report, "ok: {source} implements {}", info.world);
+        out!(report, "  version:  {}", bytes.version);
+        out!(report, "  size:     {} bytes", bytes.bytes.len());
         let how = if info.cached {
             "loaded from cache"
         } else {
             "compiled"
         };
-        println!("  compile:  {how} in {:?}", info.compile_time);
-        println!("  exports:  {}", info.exports.join(", "));
-        println!("  imports:  {}", list_or_none(&info.imports));
-        println!("  grants:   none (no files, environment variables, arguments or sockets)");
+        out!(report, "  compile:  {how} in {:?}", info.compile_time);
+        out!(report, "  exports:  {}", info.exports.join(", "));
+        out!(report, "  imports:  {}", list_or_none(&info.imports));
+        out!(
+            report,
+            "  grants:   none (no files, environment variables, arguments or sockets)"
+        );
         Ok(())
     }
 }

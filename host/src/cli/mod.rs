@@ -14,6 +14,10 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// Log line format on stderr (`RUST_LOG` filters what is logged).
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    pub log_format: crate::logging::LogFormat,
 }
 
 const EXAMPLES: &str = "\

@@ -6,6 +6,10 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 use host::capacity;
+use std::sync::Arc;
+
+use host::admin::{self, ListenerStatus};
+use host::metrics::Metrics;
 use host::plugin::CurrentPlugin;
 use host::plugin::loader::LoadDetails;
 use host::plugin::source::PluginSource;
@@ -58,6 +62,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "CIDR")]
     deny: Vec<ipnet::IpNet>,
 
+    /// Serve /metrics (Prometheus) and /status (JSON) on this address,
+    /// e.g. 127.0.0.1:9100. Off by default.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+
+    /// Set SO_REUSEPORT so several host processes can listen on the same
+    /// port; the kernel spreads connections across them.
+    #[arg(long)]
+    reuse_port: bool,
+
     /// Reload the plugin when its file changes (or rebuild it, for a
     /// plugin directory with a plugin.toml); open connections keep the
     /// version they started with. SIGHUP reloads without --watch.
@@ -77,7 +91,7 @@ impl RunArgs {
         let (plugin, details) = loader.load(&bytes, &source.to_string())?;
         tracing::info!(
             plugin = %bytes.version,
-            build = ?bytes.build_time,
+            build = bytes.build_time.map(tracing::field::debug),
             compile = ?details.compile_time(),
             cached = details.cached(),
             "loaded {source}"
@@ -98,13 +112,40 @@ impl RunArgs {
                 allow: self.allow.clone(),
                 deny: self.deny.clone(),
             },
+            reuse_port: self.reuse_port,
         };
-        let server = Server::bind(config, current.clone())?;
-        let reloader = Reloader::new(loader, source.clone(), current);
+        let metrics = Arc::new(Metrics::new());
+        let server = Server::bind(config.clone(), current.clone(), &metrics)?;
+        let listener_metrics = server.metrics().clone();
+        if let Some(admin) = self.admin {
+            let status = vec![ListenerStatus {
+                metrics: listener_metrics.clone(),
+                plugin: current.clone(),
+            }];
+            admin::spawn(admin, metrics, status, self.config_summary(&config))?;
+        }
+        let reloader = Reloader::new(loader, source.clone(), current, listener_metrics);
         if self.watch {
             host::watch::spawn(&source, reloader.clone())?;
         }
         server.run(&mut RunHooks { reloader })
+    }
+
+    /// The settings `/status` reports.
+    fn config_summary(&self, config: &ServerConfig) -> serde_json::Value {
+        serde_json::json!({
+            "plugin": self.plugin,
+            "listen": config.addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "max_connections": config.max_connections,
+            "grace_ms": config.grace.as_millis() as u64,
+            "idle_timeout_ms": config.idle_timeout.map(|t| t.as_millis() as u64),
+            "max_memory": self.engine.max_memory,
+            "call_timeout_ms": self.engine.call_timeout.as_millis() as u64,
+            "watch": self.watch,
+            "reuse_port": config.reuse_port,
+            "allow": config.access.allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "deny": config.access.deny.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        })
     }
 
     fn max_connections(&self) -> usize {

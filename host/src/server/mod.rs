@@ -23,6 +23,7 @@ use signal_hook_mio::v1_0::Signals;
 pub use self::access::AccessRules;
 use self::live::LiveConnections;
 use self::pool::ThreadPool;
+use crate::metrics::{ListenerMetrics, Metrics};
 use crate::plugin::CurrentPlugin;
 
 const SIGNALS: Token = Token(usize::MAX - 1);
@@ -50,6 +51,9 @@ pub struct ServerConfig {
     pub thread_stack: usize,
     /// Which peers may connect.
     pub access: AccessRules,
+    /// Let other processes bind the same address (SO_REUSEPORT): the
+    /// kernel spreads connections across them.
+    pub reuse_port: bool,
 }
 
 /// Something the server asks its owner to do.
@@ -62,6 +66,7 @@ pub trait ServerHooks {
 pub struct Server {
     config: ServerConfig,
     plugin: CurrentPlugin,
+    metrics: ListenerMetrics,
     poll: Poll,
     listeners: Vec<TcpListener>,
     signals: Signals,
@@ -74,11 +79,13 @@ pub struct Server {
 impl Server {
     /// Binds every address in `config`; fails with a clear message if one
     /// is in use or not available.
-    pub fn bind(config: ServerConfig, plugin: CurrentPlugin) -> Result<Self> {
+    /// Its metrics are registered in `metrics` under the first bound
+    /// address.
+    pub fn bind(config: ServerConfig, plugin: CurrentPlugin, metrics: &Metrics) -> Result<Self> {
         let poll = Poll::new().context("cannot create the event loop")?;
         let mut listeners = Vec::new();
         for (index, addr) in config.addrs.iter().enumerate() {
-            let mut listener = bind::tcp_listener(*addr)?;
+            let mut listener = bind::tcp_listener(*addr, config.reuse_port)?;
             poll.registry()
                 .register(&mut listener, Token(index), Interest::READABLE)
                 .context("cannot watch the listening socket")?;
@@ -95,9 +102,16 @@ impl Server {
             let _ = waker.wake();
         }));
         let pool = ThreadPool::new(config.thread_stack);
+        let name = listeners
+            .first()
+            .and_then(|l| l.local_addr().ok())
+            .map_or_else(|| "none".to_string(), |a| a.to_string());
+        let metrics = metrics.listener(&name);
+        metrics.serving(None, &plugin.get().version().to_string());
         Ok(Self {
             config,
             plugin,
+            metrics,
             poll,
             listeners,
             signals,
@@ -105,6 +119,11 @@ impl Server {
             pool,
             paused: false,
         })
+    }
+
+    /// This server's metrics.
+    pub fn metrics(&self) -> &ListenerMetrics {
+        &self.metrics
     }
 
     /// The addresses actually bound (port 0 resolved).
@@ -188,6 +207,7 @@ impl Server {
 
     fn dispatch(&self, stream: mio::net::TcpStream, peer: SocketAddr) {
         if !self.config.access.permits(peer.ip()) {
+            self.metrics.refused();
             tracing::warn!(peer = %peer, "connection refused by --allow/--deny rules");
             return;
         }
@@ -195,7 +215,9 @@ impl Server {
         let guard = self.live.register(&stream);
         let plugin = self.plugin.get();
         let idle_timeout = self.config.idle_timeout;
-        let job = move || session::serve(stream, peer, plugin, guard, idle_timeout);
+        let metrics = self.metrics.clone();
+        metrics.opened();
+        let job = move || session::serve(stream, peer, plugin, guard, idle_timeout, metrics);
         if let Err(err) = self.pool.execute(job) {
             tracing::error!(peer = %peer, "cannot start a thread for the connection: {err}");
         }

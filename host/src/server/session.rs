@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::connection::Connection;
+use crate::metrics::ListenerMetrics;
 use crate::plugin::{Outcome, Plugin};
 
 use super::live::LiveGuard;
@@ -18,6 +19,7 @@ pub fn serve(
     plugin: Arc<Box<dyn Plugin>>,
     guard: LiveGuard,
     idle_timeout: Option<Duration>,
+    metrics: ListenerMetrics,
 ) {
     let started = Instant::now();
     let version = plugin.version();
@@ -27,6 +29,7 @@ pub fn serve(
         Err(err) => {
             // The peer is usually already gone (reset before we got to it).
             drop(guard);
+            metrics.closed("host-error", 0, 0, started.elapsed());
             tracing::warn!(peer = %peer, plugin = %version, "connection dropped before serving: {err}");
             return;
         }
@@ -39,6 +42,7 @@ pub fn serve(
     drop(conn);
     let duration = started.elapsed();
     let label = outcome.label();
+    metrics.closed(label, bytes_in, bytes_out, duration);
     if matches!(outcome, Outcome::Ok) {
         tracing::info!(
             peer = %peer, plugin = %version, bytes_in, bytes_out,
