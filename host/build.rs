@@ -1,9 +1,12 @@
 //! Builds the example plugins (`plugins/`) and the test-only plugins
 //! (`tests/plugins/`) for `wasm32-wasip2`, embeds the examples in the binary
-//! and leaves them as `target/plugins/<name>.wasm` for users.
+//! and leaves them as `target/plugins/<name>.wasm` for users. The examples
+//! (and the native test plugins) are also built as native shared libraries
+//! from the same sources: `target/plugins/lib<name>.so`.
 //!
-//! The inner `cargo` uses its own target directory (`target/wasm`), so it
-//! never waits on the lock of the build that runs this script.
+//! The inner `cargo` runs use their own target directories (`target/wasm`,
+//! `target/native`), so they never wait on the lock of the build that runs
+//! this script.
 
 use std::env;
 use std::fs;
@@ -16,6 +19,9 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("bot10086", "bot10086"),
     ("http_hello", "http-hello"),
 ];
+
+/// Test-only plugins also built as native libraries.
+const NATIVE_TEST_PLUGINS: &[&str] = &["trap", "native-abi-v99"];
 
 /// Variables of the outer build that must not leak into the wasm build.
 const SCRUBBED_ENV: &[&str] = &[
@@ -37,15 +43,20 @@ fn main() {
         .expect("host/ lives in the workspace root");
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
     let target_dir = root.join("target").join("wasm");
+    let native_dir = root.join("target").join("native");
 
     for watched in ["wit", "plugins", "tests/plugins"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 
-    build_workspace(&root.join("plugins/Cargo.toml"), &target_dir);
+    let wasm = ["--target", "wasm32-wasip2"];
+    build_workspace(&root.join("plugins/Cargo.toml"), &target_dir, &wasm);
+    build_workspace(&root.join("plugins/Cargo.toml"), &native_dir, &[]);
     let test_plugins = root.join("tests/plugins/Cargo.toml");
     if test_plugins.exists() {
-        build_workspace(&test_plugins, &target_dir);
+        build_workspace(&test_plugins, &target_dir, &wasm);
+        let packages: Vec<&str> = NATIVE_TEST_PLUGINS.iter().flat_map(|p| ["-p", p]).collect();
+        build_workspace(&test_plugins, &native_dir, &packages);
     }
 
     let built = target_dir.join("wasm32-wasip2").join("release");
@@ -54,35 +65,35 @@ fn main() {
         .unwrap_or_else(|e| fail(&format!("cannot create {}: {e}", shipped.display())));
     for (stem, name) in EXAMPLES {
         let from = built.join(format!("{stem}.wasm"));
-        for to in [
-            out_dir.join(format!("{name}.wasm")),
-            shipped.join(format!("{name}.wasm")),
-        ] {
-            fs::copy(&from, &to).unwrap_or_else(|e| {
-                fail(&format!(
-                    "cannot copy {} to {}: {e}",
-                    from.display(),
-                    to.display()
-                ))
-            });
-        }
+        copy(&from, &out_dir.join(format!("{name}.wasm")));
+        copy(&from, &shipped.join(format!("{name}.wasm")));
+        let library = format!("lib{stem}.so");
+        copy(
+            &native_dir.join("release").join(&library),
+            &shipped.join(&library),
+        );
     }
 }
 
-fn build_workspace(manifest: &Path, target_dir: &Path) {
+fn copy(from: &Path, to: &Path) {
+    fs::copy(from, to).unwrap_or_else(|e| {
+        fail(&format!(
+            "cannot copy {} to {}: {e}",
+            from.display(),
+            to.display()
+        ))
+    });
+}
+
+fn build_workspace(manifest: &Path, target_dir: &Path, extra: &[&str]) {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
     command
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--manifest-path",
-        ])
+        .args(["build", "--release", "--manifest-path"])
         .arg(manifest)
         .arg("--target-dir")
-        .arg(target_dir);
+        .arg(target_dir)
+        .args(extra);
     for name in SCRUBBED_ENV {
         command.env_remove(name);
     }
@@ -96,9 +107,10 @@ fn build_workspace(manifest: &Path, target_dir: &Path) {
         .unwrap_or_else(|e| fail(&format!("cannot run cargo to build the plugins: {e}")));
     if !status.success() {
         fail(&format!(
-            "building {} for wasm32-wasip2 failed (is the target installed? \
+            "building {} {} failed (for wasm: is the target installed? \
              `rustup target add wasm32-wasip2`)",
-            manifest.display()
+            manifest.display(),
+            extra.join(" ")
         ));
     }
 }

@@ -40,6 +40,7 @@ impl ConnState {
             .build();
         let limits = MemoryCap {
             max_memory,
+            peer,
             hit: false,
         };
         Self {
@@ -75,6 +76,7 @@ impl WasiView for ConnState {
 /// guest ran into the cap, so a trap that follows can say why.
 pub struct MemoryCap {
     max_memory: usize,
+    peer: std::net::SocketAddr,
     /// Set once a growth request was refused.
     pub(super) hit: bool,
 }
@@ -93,6 +95,7 @@ impl ResourceLimiter for MemoryCap {
         if !allowed && !self.hit {
             self.hit = true;
             tracing::warn!(
+                peer = %self.peer,
                 max_memory = self.max_memory,
                 desired,
                 "plugin reached its memory limit; allocation refused"
