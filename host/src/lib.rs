@@ -12,11 +12,14 @@
 
 pub mod admin;
 pub mod capacity;
+pub mod config;
 pub mod connection;
 pub mod metrics;
 pub mod plugin;
 pub mod reload;
 pub mod server;
+pub mod service;
+pub mod size;
 pub mod watch;
 
 /// An error and its causes on one line: `outer: inner: root`.

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use host::plugin::loader::LoadDetails;
 use host::plugin::source::PluginSource;
+use host::plugin::wasm::Sandbox;
 use plughost_native_abi::ABI_VERSION;
 
 use super::options::EngineOptions;
@@ -48,7 +49,7 @@ impl CheckArgs {
 
     fn check(&self, report: &mut String) -> Result<()> {
         let source = PluginSource::parse(&self.plugin)?;
-        let loader = self.engine.loader(1)?;
+        let loader = self.engine.loader(1, Sandbox::default())?;
         let bytes = source.read()?;
         let info = match loader.load(&bytes, &source.to_string())?.1 {
             LoadDetails::Wasm(info) => info,

@@ -1,47 +1,48 @@
-//! `host run`: load a plugin and serve connections with it.
+//! `host run`: load plugins and serve connections with them, from flags
+//! (one listener) or from a configuration file (any number of listeners).
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::Args;
 use host::capacity;
-use std::sync::Arc;
-
-use host::admin::{self, ListenerStatus};
-use host::metrics::Metrics;
-use host::plugin::CurrentPlugin;
-use host::plugin::loader::LoadDetails;
-use host::plugin::source::PluginSource;
-use host::reload::Reloader;
-use host::server::{AccessRules, Server, ServerConfig, ServerHooks};
+use host::config::{ConfigFile, ListenerConfig};
+use host::plugin::wasm::Grants;
+use host::service::{self, ListenerPlan, ServicePlan};
 
 use super::options::EngineOptions;
 
-/// Stack of connection threads: room for the guest's 512 KiB wasm stack
-/// plus host frames.
-const CONNECTION_THREAD_STACK: usize = 1024 * 1024;
-
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The plugin: a built-in name (echo, bot10086, http-hello) or the
-    /// path of a component file.
-    #[arg(long, short = 'P', value_name = "NAME|PATH", default_value = "echo")]
-    plugin: String,
+    /// Serve the listeners of this configuration file (TOML; see the
+    /// README). With a one-listener file, --plugin, --host, --port and
+    /// --watch override it.
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
 
-    /// IP address to listen on (IPv4 or IPv6, e.g. 0.0.0.0 or ::1).
-    #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
-    host: IpAddr,
+    /// The plugin: a built-in name (echo, bot10086, http-hello), the path
+    /// of a component or native library, or a plugin directory with a
+    /// plugin.toml [default: echo].
+    #[arg(long, short = 'P', value_name = "NAME|PATH")]
+    plugin: Option<String>,
+
+    /// IP address to listen on (IPv4 or IPv6, e.g. 0.0.0.0 or ::1)
+    /// [default: 127.0.0.1].
+    #[arg(long, value_name = "IP")]
+    host: Option<IpAddr>,
 
     /// TCP port to listen on; 0 picks a free one (see the "listening on"
-    /// log line).
-    #[arg(long, short, default_value_t = 8000)]
-    port: u16,
+    /// log line) [default: 8000].
+    #[arg(long, short)]
+    port: Option<u16>,
 
     /// How long open connections may finish after SIGINT/SIGTERM before
-    /// the host closes them.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
-    grace: Duration,
+    /// the host closes them [default: 5s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    grace: Option<Duration>,
 
     /// Most connections served at once; more wait in the listen backlog
     /// [default: 10000, lowered to what vm.max_map_count allows].
@@ -82,81 +83,112 @@ pub struct RunArgs {
     engine: EngineOptions,
 }
 
+const DEFAULT_PLUGIN: &str = "echo";
+const DEFAULT_HOST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+const DEFAULT_PORT: u16 = 8000;
+const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+
 impl RunArgs {
     pub fn run(self) -> Result<()> {
-        let source = PluginSource::parse(&self.plugin)?;
-        let max_connections = self.max_connections();
-        let loader = self.engine.loader(max_connections)?;
-        let bytes = source.read()?;
-        let (plugin, details) = loader.load(&bytes, &source.to_string())?;
-        tracing::info!(
-            plugin = %bytes.version,
-            build = bytes.build_time.map(tracing::field::debug),
-            compile = ?details.compile_time(),
-            cached = details.cached(),
-            "loaded {source}"
-        );
-        if let LoadDetails::Native { name } = &details {
-            tracing::warn!(
-                "serving native plugin `{name}`: it runs unsandboxed, without memory or CPU limits"
-            );
-        }
-        let current = CurrentPlugin::new(plugin);
-        let config = ServerConfig {
-            addrs: vec![SocketAddr::new(self.host, self.port)],
-            grace: self.grace,
-            max_connections,
-            idle_timeout: (!self.idle_timeout.is_zero()).then_some(self.idle_timeout),
-            thread_stack: CONNECTION_THREAD_STACK,
-            access: AccessRules {
-                allow: self.allow.clone(),
-                deny: self.deny.clone(),
-            },
-            reuse_port: self.reuse_port,
-        };
-        let metrics = Arc::new(Metrics::new());
-        let server = Server::bind(config.clone(), current.clone(), &metrics)?;
-        let listener_metrics = server.metrics().clone();
-        if let Some(admin) = self.admin {
-            let status = vec![ListenerStatus {
-                metrics: listener_metrics.clone(),
-                plugin: current.clone(),
-            }];
-            admin::spawn(admin, metrics, status, self.config_summary(&config))?;
-        }
-        let reloader = Reloader::new(loader, source.clone(), current, listener_metrics);
-        if self.watch {
-            host::watch::spawn(&source, reloader.clone())?;
-        }
-        server.run(&mut RunHooks { reloader })
+        service::run(self.plan()?)
     }
 
-    /// The settings `/status` reports.
-    fn config_summary(&self, config: &ServerConfig) -> serde_json::Value {
-        serde_json::json!({
-            "plugin": self.plugin,
-            "listen": config.addrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "max_connections": config.max_connections,
-            "grace_ms": config.grace.as_millis() as u64,
-            "idle_timeout_ms": config.idle_timeout.map(|t| t.as_millis() as u64),
-            "max_memory": self.engine.max_memory,
-            "call_timeout_ms": self.engine.call_timeout.as_millis() as u64,
-            "watch": self.watch,
-            "reuse_port": config.reuse_port,
-            "allow": config.access.allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "deny": config.access.deny.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    /// What to serve: the file's listeners (with flag overrides) or the
+    /// one listener the flags describe.
+    fn plan(&self) -> Result<ServicePlan> {
+        let Some(path) = &self.config else {
+            return Ok(ServicePlan {
+                listeners: vec![self.flag_listener()],
+                grace: self.grace.unwrap_or(DEFAULT_GRACE),
+                admin: self.admin,
+            });
+        };
+        let file = ConfigFile::load(path)?;
+        let overrides = self.plugin.is_some() || self.host.is_some() || self.port.is_some();
+        if overrides && file.listener.len() > 1 {
+            bail!(
+                "--plugin, --host and --port override a configuration file only when it \
+                 has one listener; {} has {}",
+                path.display(),
+                file.listener.len()
+            );
+        }
+        let listeners = file
+            .listener
+            .iter()
+            .map(|listener| self.file_listener(listener))
+            .collect();
+        Ok(ServicePlan {
+            listeners,
+            grace: self.grace.or(file.grace).unwrap_or(DEFAULT_GRACE),
+            admin: self.admin.or(file.admin),
         })
     }
 
-    fn max_connections(&self) -> usize {
+    fn flag_listener(&self) -> ListenerPlan {
+        let address = SocketAddr::new(
+            self.host.unwrap_or(DEFAULT_HOST),
+            self.port.unwrap_or(DEFAULT_PORT),
+        );
+        ListenerPlan {
+            name: None,
+            address,
+            plugin: self.plugin.clone().unwrap_or_else(|| DEFAULT_PLUGIN.into()),
+            kind: self.engine.kind,
+            watch: self.watch,
+            max_connections: self.max_connections(self.max_connections),
+            idle_timeout: nonzero(self.idle_timeout),
+            max_memory: self.engine.max_memory,
+            call_timeout: self.engine.call_timeout,
+            cache_dir: self.engine.cache_dir(),
+            allow: self.allow.clone(),
+            deny: self.deny.clone(),
+            reuse_port: self.reuse_port,
+            grants: Grants::default(),
+            config: BTreeMap::new(),
+        }
+    }
+
+    fn file_listener(&self, file: &ListenerConfig) -> ListenerPlan {
+        let address = SocketAddr::new(
+            self.host.unwrap_or(file.address.ip()),
+            self.port.unwrap_or(file.address.port()),
+        );
+        let mut allow = file.allow.clone();
+        allow.extend(self.allow.iter().copied());
+        let mut deny = file.deny.clone();
+        deny.extend(self.deny.iter().copied());
+        ListenerPlan {
+            name: file.name.clone(),
+            address,
+            plugin: self.plugin.clone().unwrap_or_else(|| file.plugin.clone()),
+            kind: self.engine.kind.or(file.kind),
+            watch: self.watch || file.watch,
+            max_connections: self.max_connections(self.max_connections.or(file.max_connections)),
+            idle_timeout: file
+                .idle_timeout
+                .map_or(nonzero(self.idle_timeout), nonzero),
+            max_memory: file.max_memory.unwrap_or(self.engine.max_memory),
+            call_timeout: file.call_timeout.unwrap_or(self.engine.call_timeout),
+            cache_dir: self.engine.cache_dir(),
+            allow,
+            deny,
+            reuse_port: self.reuse_port || file.reuse_port,
+            grants: file.grants.clone(),
+            config: file.config.clone(),
+        }
+    }
+
+    /// The connection cap: as asked, else what `vm.max_map_count` allows.
+    fn max_connections(&self, asked: Option<u32>) -> usize {
         let safe = capacity::default_max_connections();
-        match self.max_connections {
+        match asked {
             None => safe,
             Some(asked) => {
                 let asked = asked as usize;
                 if asked > safe {
                     tracing::warn!(
-                        "--max-connections {asked} exceeds what vm.max_map_count allows \
+                        "a connection cap of {asked} exceeds what vm.max_map_count allows \
                          (about {safe}); raise it with `sysctl -w vm.max_map_count=262144`"
                     );
                 }
@@ -166,12 +198,6 @@ impl RunArgs {
     }
 }
 
-struct RunHooks {
-    reloader: Reloader,
-}
-
-impl ServerHooks for RunHooks {
-    fn reload(&mut self) {
-        self.reloader.reload_in_background("SIGHUP");
-    }
+fn nonzero(duration: Duration) -> Option<Duration> {
+    (!duration.is_zero()).then_some(duration)
 }

@@ -11,7 +11,8 @@ use super::source::PluginBytes;
 use super::wasm::{ComponentInfo, WasmRuntime};
 
 /// Which kind of plugin a file is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PluginKind {
     /// A WebAssembly component (sandboxed).
     Wasm,

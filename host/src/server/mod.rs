@@ -39,6 +39,8 @@ const PAUSED_RETRY: Duration = Duration::from_millis(100);
 /// How the server runs.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// Name in logs and metrics (default: the first bound address).
+    pub name: Option<String>,
     /// Addresses to listen on.
     pub addrs: Vec<SocketAddr>,
     /// How long live connections may run after a shutdown signal.
@@ -102,10 +104,12 @@ impl Server {
             let _ = waker.wake();
         }));
         let pool = ThreadPool::new(config.thread_stack);
-        let name = listeners
-            .first()
-            .and_then(|l| l.local_addr().ok())
-            .map_or_else(|| "none".to_string(), |a| a.to_string());
+        let name = config.name.clone().unwrap_or_else(|| {
+            listeners
+                .first()
+                .and_then(|l| l.local_addr().ok())
+                .map_or_else(|| "none".to_string(), |a| a.to_string())
+        });
         let metrics = metrics.listener(&name);
         metrics.serving(None, &plugin.get().version().to_string());
         Ok(Self {
@@ -137,7 +141,11 @@ impl Server {
     /// Accepts and serves connections until SIGINT/SIGTERM, then drains.
     pub fn run(mut self, hooks: &mut dyn ServerHooks) -> Result<()> {
         for addr in self.local_addrs() {
-            tracing::info!(plugin = %self.plugin.get().version(), "listening on {addr}");
+            tracing::info!(
+                listener = self.metrics.name(),
+                plugin = %self.plugin.get().version(),
+                "listening on {addr}"
+            );
         }
         let mut events = Events::with_capacity(256);
         loop {

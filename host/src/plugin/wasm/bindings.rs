@@ -17,7 +17,7 @@ wasmtime::component::bindgen!({
 pub use plughost::handler::connections::{ErrorCode, ShutdownHow, SocketAddress};
 
 /// The fully qualified name of the world every handler plugin implements.
-pub const WORLD_NAME: &str = "plughost:handler/handler@0.1.0";
+pub const WORLD_NAME: &str = "plughost:handler/handler@0.1.1";
 
 /// The exports the world requires, in call order.
 pub const REQUIRED_EXPORTS: [&str; 3] = ["setup", "handle", "finish"];

@@ -4,13 +4,16 @@
 
 mod bindings;
 mod cache;
+mod config_import;
 mod connection_resource;
 mod engine;
+mod grants;
 mod guest_output;
 mod inspect;
 mod state;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -21,6 +24,7 @@ pub use self::bindings::WORLD_NAME;
 use self::bindings::{Handler, HandlerPre};
 pub use self::cache::CompileCache;
 pub use self::engine::{InstanceLimits, WasmEngine};
+pub use self::grants::{DirGrant, Grants, Sandbox};
 use self::inspect::BinaryKind;
 use self::state::{ConnState, ConnectionHandle};
 use super::source::PluginBytes;
@@ -34,6 +38,7 @@ pub struct WasmRuntime {
     engine: WasmEngine,
     linker: Linker<ConnState>,
     cache: Option<CompileCache>,
+    sandbox: Arc<Sandbox>,
 }
 
 /// A summary of a loaded component, for `host check` and the start-up log.
@@ -52,9 +57,14 @@ pub struct ComponentInfo {
 }
 
 impl WasmRuntime {
-    /// Creates the engine with `limits` and links WASI (nothing granted) and
-    /// the `connection` resource. `cache_dir` enables the compile cache.
-    pub fn new(limits: InstanceLimits, cache_dir: Option<PathBuf>) -> Result<Self> {
+    /// Creates the engine with `limits` and links WASI (with only what
+    /// `sandbox` grants), the `connection` resource and `config`.
+    /// `cache_dir` enables the compile cache.
+    pub fn new(
+        limits: InstanceLimits,
+        cache_dir: Option<PathBuf>,
+        sandbox: Sandbox,
+    ) -> Result<Self> {
         let engine = WasmEngine::new(limits)?;
         let mut linker = Linker::new(engine.engine());
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
@@ -68,6 +78,7 @@ impl WasmRuntime {
             engine,
             linker,
             cache,
+            sandbox: Arc::new(sandbox),
         })
     }
 
@@ -108,6 +119,7 @@ impl WasmRuntime {
             version: plugin.version.clone(),
             pre,
             engine: self.engine.clone(),
+            sandbox: Arc::clone(&self.sandbox),
         };
         Ok((plugin, info))
     }
@@ -118,6 +130,7 @@ pub struct WasmPlugin {
     version: PluginVersion,
     pre: HandlerPre<ConnState>,
     engine: WasmEngine,
+    sandbox: Arc<Sandbox>,
 }
 
 /// The trap raised when a guest computes past its CPU budget.
@@ -126,12 +139,9 @@ pub struct WasmPlugin {
 struct CallTimeout(Duration);
 
 impl WasmPlugin {
-    fn new_store(&self, conn: Connection) -> Store<ConnState> {
+    fn new_store(&self, state: ConnState) -> Store<ConnState> {
         let limits = self.engine.limits();
-        let mut store = Store::new(
-            self.engine.engine(),
-            ConnState::new(conn, limits.max_memory),
-        );
+        let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|state| &mut state.limits);
         let budget = limits.call_timeout;
         store.set_epoch_deadline(1);
@@ -183,7 +193,16 @@ impl Plugin for WasmPlugin {
     }
 
     fn serve(&self, conn: Connection) -> (Connection, Outcome) {
-        let mut store = self.new_store(conn);
+        let wasi = match self.sandbox.wasi_for(conn.peer_addr()) {
+            Ok(wasi) => wasi,
+            Err(err) => {
+                let reason = format!("cannot apply grants: {}", crate::one_line(&err));
+                return (conn, Outcome::HostError(reason));
+            }
+        };
+        let max_memory = self.engine.limits().max_memory;
+        let state = ConnState::new(conn, wasi, max_memory, &self.sandbox);
+        let mut store = self.new_store(state);
         let mut outcome = self.run(&mut store).unwrap_or_else(|trap| trap);
         if let Outcome::Trap(reason) = &mut outcome
             && store.data().limits.hit

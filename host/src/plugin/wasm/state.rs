@@ -2,13 +2,15 @@
 //! table the guest's handle to it lives in, the (empty) WASI context, memory
 //! limits and the clock the CPU deadline is measured against.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::guest_output::GuestOutput;
+use super::grants::Sandbox;
 use crate::connection::Connection;
 
 /// The guest's handle to its connection (the WIT `connection` resource).
@@ -21,23 +23,18 @@ pub struct ConnState {
     pub(super) table: ResourceTable,
     wasi: WasiCtx,
     pub(super) limits: MemoryCap,
+    /// Values for the `config` interface.
+    pub(super) config: Arc<BTreeMap<String, String>>,
     /// When the guest last (re)gained control: the start of the current
     /// stretch of guest computation that the CPU deadline bounds.
     pub(super) guest_since: Instant,
 }
 
 impl ConnState {
-    /// A deny-by-default sandbox for the guest serving `peer`: no files, no
-    /// environment, no arguments, no sockets; stdout/stderr go to the log.
-    pub fn new(conn: Connection, max_memory: usize) -> Self {
+    /// The store data for serving `conn` inside `wasi` (see
+    /// [`Sandbox::wasi_for`]) with linear memories capped at `max_memory`.
+    pub fn new(conn: Connection, wasi: WasiCtx, max_memory: usize, sandbox: &Sandbox) -> Self {
         let peer = conn.peer_addr();
-        let wasi = WasiCtx::builder()
-            .stdout(GuestOutput::new(peer, "stdout"))
-            .stderr(GuestOutput::new(peer, "stderr"))
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
         let limits = MemoryCap {
             max_memory,
             peer,
@@ -48,6 +45,7 @@ impl ConnState {
             table: ResourceTable::new(),
             wasi,
             limits,
+            config: Arc::clone(&sandbox.config),
             guest_since: Instant::now(),
         }
     }

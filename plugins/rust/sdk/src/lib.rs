@@ -218,3 +218,24 @@ pub mod __private {
     #[cfg(target_arch = "wasm32")]
     pub use wit_bindgen;
 }
+
+/// Configuration values the operator set for this plugin (the
+/// `[listener.config]` table of the host's configuration file).
+///
+/// Inside a component this reads the host's `config` interface. Native
+/// plugins have no configuration channel in C ABI version 1 and always get
+/// `None`.
+pub mod config {
+    /// The value set for `key`, if any.
+    pub fn get(key: &str) -> Option<String> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            crate::wasm::bindings::plughost::handler::config::get(key)
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = key;
+            None
+        }
+    }
+}

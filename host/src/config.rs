@@ -1,0 +1,299 @@
+//! `host run --config host.toml`: several listeners in one process, each
+//! with its own address, plugin, limits, grants and plugin configuration.
+//!
+//! ```toml
+//! admin = "127.0.0.1:9100"          # optional: /metrics and /status
+//! grace = "5s"                       # optional
+//!
+//! [[listener]]
+//! name = "echo"                      # optional; default: the address
+//! address = "127.0.0.1:8000"         # IPv4 or [IPv6]:port
+//! plugin = "echo"                    # built-in name, component/library path, or plugin dir
+//! watch = true                       # optional
+//! max_connections = 1000             # optional
+//! idle_timeout = "10m"               # optional
+//! max_memory = "64MiB"               # optional
+//! call_timeout = "5s"                # optional
+//! allow = ["127.0.0.0/8"]            # optional CIDRs
+//! deny = []
+//! [listener.config]                  # values the plugin reads with config.get
+//! greeting = "hello"
+//! [listener.grants]                  # all off by default
+//! env = ["LANG"]                     # host environment variables passed through
+//! connect = ["127.0.0.1:5432"]       # outbound TCP the plugin may open
+//! [[listener.grants.dirs]]
+//! host = "/srv/data"
+//! guest = "/data"
+//! writable = false
+//! ```
+//!
+//! Errors name the file, the line and column, and the key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer};
+
+use crate::plugin::loader::PluginKind;
+use crate::plugin::wasm::Grants;
+
+/// A parsed configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Where to serve `/metrics` and `/status`.
+    pub admin: Option<SocketAddr>,
+    /// How long connections may finish after SIGINT/SIGTERM.
+    #[serde(default, deserialize_with = "duration")]
+    pub grace: Option<Duration>,
+    /// The listeners (at least one).
+    #[serde(default)]
+    pub listener: Vec<ListenerConfig>,
+}
+
+/// One listener and the plugin that serves it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Name in logs and metrics (default: the address).
+    pub name: Option<String>,
+    /// `ip:port` to listen on.
+    pub address: SocketAddr,
+    /// Built-in name, file path or plugin directory (relative paths are
+    /// relative to the configuration file).
+    pub plugin: String,
+    /// Force the plugin kind.
+    pub kind: Option<PluginKind>,
+    /// Reload when the plugin changes.
+    #[serde(default)]
+    pub watch: bool,
+    /// Most connections served at once.
+    pub max_connections: Option<u32>,
+    /// Close clients silent for this long (`"0s"` = never).
+    #[serde(default, deserialize_with = "duration")]
+    pub idle_timeout: Option<Duration>,
+    /// Largest linear memory per instance.
+    #[serde(default, deserialize_with = "size")]
+    pub max_memory: Option<usize>,
+    /// CPU budget per plugin call.
+    #[serde(default, deserialize_with = "duration")]
+    pub call_timeout: Option<Duration>,
+    /// Only these networks may connect.
+    #[serde(default)]
+    pub allow: Vec<IpNet>,
+    /// These networks may not connect.
+    #[serde(default)]
+    pub deny: Vec<IpNet>,
+    /// SO_REUSEPORT.
+    #[serde(default)]
+    pub reuse_port: bool,
+    /// What the plugin may reach beyond its connection.
+    #[serde(default)]
+    pub grants: Grants,
+    /// Values the plugin reads through the `config` interface.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+}
+
+impl ListenerConfig {
+    /// The listener's name.
+    pub fn name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| self.address.to_string())
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(de)?;
+    humantime::parse_duration(&text).map(Some).map_err(|err| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not a duration ({err}); try \"5s\" or \"10m\""
+        ))
+    })
+}
+
+fn size<'de, D: Deserializer<'de>>(de: D) -> Result<Option<usize>, D::Error> {
+    let text = String::deserialize(de)?;
+    crate::size::parse_size(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+impl ConfigFile {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let mut config = Self::parse(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for listener in &mut config.listener {
+            listener.plugin = resolve(base, &listener.plugin);
+        }
+        Ok(config)
+    }
+
+    /// Parses `text` (read from `path`, for messages).
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let deserializer = toml::Deserializer::parse(text)
+            .map_err(|err| located(path, text, err.span(), err.message(), None))?;
+        let config: Self = serde_path_to_error::deserialize(deserializer).map_err(|err| {
+            let key = err.path().to_string();
+            let inner = err.into_inner();
+            located(path, text, inner.span(), inner.message(), Some(key))
+        })?;
+        if config.listener.is_empty() {
+            return Err(anyhow!(
+                "{}: no [[listener]] defined (each needs `address` and `plugin`)",
+                path.display()
+            ));
+        }
+        Ok(config)
+    }
+}
+
+/// Relative plugin paths are relative to the config file; built-in names
+/// (no separator, no extension, no such file) are kept as they are.
+fn resolve(base: &Path, plugin: &str) -> String {
+    let candidate = base.join(plugin);
+    let looks_like_path = plugin.contains('/') || Path::new(plugin).extension().is_some();
+    if Path::new(plugin).is_relative() && (looks_like_path || candidate.exists()) {
+        candidate.to_string_lossy().into_owned()
+    } else {
+        plugin.to_string()
+    }
+}
+
+/// `file:line:column: message (key `a.b`)`, on one line.
+fn located(
+    path: &Path,
+    text: &str,
+    span: Option<std::ops::Range<usize>>,
+    message: &str,
+    key: Option<String>,
+) -> anyhow::Error {
+    let place = span.map_or_else(String::new, |span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!(":{line}:{column}")
+    });
+    let key = key
+        .filter(|k| !k.is_empty() && k != ".")
+        .map_or_else(String::new, |k| format!(" (key `{k}`)"));
+    let message = message.trim().replace('\n', " ");
+    anyhow!("{}{place}: {message}{key}", path.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ConfigFile> {
+        ConfigFile::parse(text, Path::new("host.toml"))
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let config = parse(
+            r#"
+admin = "127.0.0.1:9100"
+grace = "2s"
+
+[[listener]]
+address = "127.0.0.1:8000"
+plugin = "echo"
+max_memory = "32MiB"
+idle_timeout = "1m"
+allow = ["127.0.0.0/8"]
+
+[listener.config]
+greeting = "hi"
+
+[listener.grants]
+env = ["LANG"]
+connect = ["127.0.0.1:5432"]
+
+[[listener.grants.dirs]]
+host = "/tmp"
+guest = "/data"
+
+[[listener]]
+name = "bot"
+address = "[::1]:8001"
+plugin = "bot10086"
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.grace, Some(Duration::from_secs(2)));
+        assert_eq!(config.listener.len(), 2);
+        let echo = &config.listener[0];
+        assert_eq!(echo.max_memory, Some(32 << 20));
+        assert_eq!(echo.config["greeting"], "hi");
+        assert_eq!(echo.grants.env, ["LANG"]);
+        assert_eq!(echo.grants.dirs[0].guest, "/data");
+        assert_eq!(config.listener[1].name(), "bot");
+        assert_eq!(echo.name(), "127.0.0.1:8000");
+    }
+
+    #[test]
+    fn unknown_keys_name_the_line_and_key() {
+        let err = parse("[[listener]]\naddress = \"127.0.0.1:1\"\nplugin = \"echo\"\nbiuld = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("host.toml:4:1: unknown field `biuld`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let err = parse(
+            "[[listener]]\naddress = \"127.0.0.1:1\"\nplugin = \"echo\"\nmax_memory = \"lots\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("host.toml:4:"), "{err}");
+        assert!(err.contains("listener[0].max_memory"), "{err}");
+        let err = parse("[[listener]]\naddress = \"nowhere\"\nplugin = \"echo\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("host.toml:2:") && err.contains("address"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_are_located() {
+        let err = parse("[[listener]\n").unwrap_err().to_string();
+        assert!(err.starts_with("host.toml:1:"), "{err}");
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn a_file_without_listeners_is_refused() {
+        let err = parse("admin = \"127.0.0.1:9100\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no [[listener]]"), "{err}");
+    }
+
+    #[test]
+    fn plugin_paths_are_relative_to_the_file() {
+        assert_eq!(resolve(Path::new("/etc/plughost"), "echo"), "echo");
+        assert_eq!(
+            resolve(Path::new("/etc/plughost"), "p/echo.wasm"),
+            "/etc/plughost/p/echo.wasm"
+        );
+        assert_eq!(
+            resolve(Path::new("/etc/plughost"), "/abs/x.wasm"),
+            "/abs/x.wasm"
+        );
+    }
+}

@@ -1,0 +1,19 @@
+//! The host implementation of the WIT `config` interface: read-only values
+//! the operator set for the plugin.
+
+use super::bindings::plughost::handler::config::Host;
+use super::state::ConnState;
+
+impl Host for ConnState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.config.get(&key).cloned())
+    }
+
+    fn get_all(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
+        Ok(self
+            .config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+}

@@ -1,0 +1,189 @@
+//! What an operator may grant a plugin beyond its connection — all off by
+//! default: directories (read-only or read-write), named environment
+//! variables, outbound TCP to listed addresses, and configuration values.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Result, bail};
+use serde::Deserialize;
+use wasmtime_wasi::sockets::SocketAddrUse;
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
+
+use super::guest_output::GuestOutput;
+
+/// A host directory visible to the plugin.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DirGrant {
+    /// The directory on the host.
+    pub host: PathBuf,
+    /// Where the plugin sees it.
+    pub guest: String,
+    /// Whether the plugin may create, change and delete files in it.
+    #[serde(default)]
+    pub writable: bool,
+}
+
+/// Everything a plugin is granted.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// Directories.
+    #[serde(default)]
+    pub dirs: Vec<DirGrant>,
+    /// Names of host environment variables passed through.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Addresses the plugin may open TCP connections to.
+    #[serde(default)]
+    pub connect: Vec<SocketAddr>,
+}
+
+impl Grants {
+    /// Whether nothing is granted.
+    pub fn is_empty(&self) -> bool {
+        self.dirs.is_empty() && self.env.is_empty() && self.connect.is_empty()
+    }
+
+    /// One line per grant, for `host check` and the start-up log.
+    pub fn describe(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for dir in &self.dirs {
+            let mode = if dir.writable {
+                "read-write"
+            } else {
+                "read-only"
+            };
+            lines.push(format!(
+                "dir {} as {} ({mode})",
+                dir.host.display(),
+                dir.guest
+            ));
+        }
+        for name in &self.env {
+            lines.push(format!("env {name}"));
+        }
+        for addr in &self.connect {
+            lines.push(format!("connect tcp {addr}"));
+        }
+        lines
+    }
+}
+
+/// Grants checked and resolved once, applied to every connection's sandbox.
+#[derive(Debug, Clone, Default)]
+pub struct Sandbox {
+    dirs: Vec<DirGrant>,
+    env: Vec<(String, String)>,
+    connect: Arc<Vec<SocketAddr>>,
+    /// Values for the `config` interface.
+    pub(super) config: Arc<BTreeMap<String, String>>,
+}
+
+impl Sandbox {
+    /// Checks `grants` (directories must exist) and snapshots the granted
+    /// environment variables.
+    pub fn new(grants: &Grants, config: BTreeMap<String, String>) -> Result<Self> {
+        for dir in &grants.dirs {
+            if !dir.host.is_dir() {
+                bail!("granted directory {} does not exist", dir.host.display());
+            }
+        }
+        let env = grants
+            .env
+            .iter()
+            .filter_map(|name| std::env::var(name).ok().map(|v| (name.clone(), v)))
+            .collect();
+        Ok(Self {
+            dirs: grants.dirs.clone(),
+            env,
+            connect: Arc::new(grants.connect.clone()),
+            config: Arc::new(config),
+        })
+    }
+
+    /// A deny-by-default WASI context for the guest serving `peer`: no
+    /// files, no environment, no arguments, no sockets, except what was
+    /// granted; stdout/stderr go to the log.
+    pub(super) fn wasi_for(&self, peer: SocketAddr) -> Result<WasiCtx> {
+        let mut builder = WasiCtx::builder();
+        builder
+            .stdout(GuestOutput::new(peer, "stdout"))
+            .stderr(GuestOutput::new(peer, "stderr"))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        self.apply(&mut builder)?;
+        Ok(builder.build())
+    }
+
+    fn apply(&self, builder: &mut WasiCtxBuilder) -> Result<()> {
+        for dir in &self.dirs {
+            let perms = if dir.writable {
+                FsPerms::ReadWrite
+            } else {
+                FsPerms::ReadOnly
+            };
+            builder
+                .preopened_dir(&dir.host, &dir.guest, perms)
+                .map_err(anyhow::Error::from)?;
+        }
+        for (name, value) in &self.env {
+            builder.env(name, value);
+        }
+        if !self.connect.is_empty() {
+            let allowed = Arc::clone(&self.connect);
+            builder
+                .allow_tcp(true)
+                .socket_addr_check(move |addr, use_| {
+                    let ok = matches!(use_, SocketAddrUse::TcpConnect) && allowed.contains(&addr);
+                    Box::pin(async move { ok })
+                });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_describe_themselves() {
+        let grants = Grants {
+            dirs: vec![DirGrant {
+                host: "/tmp".into(),
+                guest: "/data".into(),
+                writable: false,
+            }],
+            env: vec!["LANG".into()],
+            connect: vec!["127.0.0.1:5432".parse().unwrap()],
+        };
+        assert_eq!(
+            grants.describe(),
+            [
+                "dir /tmp as /data (read-only)",
+                "env LANG",
+                "connect tcp 127.0.0.1:5432"
+            ]
+        );
+        assert!(Grants::default().is_empty());
+    }
+
+    #[test]
+    fn missing_directories_are_refused() {
+        let grants = Grants {
+            dirs: vec![DirGrant {
+                host: "/no/such/dir".into(),
+                guest: "/x".into(),
+                writable: true,
+            }],
+            ..Grants::default()
+        };
+        let err = Sandbox::new(&grants, BTreeMap::new()).unwrap_err();
+        assert!(err.to_string().contains("/no/such/dir"));
+    }
+}

@@ -1,0 +1,222 @@
+//! Running what `host run` was asked to serve: one server per listener, each
+//! with its own plugin, limits and grants, sharing the metrics and the admin
+//! listener. Start-up is all or nothing: if any listener's plugin fails to
+//! load or its address can't be bound, nothing is served.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use ipnet::IpNet;
+
+use crate::admin::{self, ListenerStatus};
+use crate::metrics::Metrics;
+use crate::plugin::CurrentPlugin;
+use crate::plugin::loader::{LoadDetails, Loader, PluginKind};
+use crate::plugin::source::PluginSource;
+use crate::plugin::wasm::{Grants, InstanceLimits, Sandbox, WasmRuntime};
+use crate::reload::Reloader;
+use crate::server::{AccessRules, Server, ServerConfig, ServerHooks};
+use crate::watch;
+
+/// Stack of connection threads: room for the guest's 512 KiB wasm stack
+/// plus host frames.
+const CONNECTION_THREAD_STACK: usize = 1024 * 1024;
+
+/// Everything one listener needs.
+#[derive(Debug, Clone)]
+pub struct ListenerPlan {
+    /// Name in logs and metrics (default: the bound address).
+    pub name: Option<String>,
+    /// Where to listen.
+    pub address: SocketAddr,
+    /// `--plugin`: built-in name, file or plugin directory.
+    pub plugin: String,
+    /// Forced plugin kind.
+    pub kind: Option<PluginKind>,
+    /// Reload on file changes.
+    pub watch: bool,
+    /// Connection cap.
+    pub max_connections: usize,
+    /// Idle client bound.
+    pub idle_timeout: Option<Duration>,
+    /// Memory cap per instance.
+    pub max_memory: usize,
+    /// CPU budget per call.
+    pub call_timeout: Duration,
+    /// Compile cache directory.
+    pub cache_dir: Option<PathBuf>,
+    /// Allowed networks.
+    pub allow: Vec<IpNet>,
+    /// Denied networks.
+    pub deny: Vec<IpNet>,
+    /// SO_REUSEPORT.
+    pub reuse_port: bool,
+    /// What the plugin may reach.
+    pub grants: Grants,
+    /// Values for the plugin's `config` interface.
+    pub config: BTreeMap<String, String>,
+}
+
+/// The whole service.
+#[derive(Debug, Clone)]
+pub struct ServicePlan {
+    /// The listeners.
+    pub listeners: Vec<ListenerPlan>,
+    /// Drain period on SIGINT/SIGTERM.
+    pub grace: Duration,
+    /// Admin listener address.
+    pub admin: Option<SocketAddr>,
+}
+
+/// Serves `plan` until SIGINT/SIGTERM, then drains every listener.
+pub fn run(plan: ServicePlan) -> Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let mut started = Vec::new();
+    for listener in &plan.listeners {
+        started.push(start(listener, plan.grace, &metrics)?);
+    }
+    if let Some(addr) = plan.admin {
+        let statuses = started.iter().map(|s| s.status.clone()).collect();
+        admin::spawn(addr, Arc::clone(&metrics), statuses, summary(&plan))?;
+    }
+    let mut threads = Vec::new();
+    for Started {
+        server,
+        mut hooks,
+        status,
+    } in started
+    {
+        let name = status.metrics.name().to_string();
+        let thread = thread::Builder::new()
+            .name(format!("listener {name}"))
+            .spawn(move || server.run(&mut hooks))
+            .with_context(|| format!("cannot start the thread of listener {name}"))?;
+        threads.push((name, thread));
+    }
+    let mut failure = None;
+    for (name, thread) in threads {
+        let result = thread
+            .join()
+            .map_err(|_| anyhow!("listener {name} stopped unexpectedly"))
+            .and_then(|r| r.with_context(|| format!("listener {name}")));
+        if let Err(err) = result {
+            tracing::error!("{}", crate::one_line(&err));
+            failure.get_or_insert(err);
+        }
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+struct Started {
+    server: Server,
+    hooks: ReloadOnHup,
+    status: ListenerStatus,
+}
+
+/// Loads the listener's plugin and binds its address.
+fn start(plan: &ListenerPlan, grace: Duration, metrics: &Metrics) -> Result<Started> {
+    let source = PluginSource::parse(&plan.plugin)?;
+    let sandbox = Sandbox::new(&plan.grants, plan.config.clone())?;
+    let limits = InstanceLimits {
+        max_memory: plan.max_memory,
+        call_timeout: plan.call_timeout,
+        max_instances: u32::try_from(plan.max_connections).unwrap_or(u32::MAX),
+        ..InstanceLimits::default()
+    };
+    let runtime = WasmRuntime::new(limits, plan.cache_dir.clone(), sandbox)?;
+    let loader = Loader::new(runtime, plan.kind);
+    let bytes = source.read()?;
+    let (plugin, details) = loader.load(&bytes, &source.to_string())?;
+    tracing::info!(
+        plugin = %bytes.version,
+        build = bytes.build_time.map(tracing::field::debug),
+        compile = ?details.compile_time(),
+        cached = details.cached(),
+        "loaded {source}"
+    );
+    if let LoadDetails::Native { name } = &details {
+        tracing::warn!(
+            "serving native plugin `{name}`: it runs unsandboxed, without memory or CPU limits"
+        );
+    }
+    for grant in plan.grants.describe() {
+        tracing::info!(plugin = %bytes.version, "grant: {grant}");
+    }
+    let current = CurrentPlugin::new(plugin);
+    let config = ServerConfig {
+        name: plan.name.clone(),
+        addrs: vec![plan.address],
+        grace,
+        max_connections: plan.max_connections,
+        idle_timeout: plan.idle_timeout,
+        thread_stack: CONNECTION_THREAD_STACK,
+        access: AccessRules {
+            allow: plan.allow.clone(),
+            deny: plan.deny.clone(),
+        },
+        reuse_port: plan.reuse_port,
+    };
+    let server = Server::bind(config, current.clone(), metrics)?;
+    let reloader = Reloader::new(
+        loader,
+        source.clone(),
+        current.clone(),
+        server.metrics().clone(),
+    );
+    if plan.watch {
+        watch::spawn(&source, reloader.clone())?;
+    }
+    let status = ListenerStatus {
+        metrics: server.metrics().clone(),
+        plugin: current,
+    };
+    Ok(Started {
+        server,
+        hooks: ReloadOnHup { reloader },
+        status,
+    })
+}
+
+/// The settings `/status` reports.
+fn summary(plan: &ServicePlan) -> serde_json::Value {
+    let listeners: Vec<_> = plan
+        .listeners
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "name": l.name,
+                "address": l.address.to_string(),
+                "plugin": l.plugin,
+                "watch": l.watch,
+                "max_connections": l.max_connections,
+                "idle_timeout_ms": l.idle_timeout.map(|t| t.as_millis() as u64),
+                "max_memory": l.max_memory,
+                "call_timeout_ms": l.call_timeout.as_millis() as u64,
+                "reuse_port": l.reuse_port,
+                "allow": l.allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "deny": l.deny.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "grants": l.grants.describe(),
+                "config_keys": l.config.keys().collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "grace_ms": plan.grace.as_millis() as u64,
+        "listeners": listeners,
+    })
+}
+
+struct ReloadOnHup {
+    reloader: Reloader,
+}
+
+impl ServerHooks for ReloadOnHup {
+    fn reload(&mut self) {
+        self.reloader.reload_in_background("SIGHUP");
+    }
+}
