@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
@@ -19,6 +19,9 @@ use crate::reload::Reloader;
 
 /// Quiet time after the last file event before reloading.
 const DEBOUNCE: Duration = Duration::from_millis(150);
+/// Longest a burst of events may delay a reload (a file rewritten
+/// continuously still gets reloaded this often).
+const MAX_DELAY: Duration = Duration::from_millis(600);
 
 /// Directory names never watched inside a project (build output, VCS).
 const IGNORED_DIRS: &[&str] = &["target", ".git", "node_modules", "__pycache__"];
@@ -68,8 +71,10 @@ pub fn spawn(source: &PluginSource, reloader: Reloader) -> Result<()> {
                 if !filter.is_change(event) {
                     continue;
                 }
-                // Debounce: wait until the burst of events is over.
-                while rx.recv_timeout(DEBOUNCE).is_ok() {}
+                // Debounce: wait until the burst of events is over, but
+                // not forever.
+                let first = Instant::now();
+                while first.elapsed() < MAX_DELAY && rx.recv_timeout(DEBOUNCE).is_ok() {}
                 reloader.reload_in_background("file changed");
             }
         })

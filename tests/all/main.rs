@@ -1,0 +1,6 @@
+//! Integration tests: each starts the real `host` binary on an ephemeral
+//! loopback port and talks to it over real sockets, with plugins built
+//! from `plugins/` and `tests/plugins/`.
+
+mod reload;
+mod support;

@@ -1,0 +1,254 @@
+//! Test support: start the real `host` binary on an ephemeral loopback
+//! port, read its log, talk to it, stop it; and find the plugins the build
+//! produced.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long a host may take to start (the first start compiles plugins).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Read/write timeout of client sockets: a broken host fails a test
+/// instead of hanging it.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The repository root.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ is inside the workspace")
+        .to_path_buf()
+}
+
+/// The compile cache shared by every test's hosts.
+fn cache_dir() -> PathBuf {
+    workspace_root().join("target/test-cache")
+}
+
+/// An example plugin the build leaves in `target/plugins/`.
+pub fn example_plugin(file: &str) -> PathBuf {
+    existing(workspace_root().join("target/plugins").join(file))
+}
+
+/// A test-only component from `tests/plugins/`.
+pub fn test_plugin(file: &str) -> PathBuf {
+    existing(
+        workspace_root()
+            .join("target/wasm/wasm32-wasip2/release")
+            .join(file),
+    )
+}
+
+/// A test-only native library from `tests/plugins/`.
+pub fn native_test_plugin(file: &str) -> PathBuf {
+    existing(workspace_root().join("target/native/release").join(file))
+}
+
+fn existing(path: PathBuf) -> PathBuf {
+    assert!(
+        path.exists(),
+        "{} is missing: `cargo build --release` builds it (host/build.rs)",
+        path.display()
+    );
+    path
+}
+
+/// A fresh, empty directory for one test.
+pub fn temp_dir(label: &str) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "plughost-test-{label}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+fn host_command(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
+    command
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("XDG_CACHE_HOME", cache_dir())
+        .stdin(Stdio::null());
+    command
+}
+
+/// Runs a one-shot `host` command (e.g. `check`, or a `run` that must fail)
+/// to completion, bounded in time.
+pub fn run_host(args: &[&str]) -> Output {
+    let mut child = host_command(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start host");
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if child.try_wait().expect("wait for host").is_some() {
+            return child.wait_with_output().expect("host output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("`host {}` did not finish", args.join(" "));
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running `host run`, killed when dropped.
+pub struct Host {
+    child: Child,
+    addr: SocketAddr,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Host {
+    /// Starts `host` with `args` and waits for its first `listening on`.
+    pub fn start(args: &[&str]) -> Host {
+        Self::start_with_timeout(args, START_TIMEOUT)
+    }
+
+    /// Like [`Host::start`], waiting up to `timeout` (e.g. for a build).
+    pub fn start_with_timeout(args: &[&str], timeout: Duration) -> Host {
+        let mut child = host_command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start host");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut host = Host {
+            child,
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            lines,
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(addr) = host.listening_addrs().first() {
+                host.addr = *addr;
+                return host;
+            }
+            if let Some(status) = host.child.try_wait().expect("poll host") {
+                panic!("host exited ({status}) before listening:\n{}", host.logs());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "host never listened:\n{}",
+                host.logs()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every address in a `listening on` line so far.
+    pub fn listening_addrs(&self) -> Vec<SocketAddr> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|line| {
+                let rest = &line[line.find("listening on ")? + "listening on ".len()..];
+                let token = rest
+                    .split(|c: char| c.is_whitespace() || c == '"' || c == ',')
+                    .next()?;
+                token.parse().ok()
+            })
+            .collect()
+    }
+
+    /// The first listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The host's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A client connection with timeouts set.
+    pub fn connect(&self) -> TcpStream {
+        connect(self.addr)
+    }
+
+    /// Everything logged so far.
+    pub fn logs(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Whether the log has a line containing `needle`.
+    pub fn stderr_contains(&self, needle: &str) -> bool {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(needle))
+    }
+
+    /// Waits (bounded) for a log line containing `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.stderr_contains(needle) {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Sends a signal to the host.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: sending a signal to our own child process.
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    /// Waits (bounded) for the host to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("poll host") {
+                return Some(status);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client connection to `addr` with timeouts set.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
+        .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+}
