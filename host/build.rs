@@ -21,7 +21,7 @@ const EXAMPLES: &[(&str, &str)] = &[
 ];
 
 /// Test-only plugins also built as native libraries.
-const NATIVE_TEST_PLUGINS: &[&str] = &["trap", "native-abi-v99"];
+const NATIVE_TEST_PLUGINS: &[&str] = &["trap", "shout", "native-abi-v99"];
 
 /// Variables of the outer build that must not leak into the wasm build.
 const SCRUBBED_ENV: &[&str] = &[

@@ -2,5 +2,9 @@
 //! loopback port and talks to it over real sockets, with plugins built
 //! from `plugins/` and `tests/plugins/`.
 
+mod behaviour;
+mod limits;
+mod native;
+mod operability;
 mod reload;
 mod support;

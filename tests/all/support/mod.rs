@@ -170,6 +170,31 @@ impl Host {
             .collect()
     }
 
+    /// The address of the listener named `name` (from its `listening on`
+    /// line), waiting for it up to the start timeout.
+    pub fn listener_addr(&self, name: &str) -> SocketAddr {
+        let tag = format!("listener=\"{name}\"");
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let found = self.lines.lock().unwrap().iter().find_map(|line| {
+                if !line.contains(&tag) {
+                    return None;
+                }
+                let rest = &line[line.find("listening on ")? + "listening on ".len()..];
+                rest.split_whitespace().next()?.parse().ok()
+            });
+            if let Some(addr) = found {
+                return addr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no listener {name}:\n{}",
+                self.logs()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The first listening address.
     pub fn addr(&self) -> SocketAddr {
         self.addr

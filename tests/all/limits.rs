@@ -1,0 +1,254 @@
+//! Limits and fault isolation: hostile plugins (infinite loop, unbounded
+//! allocation, stack overflow, a `finish` that never returns) and hostile
+//! clients (slowloris, never reading, resets, garbage, a burst of
+//! connections) never hurt another connection.
+//!
+//! Each hostile plugin runs on one listener of a two-listener host whose
+//! other listener serves echo, so "everyone else keeps working" is checked
+//! in the same process.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::support::{Host, connect, temp_dir, test_plugin};
+
+/// A host with `hostile` on its first listener and echo on its second.
+fn hostile_host(hostile: &str, limits: &str) -> (Host, SocketAddr, SocketAddr) {
+    let dir = temp_dir("limits");
+    let config = dir.join("host.toml");
+    fs::write(
+        &config,
+        format!(
+            "[[listener]]\nname = \"hostile\"\naddress = \"127.0.0.1:0\"\nplugin = \"{}\"\n{limits}\n\n\
+             [[listener]]\nname = \"echo\"\naddress = \"127.0.0.1:0\"\nplugin = \"echo\"\n",
+            test_plugin(hostile).display()
+        ),
+    )
+    .unwrap();
+    let host = Host::start(&["run", "--config", config.to_str().unwrap()]);
+    let hostile = host.listener_addr("hostile");
+    let echo = host.listener_addr("echo");
+    (host, hostile, echo)
+}
+
+fn echo_works(addr: SocketAddr) {
+    let mut stream = connect(addr);
+    stream.write_all(b"still here").unwrap();
+    let mut reply = [0; 10];
+    stream.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"still here");
+}
+
+/// Sends a byte to `addr` and returns how long until the host closed it.
+fn closed_after(addr: SocketAddr) -> Duration {
+    let mut stream = connect(addr);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let started = Instant::now();
+    stream.write_all(b"x").unwrap();
+    let mut sink = Vec::new();
+    // A reset (unread input at close) ends the stream as well as a FIN.
+    let _ = stream.read_to_end(&mut sink);
+    started.elapsed()
+}
+
+#[test]
+fn an_infinite_loop_is_stopped_by_the_call_timeout() {
+    let (host, hostile, echo) = hostile_host("spin.wasm", "call_timeout = \"1s\"");
+    let spinner = thread::spawn(move || closed_after(hostile));
+    thread::sleep(Duration::from_millis(300));
+    echo_works(echo);
+    let took = spinner.join().unwrap();
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(
+        host.wait_for_log("call timeout", Duration::from_secs(5)),
+        "{}",
+        host.logs()
+    );
+}
+
+#[test]
+fn unbounded_allocation_hits_the_memory_cap() {
+    let (host, hostile, echo) = hostile_host("hog.wasm", "max_memory = \"16MiB\"");
+    closed_after(hostile);
+    assert!(
+        host.wait_for_log("memory limit", Duration::from_secs(5)),
+        "{}",
+        host.logs()
+    );
+    assert!(
+        host.wait_for_log("outcome=trap", Duration::from_secs(5)),
+        "{}",
+        host.logs()
+    );
+    echo_works(echo);
+}
+
+#[test]
+fn a_stack_overflow_traps_only_its_instance() {
+    let (host, hostile, echo) = hostile_host("recurse.wasm", "");
+    closed_after(hostile);
+    assert!(
+        host.wait_for_log("outcome=trap", Duration::from_secs(5)),
+        "{}",
+        host.logs()
+    );
+    echo_works(echo);
+}
+
+#[test]
+fn a_finish_that_never_returns_is_stopped() {
+    let (host, hostile, echo) = hostile_host("finish_hangs.wasm", "call_timeout = \"1s\"");
+    let took = closed_after(hostile);
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(
+        host.wait_for_log("call timeout", Duration::from_secs(5)),
+        "{}",
+        host.logs()
+    );
+    echo_works(echo);
+}
+
+#[test]
+fn hostile_clients_do_not_disturb_others() {
+    let host = Host::start(&[
+        "run",
+        "--plugin",
+        "http-hello",
+        "--port",
+        "0",
+        "--idle-timeout",
+        "3s",
+    ]);
+    let addr = host.addr();
+
+    // Slowloris: one byte at a time, slowly; the idle timeout doesn't fire
+    // while bytes keep coming, but others are served meanwhile.
+    let slow = thread::spawn(move || {
+        let mut stream = connect(addr);
+        for byte in b"GET / HT" {
+            if stream.write_all(&[*byte]).is_err() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    });
+    // A client that resets mid-request.
+    let reset = connect(addr);
+    (&reset).write_all(b"GET / HTTP/1.1\r\nHost").unwrap();
+    socket2::SockRef::from(&reset)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(reset);
+    // 10 MiB of random bytes: a 400 and a close, not a buffer that grows.
+    let mut garbage = connect(addr);
+    let noise: Vec<u8> = (0..10 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let _ = garbage.write_all(&noise);
+    let mut reply = Vec::new();
+    let _ = garbage.read_to_end(&mut reply);
+    assert!(
+        reply.is_empty() || reply.starts_with(b"HTTP/1.1 4"),
+        "{}",
+        String::from_utf8_lossy(&reply[..reply.len().min(200)])
+    );
+
+    let mut ok = connect(addr);
+    ok.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    ok.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    slow.join().unwrap();
+    assert!(!host.logs().contains("panicked"));
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_client_that_never_reads_costs_bounded_memory() {
+    let host = Host::start(&[
+        "run",
+        "--plugin",
+        "echo",
+        "--port",
+        "0",
+        "--idle-timeout",
+        "2s",
+    ]);
+    let before = rss_kib(host.pid());
+    let mut stream = connect(host.addr());
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let chunk = vec![b'x'; 1 << 20];
+    let mut sent = 0usize;
+    // Keep writing without reading until the socket buffers fill up and
+    // writes stall (the echo blocks writing back), or 64 MiB went through.
+    while sent < 64 << 20 {
+        match stream.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
+    let during = rss_kib(host.pid());
+    assert!(
+        during < before + 64 * 1024,
+        "host memory grew from {before} KiB to {during} KiB for a client that never reads"
+    );
+    // The host gives up on the stalled writer after the idle timeout.
+    assert!(
+        host.wait_for_log("outcome=", Duration::from_secs(15)),
+        "{}",
+        host.logs()
+    );
+    echo_works(host.addr());
+}
+
+#[test]
+fn two_thousand_connections_at_once_are_all_served() {
+    let host = Host::start(&["run", "--plugin", "echo", "--port", "0"]);
+    let addr = host.addr();
+    let mut streams: Vec<TcpStream> = (0..2000).map(|_| connect(addr)).collect();
+    for (i, stream) in streams.iter_mut().enumerate() {
+        stream.write_all(format!("{i:05}").as_bytes()).unwrap();
+    }
+    for (i, stream) in streams.iter_mut().enumerate() {
+        let mut reply = [0; 5];
+        stream.read_exact(&mut reply).unwrap();
+        assert_eq!(reply, format!("{i:05}").as_bytes());
+    }
+}
+
+#[test]
+fn the_sandbox_grants_nothing_by_default() {
+    let host = Host::start(&[
+        "run",
+        "--plugin",
+        test_plugin("sandbox.wasm").to_str().unwrap(),
+        "--port",
+        "0",
+    ]);
+    let mut stream = host.connect();
+    let mut report = String::new();
+    let _ = stream.read_to_string(&mut report);
+    assert!(!report.contains("root:"), "read /etc/passwd:\n{report}");
+    for probe in [
+        "fs: error",
+        "env: error",
+        "vars: ok 0",
+        "net: error",
+        "dir: error",
+    ] {
+        assert!(report.contains(probe), "expected `{probe}` in:\n{report}");
+    }
+}

@@ -1,0 +1,248 @@
+//! Operability: configuration files (many listeners, per-plugin config
+//! values, grants, errors with file/line/key), plugins built against the
+//! previous contract, the admin listener's metrics and status, JSON logs,
+//! and SO_REUSEPORT.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::behaviour::{GREETING, check_echo};
+use crate::support::{Host, connect, run_host, temp_dir, test_plugin};
+
+fn config_file(label: &str, text: &str) -> std::path::PathBuf {
+    let path = temp_dir(label).join("host.toml");
+    fs::write(&path, text).unwrap();
+    path
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = connect(addr);
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn one_process_serves_several_listeners_with_their_own_plugins() {
+    let config = config_file(
+        "two-listeners",
+        "admin = \"127.0.0.1:0\"\n\n\
+         [[listener]]\nname = \"echo\"\naddress = \"127.0.0.1:0\"\nplugin = \"echo\"\n\n\
+         [[listener]]\nname = \"bot\"\naddress = \"[::1]:0\"\nplugin = \"bot10086\"\n",
+    );
+    let config = config.to_str().unwrap();
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here: serving the bot on 127.0.0.1 instead");
+        return;
+    }
+    let host = Host::start(&["run", "--config", config]);
+    let echo = host.listener_addr("echo");
+    let bot = host.listener_addr("bot");
+    assert!(bot.is_ipv6());
+    let mut greeting = String::new();
+    BufReader::new(connect(bot))
+        .read_line(&mut greeting)
+        .unwrap();
+    assert_eq!(greeting.trim_end(), GREETING);
+    let mut stream = connect(echo);
+    stream.write_all(b"ping").unwrap();
+    let mut reply = [0; 4];
+    stream.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"ping");
+
+    // The admin listener reports both, with the traffic just sent.
+    assert!(host.wait_for_log("admin listening on", Duration::from_secs(5)));
+    let admin: SocketAddr = host
+        .logs()
+        .lines()
+        .find_map(|l| {
+            l.split("http://")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .expect("admin address in the log");
+    drop(stream);
+    let metrics = wait_for_metric(
+        admin,
+        "plughost_connections_closed_total{listener=\"echo\",outcome=\"ok\"} 1",
+    );
+    assert!(
+        metrics.contains("plughost_connections_accepted_total{listener=\"bot\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("plughost_received_bytes_total{listener=\"echo\"} 4"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("plughost_plugin_info{listener=\"echo\",version=\"echo@"),
+        "{metrics}"
+    );
+    let status = http_get(admin, "/status");
+    let body = status.split("\r\n\r\n").nth(1).unwrap();
+    let status: serde_json::Value = serde_json::from_str(body).expect("status is JSON");
+    assert_eq!(status["listeners"].as_array().unwrap().len(), 2, "{status}");
+    assert!(status["uptime_seconds"].as_f64().unwrap() > 0.0);
+}
+
+fn wait_for_metric(admin: SocketAddr, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = http_get(admin, "/metrics");
+        if metrics.contains(needle) || std::time::Instant::now() > deadline {
+            assert!(metrics.contains(needle), "`{needle}` not in:\n{metrics}");
+            return metrics;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn plugins_read_their_configuration_values() {
+    let config = config_file(
+        "plugin-config",
+        &format!(
+            "[[listener]]\naddress = \"127.0.0.1:0\"\nplugin = \"{}\"\n[listener.config]\ngreeting = \"hello from the operator\"\n",
+            test_plugin("greeter.wasm").display()
+        ),
+    );
+    let host = Host::start(&["run", "--config", config.to_str().unwrap()]);
+    let mut line = String::new();
+    BufReader::new(host.connect()).read_line(&mut line).unwrap();
+    assert_eq!(line, "hello from the operator\n");
+}
+
+#[test]
+fn granted_environment_variables_and_nothing_else_are_visible() {
+    let config = config_file(
+        "grants",
+        &format!(
+            "[[listener]]\naddress = \"127.0.0.1:0\"\nplugin = \"{}\"\n[listener.grants]\nenv = [\"HOME\"]\n",
+            test_plugin("sandbox.wasm").display()
+        ),
+    );
+    let host = Host::start(&["run", "--config", config.to_str().unwrap()]);
+    assert!(host.stderr_contains("grant: env HOME"), "{}", host.logs());
+    let mut report = String::new();
+    let _ = host.connect().read_to_string(&mut report);
+    assert!(report.contains("env: ok"), "{report}");
+    assert!(report.contains("vars: ok 1"), "{report}");
+    assert!(
+        report.contains("fs: error") && report.contains("net: error"),
+        "{report}"
+    );
+}
+
+#[test]
+fn bad_config_files_name_file_line_and_key() {
+    let cases = [
+        (
+            "[[listener]]\naddress = \"127.0.0.1:0\"\nplugin = \"echo\"\nbiuld = 1\n",
+            ":4:",
+            "unknown field `biuld`",
+        ),
+        (
+            "[[listener]]\naddress = \"127.0.0.1:0\"\nplugin = \"echo\"\nmax_memory = \"lots\"\n",
+            ":4:",
+            "listener[0].max_memory",
+        ),
+        (
+            "[[listener]]\naddress = \"localhost\"\nplugin = \"echo\"\n",
+            ":2:",
+            "address",
+        ),
+        ("[[listener]\n", ":1:", "host.toml"),
+        ("grace = \"5s\"\n", "", "no [[listener]]"),
+    ];
+    for (text, place, needle) in cases {
+        let path = config_file("bad-config", text);
+        let out = run_host(&["run", "--config", path.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{text}: {stderr}");
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with("error: "))
+            .unwrap_or_else(|| panic!("{stderr}"));
+        assert!(
+            line.contains(&format!("host.toml{place}")),
+            "{text}: {line}"
+        );
+        assert!(line.contains(needle), "{text}: {line}");
+        assert!(!stderr.contains("panicked"));
+    }
+}
+
+#[test]
+fn a_plugin_built_against_the_previous_contract_still_works() {
+    let plugin = test_plugin("old_wit_echo.wasm");
+    let out = run_host(&["check", plugin.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("plughost:handler/connections@0.1.0"),
+        "{stdout}"
+    );
+    let host = Host::start(&["run", "--plugin", plugin.to_str().unwrap(), "--port", "0"]);
+    check_echo(&host);
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let host = Host::start(&[
+        "--log-format",
+        "json",
+        "run",
+        "--plugin",
+        "echo",
+        "--port",
+        "0",
+    ]);
+    let mut stream = host.connect();
+    stream.write_all(b"x").unwrap();
+    let mut reply = [0; 1];
+    stream.read_exact(&mut reply).unwrap();
+    drop(stream);
+    assert!(host.wait_for_log("connection closed", Duration::from_secs(5)));
+    for line in host.logs().lines() {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            value["level"].is_string() && value["message"].is_string(),
+            "{line}"
+        );
+    }
+    assert!(host.logs().contains("\"listening on 127.0.0.1:"));
+}
+
+#[test]
+fn two_processes_share_a_port_with_reuse_port() {
+    let first = Host::start(&["run", "--plugin", "echo", "--port", "0", "--reuse-port"]);
+    let port = first.addr().port().to_string();
+    let second = Host::start(&[
+        "run",
+        "--plugin",
+        "http-hello",
+        "--port",
+        &port,
+        "--reuse-port",
+    ]);
+    assert_eq!(first.addr(), second.addr());
+    // Without the option the second bind fails with a clear message.
+    let out = run_host(&["run", "--plugin", "echo", "--port", &port]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already in use"));
+    assert_eq!(out.status.code(), Some(1));
+}
