@@ -7,7 +7,7 @@
 //!
 //! [[listener]]
 //! name = "echo"                      # optional; default: the address
-//! address = "127.0.0.1:8000"         # IPv4 or [IPv6]:port
+//! address = "127.0.0.1:8000"         # IPv4, [IPv6]:port or unix:/path.sock
 //! plugin = "echo"                    # built-in name, component/library path, or plugin dir
 //! watch = true                       # optional
 //! max_connections = 1000             # optional
@@ -38,6 +38,7 @@ use anyhow::{Context, Result, anyhow};
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 
+use crate::address::ListenAddr;
 use crate::plugin::loader::PluginKind;
 use crate::plugin::wasm::Grants;
 
@@ -61,8 +62,8 @@ pub struct ConfigFile {
 pub struct ListenerConfig {
     /// Name in logs and metrics (default: the address).
     pub name: Option<String>,
-    /// `ip:port` to listen on.
-    pub address: SocketAddr,
+    /// `ip:port`, `[ipv6]:port` or `unix:/path/to.sock`.
+    pub address: ListenAddr,
     /// Built-in name, file path or plugin directory (relative paths are
     /// relative to the configuration file).
     pub plugin: String,

@@ -1,14 +1,18 @@
-//! The host's side of one accepted connection: a blocking socket plus the
-//! counters and settings the plugin contract exposes (read, write, shutdown,
-//! addresses, read timeout).
+//! The host's side of one accepted connection: a blocking socket (TCP or
+//! Unix) plus the counters and settings the plugin contract exposes (read,
+//! write, shutdown, addresses, read timeout).
 //!
 //! Every plugin kind drives a connection through this type, so byte counts,
 //! error mapping and limits are the same whether a WASM or a native plugin
 //! serves it.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::time::Duration;
+
+use crate::address::PeerAddr;
 
 /// The most bytes a single `read` hands to a plugin.
 pub const MAX_READ_CHUNK: usize = 1024 * 1024;
@@ -60,12 +64,101 @@ pub enum ShutdownDirection {
     Both,
 }
 
+/// An accepted stream socket.
+#[derive(Debug)]
+pub enum Stream {
+    /// A TCP connection.
+    Tcp(TcpStream),
+    /// A Unix stream socket connection.
+    Unix(UnixStream),
+}
+
+impl Stream {
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<PeerAddr> {
+        Ok(match self {
+            Stream::Tcp(s) => PeerAddr::Ip(s.peer_addr()?),
+            Stream::Unix(s) => PeerAddr::Unix(s.peer_addr()?.as_pathname().map(Into::into)),
+        })
+    }
+
+    /// The address it was accepted on.
+    pub fn local_addr(&self) -> io::Result<PeerAddr> {
+        Ok(match self {
+            Stream::Tcp(s) => PeerAddr::Ip(s.local_addr()?),
+            Stream::Unix(s) => PeerAddr::Unix(s.local_addr()?.as_pathname().map(Into::into)),
+        })
+    }
+
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_read_timeout(timeout),
+            Stream::Unix(s) => s.set_read_timeout(timeout),
+        }
+    }
+
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_write_timeout(timeout),
+            Stream::Unix(s) => s.set_write_timeout(timeout),
+        }
+    }
+
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(how),
+            Stream::Unix(s) => s.shutdown(how),
+        }
+    }
+
+    fn prepare(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => {
+                s.set_nonblocking(false)?;
+                s.set_nodelay(true)
+            }
+            Stream::Unix(s) => s.set_nonblocking(false),
+        }
+    }
+}
+
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// One accepted client connection, owned by the host.
 #[derive(Debug)]
 pub struct Connection {
-    stream: TcpStream,
-    peer: SocketAddr,
-    local: SocketAddr,
+    stream: Stream,
+    peer: PeerAddr,
+    local: PeerAddr,
     read_timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
     read_closed: bool,
@@ -77,11 +170,10 @@ pub struct Connection {
 impl Connection {
     /// Wraps an accepted, blocking stream. `idle_timeout` bounds every read
     /// that the plugin did not give a shorter timeout.
-    pub fn new(stream: TcpStream, idle_timeout: Option<Duration>) -> io::Result<Self> {
+    pub fn new(stream: Stream, idle_timeout: Option<Duration>) -> io::Result<Self> {
         let peer = stream.peer_addr()?;
         let local = stream.local_addr()?;
-        stream.set_nonblocking(false)?;
-        stream.set_nodelay(true)?;
+        stream.prepare()?;
         stream.set_read_timeout(idle_timeout)?;
         // A client that stops reading must not pin the plugin in `write`
         // forever: the same idle bound applies to blocked writes.
@@ -176,13 +268,13 @@ impl Connection {
     }
 
     /// The client's address.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.peer
+    pub fn peer_addr(&self) -> &PeerAddr {
+        &self.peer
     }
 
     /// The address the connection was accepted on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
+    pub fn local_addr(&self) -> &PeerAddr {
+        &self.local
     }
 
     /// Sets the plugin's read timeout (`None` = wait up to the idle timeout).

@@ -10,6 +10,7 @@
 
 #![deny(missing_docs)]
 
+pub mod address;
 pub mod admin;
 pub mod capacity;
 pub mod config;

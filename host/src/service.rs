@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use ipnet::IpNet;
 
+use crate::address::ListenAddr;
 use crate::admin::{self, ListenerStatus};
 use crate::metrics::Metrics;
 use crate::plugin::CurrentPlugin;
@@ -33,7 +34,7 @@ pub struct ListenerPlan {
     /// Name in logs and metrics (default: the bound address).
     pub name: Option<String>,
     /// Where to listen.
-    pub address: SocketAddr,
+    pub address: ListenAddr,
     /// `--plugin`: built-in name, file or plugin directory.
     pub plugin: String,
     /// Forced plugin kind.
@@ -150,7 +151,7 @@ fn start(plan: &ListenerPlan, grace: Duration, metrics: &Metrics) -> Result<Star
     let current = CurrentPlugin::new(plugin);
     let config = ServerConfig {
         name: plan.name.clone(),
-        addrs: vec![plan.address],
+        addrs: vec![plan.address.clone()],
         grace,
         max_connections: plan.max_connections,
         idle_timeout: plan.idle_timeout,

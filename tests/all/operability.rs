@@ -246,3 +246,61 @@ fn two_processes_share_a_port_with_reuse_port() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("already in use"));
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn a_tcp_echo_and_a_unix_socket_bot_are_served_at_once() {
+    use std::os::unix::net::{UnixListener, UnixStream};
+    let dir = temp_dir("unix");
+    let socket = dir.join("bot.sock");
+    // A stale socket file, as a crashed process leaves behind.
+    drop(UnixListener::bind(&socket).unwrap());
+    let config = dir.join("host.toml");
+    fs::write(
+        &config,
+        format!(
+            "[[listener]]\nname = \"echo\"\naddress = \"127.0.0.1:0\"\nplugin = \"echo\"\n\n\
+             [[listener]]\nname = \"bot\"\naddress = \"unix:{}\"\nplugin = \"bot10086\"\n",
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let mut host = Host::start(&["run", "--config", config.to_str().unwrap()]);
+    assert!(
+        host.wait_for_log("removed stale socket", Duration::from_secs(5)),
+        "{}",
+        host.logs()
+    );
+    let echo = host.listener_addr("echo");
+    assert!(host.wait_for_log(
+        &format!("listening on unix:{}", socket.display()),
+        Duration::from_secs(5)
+    ));
+
+    let bot = UnixStream::connect(&socket).unwrap();
+    bot.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut writer = bot.try_clone().unwrap();
+    let mut lines = BufReader::new(bot);
+    let mut line = String::new();
+    lines.read_line(&mut line).unwrap();
+    assert_eq!(line.trim_end(), GREETING);
+    let mut stream = connect(echo);
+    stream.write_all(b"both at once").unwrap();
+    let mut reply = [0; 12];
+    stream.read_exact(&mut reply).unwrap();
+    writer.write_all(b"0").unwrap();
+    line.clear();
+    lines.read_line(&mut line).unwrap();
+    assert_eq!(line.trim_end(), crate::behaviour::TRANSFER);
+    assert!(host.stderr_contains("peer=unix:"), "{}", host.logs());
+    drop((writer, lines, stream));
+
+    host.terminate();
+    assert!(
+        host.wait_exit(Duration::from_secs(10))
+            .is_some_and(|s| s.success())
+    );
+    assert!(
+        !socket.exists(),
+        "the socket file is removed on a clean exit"
+    );
+}

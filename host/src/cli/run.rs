@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::Args;
+use host::address::ListenAddr;
 use host::capacity;
 use host::config::{ConfigFile, ListenerConfig};
 use host::plugin::wasm::Grants;
@@ -38,6 +39,11 @@ pub struct RunArgs {
     /// log line) [default: 8000].
     #[arg(long, short)]
     port: Option<u16>,
+
+    /// Listen on this Unix stream socket instead of TCP (a stale socket
+    /// file is replaced; the file is removed on exit).
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["host", "port", "reuse_port"])]
+    unix: Option<PathBuf>,
 
     /// How long open connections may finish after SIGINT/SIGTERM before
     /// the host closes them [default: 5s].
@@ -104,7 +110,10 @@ impl RunArgs {
             });
         };
         let file = ConfigFile::load(path)?;
-        let overrides = self.plugin.is_some() || self.host.is_some() || self.port.is_some();
+        let overrides = self.plugin.is_some()
+            || self.host.is_some()
+            || self.port.is_some()
+            || self.unix.is_some();
         if overrides && file.listener.len() > 1 {
             bail!(
                 "--plugin, --host and --port override a configuration file only when it \
@@ -126,10 +135,13 @@ impl RunArgs {
     }
 
     fn flag_listener(&self) -> ListenerPlan {
-        let address = SocketAddr::new(
-            self.host.unwrap_or(DEFAULT_HOST),
-            self.port.unwrap_or(DEFAULT_PORT),
-        );
+        let address = match &self.unix {
+            Some(path) => ListenAddr::Unix(path.clone()),
+            None => ListenAddr::Tcp(SocketAddr::new(
+                self.host.unwrap_or(DEFAULT_HOST),
+                self.port.unwrap_or(DEFAULT_PORT),
+            )),
+        };
         ListenerPlan {
             name: None,
             address,
@@ -150,10 +162,20 @@ impl RunArgs {
     }
 
     fn file_listener(&self, file: &ListenerConfig) -> ListenerPlan {
-        let address = SocketAddr::new(
-            self.host.unwrap_or(file.address.ip()),
-            self.port.unwrap_or(file.address.port()),
-        );
+        let address = match (&self.unix, &file.address) {
+            (Some(path), _) => ListenAddr::Unix(path.clone()),
+            (None, ListenAddr::Tcp(addr)) => ListenAddr::Tcp(SocketAddr::new(
+                self.host.unwrap_or(addr.ip()),
+                self.port.unwrap_or(addr.port()),
+            )),
+            (None, unix) => match (self.host, self.port) {
+                (None, None) => unix.clone(),
+                (host, port) => ListenAddr::Tcp(SocketAddr::new(
+                    host.unwrap_or(DEFAULT_HOST),
+                    port.unwrap_or(DEFAULT_PORT),
+                )),
+            },
+        };
         let mut allow = file.allow.clone();
         allow.extend(self.allow.iter().copied());
         let mut deny = file.deny.clone();

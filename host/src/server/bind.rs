@@ -1,8 +1,13 @@
 //! Opening listening sockets with clear errors for the usual mistakes
-//! (address in use, address not available on this machine).
+//! (address in use, address not available on this machine), and Unix
+//! socket files: a stale one left by a crashed process is replaced, a live
+//! one is an error, and the file is removed again on a clean exit.
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 
 use anyhow::{Result, anyhow};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -41,9 +46,56 @@ pub fn tcp_listener(addr: SocketAddr, reuse_port: bool) -> Result<mio::net::TcpL
     Ok(mio::net::TcpListener::from_std(listener))
 }
 
+/// Binds a non-blocking Unix stream listener at `path`.
+pub fn unix_listener(path: &Path) -> Result<mio::net::UnixListener> {
+    let shown = path.display();
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(anyhow!(
+                "cannot listen on unix:{shown}: a file that is not a socket is in the way"
+            ));
+        }
+        if UnixStream::connect(path).is_ok() {
+            return Err(anyhow!(
+                "cannot listen on unix:{shown}: another process is serving it"
+            ));
+        }
+        // Nobody answers: a stale socket left behind by a process that
+        // did not exit cleanly.
+        std::fs::remove_file(path)
+            .map_err(|err| anyhow!("cannot remove stale socket unix:{shown}: {err}"))?;
+        tracing::info!("removed stale socket unix:{shown}");
+    }
+    mio::net::UnixListener::bind(path).map_err(|err| match err.kind() {
+        io::ErrorKind::NotFound => {
+            anyhow!("cannot listen on unix:{shown}: its directory does not exist")
+        }
+        io::ErrorKind::PermissionDenied => {
+            anyhow!("cannot listen on unix:{shown}: permission denied")
+        }
+        _ => anyhow!("cannot listen on unix:{shown}: {err}"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_unix_sockets_are_replaced_and_live_ones_refused() {
+        let dir = std::env::temp_dir().join(format!("plughost-bind-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let live = unix_listener(&path).unwrap();
+        let err = unix_listener(&path).unwrap_err().to_string();
+        assert!(err.contains("another process is serving it"), "{err}");
+        drop(live); // the file stays behind, like after a crash
+        assert!(path.exists());
+        assert!(unix_listener(&path).is_ok());
+        std::fs::write(dir.join("plain"), b"x").unwrap();
+        assert!(unix_listener(&dir.join("plain")).is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn port_in_use_is_named() {

@@ -3,7 +3,6 @@
 //! can close the stragglers when the grace period ends.
 
 use std::collections::HashMap;
-use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -46,7 +45,7 @@ impl LiveConnections {
     /// Records `stream` as open until the returned guard is dropped. Drop
     /// the guard *before* the stream, so the fd is never shut down after it
     /// was closed and reused.
-    pub fn register(&self, stream: &TcpStream) -> LiveGuard {
+    pub fn register(&self, stream: &impl AsRawFd) -> LiveGuard {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         self.sockets().insert(id, stream.as_raw_fd());
         LiveGuard {
@@ -92,7 +91,7 @@ impl Drop for LiveGuard {
 mod tests {
     use super::*;
     use std::io::Read;
-    use std::net::TcpListener;
+    use std::net::{TcpListener, TcpStream};
     use std::sync::atomic::AtomicUsize;
 
     #[test]

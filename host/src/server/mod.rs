@@ -5,24 +5,26 @@
 
 mod access;
 mod bind;
+mod listener;
 mod live;
 mod pool;
 mod session;
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 pub use self::access::AccessRules;
+use self::listener::Listener;
 use self::live::LiveConnections;
 use self::pool::ThreadPool;
+use crate::address::{ListenAddr, PeerAddr};
+use crate::connection::Stream;
 use crate::metrics::{ListenerMetrics, Metrics};
 use crate::plugin::CurrentPlugin;
 
@@ -42,7 +44,7 @@ pub struct ServerConfig {
     /// Name in logs and metrics (default: the first bound address).
     pub name: Option<String>,
     /// Addresses to listen on.
-    pub addrs: Vec<SocketAddr>,
+    pub addrs: Vec<ListenAddr>,
     /// How long live connections may run after a shutdown signal.
     pub grace: Duration,
     /// Most connections served at once; more wait in the listen backlog.
@@ -70,7 +72,7 @@ pub struct Server {
     plugin: CurrentPlugin,
     metrics: ListenerMetrics,
     poll: Poll,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     signals: Signals,
     live: LiveConnections,
     pool: ThreadPool,
@@ -87,9 +89,9 @@ impl Server {
         let poll = Poll::new().context("cannot create the event loop")?;
         let mut listeners = Vec::new();
         for (index, addr) in config.addrs.iter().enumerate() {
-            let mut listener = bind::tcp_listener(*addr, config.reuse_port)?;
-            poll.registry()
-                .register(&mut listener, Token(index), Interest::READABLE)
+            let mut listener = Listener::bind(addr, config.reuse_port)?;
+            listener
+                .register(poll.registry(), Token(index))
                 .context("cannot watch the listening socket")?;
             listeners.push(listener);
         }
@@ -131,7 +133,7 @@ impl Server {
     }
 
     /// The addresses actually bound (port 0 resolved).
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+    pub fn local_addrs(&self) -> Vec<ListenAddr> {
         self.listeners
             .iter()
             .filter_map(|l| l.local_addr().ok())
@@ -213,21 +215,28 @@ impl Server {
         }
     }
 
-    fn dispatch(&self, stream: mio::net::TcpStream, peer: SocketAddr) {
-        if !self.config.access.permits(peer.ip()) {
+    fn dispatch(&self, stream: Stream, peer: PeerAddr) {
+        let permitted = peer
+            .ip()
+            .is_none_or(|ip| self.config.access.permits(ip.ip()));
+        if !permitted {
             self.metrics.refused();
             tracing::warn!(peer = %peer, "connection refused by --allow/--deny rules");
             return;
         }
-        let stream = std::net::TcpStream::from(stream);
         let guard = self.live.register(&stream);
         let plugin = self.plugin.get();
         let idle_timeout = self.config.idle_timeout;
         let metrics = self.metrics.clone();
         metrics.opened();
+        let shown = peer.to_string();
         let job = move || session::serve(stream, peer, plugin, guard, idle_timeout, metrics);
         if let Err(err) = self.pool.execute(job) {
-            tracing::error!(peer = %peer, "cannot start a thread for the connection: {err}");
+            self.metrics.closed("host-error", 0, 0, Duration::ZERO);
+            tracing::error!(
+                peer = shown,
+                "cannot start a thread for the connection: {err}"
+            );
         }
     }
 
@@ -240,7 +249,7 @@ impl Server {
             "SIGTERM"
         };
         for mut listener in self.listeners.drain(..) {
-            let _ = self.poll.registry().deregister(&mut listener);
+            let _ = listener.deregister(self.poll.registry());
         }
         let open = self.live.count();
         tracing::info!(

@@ -1,11 +1,11 @@
 //! One connection's life on its thread: hand it to the plugin snapshot it
 //! was accepted with, then log a single line with what happened.
 
-use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::connection::Connection;
+use crate::address::PeerAddr;
+use crate::connection::{Connection, Stream};
 use crate::metrics::ListenerMetrics;
 use crate::plugin::{Outcome, Plugin};
 
@@ -14,8 +14,8 @@ use super::live::LiveGuard;
 /// Serves `stream` with `plugin` and logs the result. `guard` keeps the
 /// connection counted as open until the plugin is done with it.
 pub fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
+    stream: Stream,
+    peer: PeerAddr,
     plugin: Arc<Box<dyn Plugin>>,
     guard: LiveGuard,
     idle_timeout: Option<Duration>,

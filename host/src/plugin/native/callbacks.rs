@@ -3,12 +3,13 @@
 //! pointer and never unwinds into plugin code.
 
 use std::ffi::c_void;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
 use plughost_native_abi::{ABI_VERSION, ErrorCode, HostApi, SocketAddress};
 
+use crate::address::PeerAddr;
 use crate::connection::{ConnError, Connection, ShutdownDirection};
 
 /// The table handed to every plugin call.
@@ -94,7 +95,11 @@ unsafe extern "C" fn shutdown(conn: *mut c_void, how: u32) -> i32 {
     unsafe { with_conn(conn, ErrorCode::Other as i32, |c| status(c.shutdown(how))) }
 }
 
-fn encode(addr: SocketAddr) -> SocketAddress {
+/// Unix peers have family 0 and no address.
+fn encode(addr: &PeerAddr) -> SocketAddress {
+    let Some(addr) = addr.ip() else {
+        return SocketAddress::default();
+    };
     let mut out = SocketAddress {
         port: addr.port(),
         ..SocketAddress::default()
@@ -112,7 +117,7 @@ fn encode(addr: SocketAddr) -> SocketAddress {
     out
 }
 
-unsafe fn put_address(out: *mut SocketAddress, addr: SocketAddr) -> i32 {
+unsafe fn put_address(out: *mut SocketAddress, addr: &PeerAddr) -> i32 {
     if out.is_null() {
         return ErrorCode::InvalidArgument as i32;
     }
@@ -124,16 +129,16 @@ unsafe fn put_address(out: *mut SocketAddress, addr: SocketAddr) -> i32 {
 unsafe extern "C" fn peer_address(conn: *mut c_void, out: *mut SocketAddress) -> i32 {
     // SAFETY: `conn` comes from the host's call; `out` is checked above.
     unsafe {
-        let addr = with_conn(conn, None, |c| Some(c.peer_addr()));
-        addr.map_or(ErrorCode::Other as i32, |a| put_address(out, a))
+        let addr = with_conn(conn, None, |c| Some(c.peer_addr().clone()));
+        addr.map_or(ErrorCode::Other as i32, |a| put_address(out, &a))
     }
 }
 
 unsafe extern "C" fn local_address(conn: *mut c_void, out: *mut SocketAddress) -> i32 {
     // SAFETY: as for `peer_address`.
     unsafe {
-        let addr = with_conn(conn, None, |c| Some(c.local_addr()));
-        addr.map_or(ErrorCode::Other as i32, |a| put_address(out, a))
+        let addr = with_conn(conn, None, |c| Some(c.local_addr().clone()));
+        addr.map_or(ErrorCode::Other as i32, |a| put_address(out, &a))
     }
 }
 
@@ -164,12 +169,13 @@ mod tests {
 
     #[test]
     fn addresses_encode_both_families() {
-        let v4 = encode("127.0.0.1:8000".parse().unwrap());
+        let v4 = encode(&PeerAddr::Ip("127.0.0.1:8000".parse().unwrap()));
         assert_eq!(
             (v4.family, &v4.ip[..4], v4.port),
             (4, &[127, 0, 0, 1][..], 8000)
         );
-        let v6 = encode("[::1]:9".parse().unwrap());
+        let v6 = encode(&PeerAddr::Ip("[::1]:9".parse().unwrap()));
+        assert_eq!(encode(&PeerAddr::Unix(None)).family, 0);
         assert_eq!((v6.family, v6.ip[15], v6.port), (6, 1, 9));
     }
 }

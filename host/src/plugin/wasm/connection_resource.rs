@@ -3,7 +3,6 @@
 //! [`ConnectionHandle`] marker (checked on every call) and the methods act on
 //! the store's [`Connection`].
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use wasmtime::component::Resource;
@@ -12,6 +11,7 @@ use super::bindings::plughost::handler::connections::{Host, HostConnection};
 use super::bindings::{ErrorCode, ShutdownHow, SocketAddress};
 use super::state::ConnState;
 use super::state::ConnectionHandle;
+use crate::address::PeerAddr;
 use crate::connection::{ConnError, Connection, ShutdownDirection};
 
 impl From<ConnError> for ErrorCode {
@@ -27,10 +27,17 @@ impl From<ConnError> for ErrorCode {
     }
 }
 
-fn socket_address(addr: SocketAddr) -> SocketAddress {
-    SocketAddress {
-        ip: addr.ip().to_string(),
-        port: addr.port(),
+/// Unix peers appear as `{ ip: "unix:<path>", port: 0 }` (see the WIT).
+fn socket_address(addr: &PeerAddr) -> SocketAddress {
+    match addr {
+        PeerAddr::Ip(addr) => SocketAddress {
+            ip: addr.ip().to_string(),
+            port: addr.port(),
+        },
+        unix => SocketAddress {
+            ip: unix.to_string(),
+            port: 0,
+        },
     }
 }
 

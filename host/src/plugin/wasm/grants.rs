@@ -13,6 +13,7 @@ use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 use super::guest_output::GuestOutput;
+use crate::address::PeerAddr;
 
 /// A host directory visible to the plugin.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -108,10 +109,11 @@ impl Sandbox {
     /// A deny-by-default WASI context for the guest serving `peer`: no
     /// files, no environment, no arguments, no sockets, except what was
     /// granted; stdout/stderr go to the log.
-    pub(super) fn wasi_for(&self, peer: SocketAddr) -> Result<WasiCtx> {
+    pub(super) fn wasi_for(&self, peer: &PeerAddr) -> Result<WasiCtx> {
+        let peer = peer.to_string();
         let mut builder = WasiCtx::builder();
         builder
-            .stdout(GuestOutput::new(peer, "stdout"))
+            .stdout(GuestOutput::new(peer.clone(), "stdout"))
             .stderr(GuestOutput::new(peer, "stderr"))
             .allow_tcp(false)
             .allow_udp(false)

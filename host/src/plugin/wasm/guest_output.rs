@@ -3,7 +3,6 @@
 //! connections stays readable.
 
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -17,13 +16,13 @@ const MAX_LINE: usize = 4096;
 /// A guest output stream (stdout or stderr) for one connection.
 #[derive(Debug, Clone)]
 pub struct GuestOutput {
-    peer: SocketAddr,
+    peer: String,
     stream: &'static str,
 }
 
 impl GuestOutput {
     /// Output of the guest serving `peer` on `stream` ("stdout"/"stderr").
-    pub fn new(peer: SocketAddr, stream: &'static str) -> Self {
+    pub fn new(peer: String, stream: &'static str) -> Self {
         Self { peer, stream }
     }
 }

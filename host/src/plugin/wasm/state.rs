@@ -34,7 +34,7 @@ impl ConnState {
     /// The store data for serving `conn` inside `wasi` (see
     /// [`Sandbox::wasi_for`]) with linear memories capped at `max_memory`.
     pub fn new(conn: Connection, wasi: WasiCtx, max_memory: usize, sandbox: &Sandbox) -> Self {
-        let peer = conn.peer_addr();
+        let peer = conn.peer_addr().to_string();
         let limits = MemoryCap {
             max_memory,
             peer,
@@ -74,7 +74,7 @@ impl WasiView for ConnState {
 /// guest ran into the cap, so a trap that follows can say why.
 pub struct MemoryCap {
     max_memory: usize,
-    peer: std::net::SocketAddr,
+    peer: String,
     /// Set once a growth request was refused.
     pub(super) hit: bool,
 }

@@ -1,0 +1,113 @@
+//! Addresses the host listens on and that peers connect from: TCP (IPv4 or
+//! IPv6) or Unix stream sockets.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// Where a listener listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A Unix stream socket at this path.
+    Unix(PathBuf),
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+
+    /// `127.0.0.1:8000`, `[::1]:8000` or `unix:/run/plughost.sock`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("`unix:` needs a socket path, e.g. unix:/run/echo.sock".into());
+            }
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        text.parse().map(Self::Tcp).map_err(|_| {
+            format!("`{text}` is not an address: use ip:port, [ipv6]:port or unix:/path")
+        })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ListenAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(de)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp(addr) => write!(f, "{addr}"),
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// One end of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerAddr {
+    /// An IP address and port.
+    Ip(SocketAddr),
+    /// A Unix socket; `None` for an unnamed (client) socket.
+    Unix(Option<PathBuf>),
+}
+
+impl PeerAddr {
+    /// The IP address and port, for TCP peers.
+    pub fn ip(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Ip(addr) => Some(*addr),
+            Self::Unix(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ip(addr) => write!(f, "{addr}"),
+            Self::Unix(Some(path)) => write!(f, "unix:{}", path.display()),
+            Self::Unix(None) => write!(f, "unix:(unnamed)"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses_parse() {
+        assert_eq!(
+            "127.0.0.1:80".parse::<ListenAddr>(),
+            Ok(ListenAddr::Tcp("127.0.0.1:80".parse().unwrap()))
+        );
+        assert_eq!(
+            "unix:/tmp/x.sock".parse::<ListenAddr>(),
+            Ok(ListenAddr::Unix("/tmp/x.sock".into()))
+        );
+        assert!("unix:".parse::<ListenAddr>().is_err());
+        assert!("localhost:80".parse::<ListenAddr>().is_err());
+        assert_eq!(
+            "unix:/tmp/x.sock"
+                .parse::<ListenAddr>()
+                .unwrap()
+                .to_string(),
+            "unix:/tmp/x.sock"
+        );
+    }
+
+    #[test]
+    fn peers_display_like_the_log_shows_them() {
+        assert_eq!(PeerAddr::Unix(None).to_string(), "unix:(unnamed)");
+        assert_eq!(
+            PeerAddr::Ip("[::1]:9".parse().unwrap()).to_string(),
+            "[::1]:9"
+        );
+    }
+}
