@@ -18,7 +18,11 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("echo", "echo"),
     ("bot10086", "bot10086"),
     ("http_hello", "http-hello"),
+    ("udp_echo", "udp-echo"),
 ];
+
+/// Examples of the datagram world (no native build).
+const DATAGRAM_EXAMPLES: &[&str] = &["udp_echo"];
 
 /// Test-only plugins also built as native libraries.
 const NATIVE_TEST_PLUGINS: &[&str] = &["trap", "shout", "native-abi-v99"];
@@ -67,11 +71,14 @@ fn main() {
         let from = built.join(format!("{stem}.wasm"));
         copy(&from, &out_dir.join(format!("{name}.wasm")));
         copy(&from, &shipped.join(format!("{name}.wasm")));
-        let library = format!("lib{stem}.so");
-        copy(
-            &native_dir.join("release").join(&library),
-            &shipped.join(&library),
-        );
+        // The stream examples also build as native plugins.
+        if !DATAGRAM_EXAMPLES.contains(stem) {
+            let library = format!("lib{stem}.so");
+            copy(
+                &native_dir.join("release").join(&library),
+                &shipped.join(&library),
+            );
+        }
     }
 }
 

@@ -13,13 +13,22 @@ pub enum ListenAddr {
     Tcp(SocketAddr),
     /// A Unix stream socket at this path.
     Unix(PathBuf),
+    /// A UDP address (datagram plugins).
+    Udp(SocketAddr),
 }
 
 impl FromStr for ListenAddr {
     type Err = String;
 
-    /// `127.0.0.1:8000`, `[::1]:8000` or `unix:/run/plughost.sock`.
+    /// `127.0.0.1:8000`, `[::1]:8000`, `unix:/run/plughost.sock` or
+    /// `udp:127.0.0.1:9000`.
     fn from_str(text: &str) -> Result<Self, String> {
+        if let Some(addr) = text.strip_prefix("udp:") {
+            return addr
+                .parse()
+                .map(Self::Udp)
+                .map_err(|_| format!("`{text}` is not a UDP address: use udp:ip:port"));
+        }
         if let Some(path) = text.strip_prefix("unix:") {
             if path.is_empty() {
                 return Err("`unix:` needs a socket path, e.g. unix:/run/echo.sock".into());
@@ -27,7 +36,9 @@ impl FromStr for ListenAddr {
             return Ok(Self::Unix(PathBuf::from(path)));
         }
         text.parse().map(Self::Tcp).map_err(|_| {
-            format!("`{text}` is not an address: use ip:port, [ipv6]:port or unix:/path")
+            format!(
+                "`{text}` is not an address: use ip:port, [ipv6]:port, unix:/path or udp:ip:port"
+            )
         })
     }
 }
@@ -44,6 +55,7 @@ impl fmt::Display for ListenAddr {
         match self {
             Self::Tcp(addr) => write!(f, "{addr}"),
             Self::Unix(path) => write!(f, "unix:{}", path.display()),
+            Self::Udp(addr) => write!(f, "udp:{addr}"),
         }
     }
 }
@@ -92,6 +104,10 @@ mod tests {
             Ok(ListenAddr::Unix("/tmp/x.sock".into()))
         );
         assert!("unix:".parse::<ListenAddr>().is_err());
+        assert_eq!(
+            "udp:127.0.0.1:9".parse::<ListenAddr>(),
+            Ok(ListenAddr::Udp("127.0.0.1:9".parse().unwrap()))
+        );
         assert!("localhost:80".parse::<ListenAddr>().is_err());
         assert_eq!(
             "unix:/tmp/x.sock"

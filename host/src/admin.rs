@@ -19,7 +19,26 @@ pub struct ListenerStatus {
     /// Its counters.
     pub metrics: ListenerMetrics,
     /// The plugin serving it.
-    pub plugin: CurrentPlugin,
+    pub plugin: ServingPlugin,
+}
+
+/// The plugin a listener serves with.
+#[derive(Clone)]
+pub enum ServingPlugin {
+    /// A stream plugin that reloads can swap.
+    Swappable(CurrentPlugin),
+    /// A plugin fixed for the process's life (datagram listeners).
+    Fixed(String),
+}
+
+impl ServingPlugin {
+    /// The version serving now.
+    pub fn version(&self) -> String {
+        match self {
+            ServingPlugin::Swappable(current) => current.get().version().to_string(),
+            ServingPlugin::Fixed(version) => version.clone(),
+        }
+    }
 }
 
 /// Binds the admin listener and serves it on a background thread; returns
@@ -82,7 +101,7 @@ fn status_json(
         .map(|l| {
             json!({
                 "listener": l.metrics.name(),
-                "plugin": l.plugin.get().version().to_string(),
+                "plugin": l.plugin.version(),
                 "connections": l.metrics.snapshot(),
             })
         })

@@ -10,18 +10,18 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use ipnet::IpNet;
 
 use crate::address::ListenAddr;
-use crate::admin::{self, ListenerStatus};
+use crate::admin::{self, ListenerStatus, ServingPlugin};
 use crate::metrics::Metrics;
 use crate::plugin::CurrentPlugin;
 use crate::plugin::loader::{LoadDetails, Loader, PluginKind};
 use crate::plugin::source::PluginSource;
 use crate::plugin::wasm::{Grants, InstanceLimits, Sandbox, WasmRuntime};
 use crate::reload::Reloader;
-use crate::server::{AccessRules, Server, ServerConfig, ServerHooks};
+use crate::server::{AccessRules, Server, ServerConfig, ServerHooks, UdpConfig, UdpServer};
 use crate::watch;
 
 /// Stack of connection threads: room for the guest's 512 KiB wasm stack
@@ -86,16 +86,14 @@ pub fn run(plan: ServicePlan) -> Result<()> {
         admin::spawn(addr, Arc::clone(&metrics), statuses, summary(&plan))?;
     }
     let mut threads = Vec::new();
-    for Started {
-        server,
-        mut hooks,
-        status,
-    } in started
-    {
+    for Started { runner, status } in started {
         let name = status.metrics.name().to_string();
         let thread = thread::Builder::new()
             .name(format!("listener {name}"))
-            .spawn(move || server.run(&mut hooks))
+            .spawn(move || match runner {
+                Runner::Stream(server, mut hooks) => server.run(&mut hooks),
+                Runner::Datagram(server) => server.run(),
+            })
             .with_context(|| format!("cannot start the thread of listener {name}"))?;
         threads.push((name, thread));
     }
@@ -114,9 +112,14 @@ pub fn run(plan: ServicePlan) -> Result<()> {
 }
 
 struct Started {
-    server: Server,
-    hooks: ReloadOnHup,
+    runner: Runner,
     status: ListenerStatus,
+}
+
+/// What runs a listener on its thread.
+enum Runner {
+    Stream(Server, ReloadOnHup),
+    Datagram(UdpServer),
 }
 
 /// Loads the listener's plugin and binds its address.
@@ -130,6 +133,9 @@ fn start(plan: &ListenerPlan, grace: Duration, metrics: &Metrics) -> Result<Star
         ..InstanceLimits::default()
     };
     let runtime = WasmRuntime::new(limits, plan.cache_dir.clone(), sandbox)?;
+    if let ListenAddr::Udp(addr) = plan.address {
+        return start_datagram(plan, addr, grace, &source, &runtime, metrics);
+    }
     let loader = Loader::new(runtime, plan.kind);
     let bytes = source.read()?;
     let (plugin, details) = loader.load(&bytes, &source.to_string())?;
@@ -174,11 +180,55 @@ fn start(plan: &ListenerPlan, grace: Duration, metrics: &Metrics) -> Result<Star
     }
     let status = ListenerStatus {
         metrics: server.metrics().clone(),
-        plugin: current,
+        plugin: ServingPlugin::Swappable(current),
     };
     Ok(Started {
-        server,
-        hooks: ReloadOnHup { reloader },
+        runner: Runner::Stream(server, ReloadOnHup { reloader }),
+        status,
+    })
+}
+
+/// Loads a `datagram-handler` plugin and binds the UDP address.
+fn start_datagram(
+    plan: &ListenerPlan,
+    addr: SocketAddr,
+    grace: Duration,
+    source: &PluginSource,
+    runtime: &WasmRuntime,
+    metrics: &Metrics,
+) -> Result<Started> {
+    if plan.kind == Some(PluginKind::Native) {
+        bail!("udp:{addr}: native plugins serve stream listeners only");
+    }
+    if plan.watch {
+        tracing::warn!("udp:{addr}: --watch is not supported for UDP listeners yet; ignored");
+    }
+    let bytes = source.read()?;
+    let (plugin, info) = runtime.load_datagram(&bytes, &source.to_string())?;
+    tracing::info!(
+        plugin = %bytes.version,
+        compile = ?info.compile_time,
+        cached = info.cached,
+        "loaded {source}"
+    );
+    let config = UdpConfig {
+        name: plan.name.clone(),
+        addr,
+        max_in_flight: plan.max_connections,
+        grace,
+        access: AccessRules {
+            allow: plan.allow.clone(),
+            deny: plan.deny.clone(),
+        },
+        thread_stack: CONNECTION_THREAD_STACK,
+    };
+    let server = UdpServer::bind(config, plugin, metrics)?;
+    let status = ListenerStatus {
+        metrics: server.metrics().clone(),
+        plugin: ServingPlugin::Fixed(bytes.version.to_string()),
+    };
+    Ok(Started {
+        runner: Runner::Datagram(server),
         status,
     })
 }

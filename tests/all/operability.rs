@@ -304,3 +304,33 @@ fn a_tcp_echo_and_a_unix_socket_bot_are_served_at_once() {
         "the socket file is removed on a clean exit"
     );
 }
+
+#[test]
+fn udp_datagrams_are_echoed_by_a_datagram_plugin() {
+    use std::net::UdpSocket;
+    let host_process = Host::start_with_log_prefix(
+        &["run", "--plugin", "udp-echo", "--udp", "--port", "0"],
+        "listening on udp:",
+    );
+    let server = host_process.addr();
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    for message in [
+        &b"hello"[..],
+        &[0u8, 255, 1, 254][..],
+        &vec![b'x'; 60_000][..],
+    ] {
+        client.send_to(message, server).unwrap();
+        let mut buf = vec![0; 65_536];
+        let (len, from) = client.recv_from(&mut buf).unwrap();
+        assert_eq!(from, server);
+        assert_eq!(&buf[..len], message);
+    }
+    // A stream plugin on a UDP listener (and the reverse) is refused clearly.
+    let out = run_host(&["run", "--plugin", "echo", "--udp", "--port", "0"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is a stream handler"));
+    let out = run_host(&["check", "udp-echo"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("datagram-handler"));
+}

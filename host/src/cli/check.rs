@@ -51,7 +51,17 @@ impl CheckArgs {
         let source = PluginSource::parse(&self.plugin)?;
         let loader = self.engine.loader(1, Sandbox::default())?;
         let bytes = source.read()?;
-        let info = match loader.load(&bytes, &source.to_string())?.1 {
+        let what = source.to_string();
+        let loaded = loader.load(&bytes, &what).map(|(_, details)| details);
+        let details = match loaded {
+            Ok(details) => details,
+            // A component exporting only `handle` may be a datagram handler.
+            Err(err) => match loader.wasm().load_datagram(&bytes, &what) {
+                Ok((_, info)) => LoadDetails::Wasm(info),
+                Err(_) => return Err(err),
+            },
+        };
+        let info = match details {
             LoadDetails::Wasm(info) => info,
             LoadDetails::Native { name } => {
                 out!(

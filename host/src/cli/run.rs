@@ -45,6 +45,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH", conflicts_with_all = ["host", "port", "reuse_port"])]
     unix: Option<PathBuf>,
 
+    /// Listen for UDP datagrams on --host/--port instead of TCP; the
+    /// plugin must implement the datagram-handler world (e.g. udp-echo).
+    #[arg(long, conflicts_with_all = ["unix", "reuse_port"])]
+    udp: bool,
+
     /// How long open connections may finish after SIGINT/SIGTERM before
     /// the host closes them [default: 5s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -135,12 +140,14 @@ impl RunArgs {
     }
 
     fn flag_listener(&self) -> ListenerPlan {
+        let ip = SocketAddr::new(
+            self.host.unwrap_or(DEFAULT_HOST),
+            self.port.unwrap_or(DEFAULT_PORT),
+        );
         let address = match &self.unix {
             Some(path) => ListenAddr::Unix(path.clone()),
-            None => ListenAddr::Tcp(SocketAddr::new(
-                self.host.unwrap_or(DEFAULT_HOST),
-                self.port.unwrap_or(DEFAULT_PORT),
-            )),
+            None if self.udp => ListenAddr::Udp(ip),
+            None => ListenAddr::Tcp(ip),
         };
         ListenerPlan {
             name: None,
@@ -165,6 +172,10 @@ impl RunArgs {
         let address = match (&self.unix, &file.address) {
             (Some(path), _) => ListenAddr::Unix(path.clone()),
             (None, ListenAddr::Tcp(addr)) => ListenAddr::Tcp(SocketAddr::new(
+                self.host.unwrap_or(addr.ip()),
+                self.port.unwrap_or(addr.port()),
+            )),
+            (None, ListenAddr::Udp(addr)) => ListenAddr::Udp(SocketAddr::new(
                 self.host.unwrap_or(addr.ip()),
                 self.port.unwrap_or(addr.port()),
             )),

@@ -30,6 +30,11 @@ pub const BUILTINS: &[Builtin] = &[
         summary: "HTTP/1.1 \"Hello, World!\" with keep-alive and pipelining",
         bytes: include_bytes!(concat!(env!("OUT_DIR"), "/http-hello.wasm")),
     },
+    Builtin {
+        name: "udp-echo",
+        summary: "UDP: sends every datagram back (datagram-handler world; use with --udp)",
+        bytes: include_bytes!(concat!(env!("OUT_DIR"), "/udp-echo.wasm")),
+    },
 ];
 
 /// Looks up a built-in plugin by name.

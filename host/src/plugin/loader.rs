@@ -71,6 +71,11 @@ impl Loader {
             })
     }
 
+    /// The WebAssembly runtime (for datagram plugins).
+    pub fn wasm(&self) -> &WasmRuntime {
+        &self.wasm
+    }
+
     /// Loads and checks a plugin; `what` names it in errors.
     pub fn load(&self, bytes: &PluginBytes, what: &str) -> Result<(Box<dyn Plugin>, LoadDetails)> {
         Ok(match self.kind_of(&bytes.bytes) {

@@ -25,6 +25,9 @@ impl Listener {
         Ok(match addr {
             ListenAddr::Tcp(addr) => Listener::Tcp(bind::tcp_listener(*addr, reuse_port)?),
             ListenAddr::Unix(path) => Listener::Unix(bind::unix_listener(path)?, path.clone()),
+            ListenAddr::Udp(addr) => {
+                anyhow::bail!("udp:{addr} needs a datagram listener, not a stream listener")
+            }
         })
     }
 

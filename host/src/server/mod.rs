@@ -9,6 +9,7 @@ mod listener;
 mod live;
 mod pool;
 mod session;
+mod udp;
 
 use std::io;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ pub use self::access::AccessRules;
 use self::listener::Listener;
 use self::live::LiveConnections;
 use self::pool::ThreadPool;
+pub use self::udp::{UdpConfig, UdpServer};
 use crate::address::{ListenAddr, PeerAddr};
 use crate::connection::Stream;
 use crate::metrics::{ListenerMetrics, Metrics};

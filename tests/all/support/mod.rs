@@ -117,6 +117,16 @@ impl Host {
 
     /// Like [`Host::start`], waiting up to `timeout` (e.g. for a build).
     pub fn start_with_timeout(args: &[&str], timeout: Duration) -> Host {
+        Self::start_inner(args, timeout, "listening on ")
+    }
+
+    /// Like [`Host::start`] for listeners whose log line reads
+    /// `<prefix><ip:port>` (e.g. `listening on udp:`).
+    pub fn start_with_log_prefix(args: &[&str], prefix: &str) -> Host {
+        Self::start_inner(args, START_TIMEOUT, prefix)
+    }
+
+    fn start_inner(args: &[&str], timeout: Duration, prefix: &str) -> Host {
         let mut child = host_command(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -138,7 +148,7 @@ impl Host {
         };
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(addr) = host.listening_addrs().first() {
+            if let Some(addr) = host.addrs_after(prefix).first() {
                 host.addr = *addr;
                 return host;
             }
@@ -156,12 +166,16 @@ impl Host {
 
     /// Every address in a `listening on` line so far.
     pub fn listening_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs_after("listening on ")
+    }
+
+    fn addrs_after(&self, prefix: &str) -> Vec<SocketAddr> {
         self.lines
             .lock()
             .unwrap()
             .iter()
             .filter_map(|line| {
-                let rest = &line[line.find("listening on ")? + "listening on ".len()..];
+                let rest = &line[line.find(prefix)? + prefix.len()..];
                 let token = rest
                     .split(|c: char| c.is_whitespace() || c == '"' || c == ',')
                     .next()?;

@@ -2,9 +2,9 @@
 //! the operator set for the plugin.
 
 use super::bindings::plughost::handler::config::Host;
-use super::state::ConnState;
+use super::state::StoreState;
 
-impl Host for ConnState {
+impl<C: Send> Host for StoreState<C> {
     fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
         Ok(self.config.get(&key).cloned())
     }

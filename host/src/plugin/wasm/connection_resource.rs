@@ -44,7 +44,7 @@ fn socket_address(addr: &PeerAddr) -> SocketAddress {
 impl ConnState {
     fn conn(&mut self, handle: &Resource<ConnectionHandle>) -> wasmtime::Result<&mut Connection> {
         self.table.get(handle)?;
-        Ok(&mut self.conn)
+        Ok(&mut self.io)
     }
 }
 

@@ -36,11 +36,35 @@ pub fn classify(bytes: &[u8], what: &str) -> Result<BinaryKind> {
     }
 }
 
+/// Fails unless `bytes` are a component, explaining what to do with a core
+/// module.
+pub fn require_component(bytes: &[u8], what: &str) -> Result<()> {
+    match classify(bytes, what)? {
+        BinaryKind::Component => Ok(()),
+        BinaryKind::CoreModule => bail!(
+            "{what} is a core WebAssembly module, not a component: build it for \
+             wasm32-wasip2, or wrap it with `wasm-tools component new`"
+        ),
+    }
+}
+
 /// Checks that `component` exports `setup`, `handle` and `finish` as
 /// functions, naming every one that is missing.
 pub fn check_exports(engine: &Engine, component: &Component, what: &str) -> Result<()> {
+    check_named_exports(engine, component, what, WORLD_NAME, &REQUIRED_EXPORTS)
+}
+
+/// Checks that `component` exports every function in `required` (the
+/// exports of `world`), naming every one that is missing.
+pub fn check_named_exports(
+    engine: &Engine,
+    component: &Component,
+    what: &str,
+    world: &str,
+    required: &[&str],
+) -> Result<()> {
     let ty = component.component_type();
-    let missing: Vec<&str> = REQUIRED_EXPORTS
+    let missing: Vec<&str> = required
         .iter()
         .copied()
         .filter(|name| {
@@ -66,7 +90,7 @@ pub fn check_exports(engine: &Engine, component: &Component, what: &str) -> Resu
         found.join(", ")
     };
     bail!(
-        "{what} does not implement world {WORLD_NAME}: missing export{plural} {names} \
+        "{what} does not implement world {world}: missing export{plural} {names} \
          (it exports: {found})"
     )
 }

@@ -6,6 +6,7 @@ mod bindings;
 mod cache;
 mod config_import;
 mod connection_resource;
+mod datagram;
 mod engine;
 mod grants;
 mod guest_output;
@@ -16,17 +17,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use wasmtime::component::{HasSelf, Linker, Resource};
 use wasmtime::{Store, UpdateDeadline};
 
 pub use self::bindings::WORLD_NAME;
 use self::bindings::{Handler, HandlerPre};
 pub use self::cache::CompileCache;
+pub use self::datagram::{DATAGRAM_WORLD, DatagramPlugin};
 pub use self::engine::{InstanceLimits, WasmEngine};
 pub use self::grants::{DirGrant, Grants, Sandbox};
-use self::inspect::BinaryKind;
-use self::state::{ConnState, ConnectionHandle};
+use self::state::{ConnState, ConnectionHandle, DatagramState, StoreState};
 use super::source::PluginBytes;
 use super::{Outcome, Plugin, PluginVersion};
 use crate::connection::Connection;
@@ -37,6 +38,7 @@ use crate::connection::Connection;
 pub struct WasmRuntime {
     engine: WasmEngine,
     linker: Linker<ConnState>,
+    datagram_linker: Linker<DatagramState>,
     cache: Option<CompileCache>,
     sandbox: Arc<Sandbox>,
 }
@@ -73,10 +75,12 @@ impl WasmRuntime {
         Handler::add_to_linker::<ConnState, HasSelf<ConnState>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)
             .context("cannot link the connection interface")?;
+        let datagram_linker = datagram::linker(&engine)?;
         let cache = cache_dir.map(|dir| CompileCache::new(dir, engine.engine()));
         Ok(Self {
             engine,
             linker,
+            datagram_linker,
             cache,
             sandbox: Arc::new(sandbox),
         })
@@ -85,13 +89,7 @@ impl WasmRuntime {
     /// Compiles `plugin` (or loads it from the cache), checks it implements
     /// the handler world, and pre-links it. `what` names it in errors.
     pub fn load(&self, plugin: &PluginBytes, what: &str) -> Result<(WasmPlugin, ComponentInfo)> {
-        match inspect::classify(&plugin.bytes, what)? {
-            BinaryKind::Component => {}
-            BinaryKind::CoreModule => bail!(
-                "{what} is a core WebAssembly module, not a component: build it for \
-                 wasm32-wasip2, or wrap it with `wasm-tools component new`"
-            ),
-        }
+        inspect::require_component(&plugin.bytes, what)?;
         let started = Instant::now();
         let engine = self.engine.engine();
         let (component, cached) = match &self.cache {
@@ -139,22 +137,6 @@ pub struct WasmPlugin {
 struct CallTimeout(Duration);
 
 impl WasmPlugin {
-    fn new_store(&self, state: ConnState) -> Store<ConnState> {
-        let limits = self.engine.limits();
-        let mut store = Store::new(self.engine.engine(), state);
-        store.limiter(|state| &mut state.limits);
-        let budget = limits.call_timeout;
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |ctx| {
-            if ctx.data().guest_since.elapsed() > budget {
-                Err(wasmtime::Error::new(CallTimeout(budget)))
-            } else {
-                Ok(UpdateDeadline::Continue(1))
-            }
-        });
-        store
-    }
-
     /// Runs `setup`, `handle` and `finish` in `store`. `Err` means a call
     /// trapped and the instance must not be entered again.
     fn run(&self, store: &mut Store<ConnState>) -> Result<Outcome, Outcome> {
@@ -177,7 +159,7 @@ impl WasmPlugin {
         let handled = handler.call_handle(&mut *store, conn()).map_err(trapped)?;
         let finish_timeout = self.engine.limits().finish_timeout;
         let state = store.data_mut();
-        state.conn.limit_blocking(finish_timeout);
+        state.io.limit_blocking(finish_timeout);
         state.guest_resumes();
         handler.call_finish(&mut *store, conn()).map_err(trapped)?;
         Ok(match handled {
@@ -201,18 +183,41 @@ impl Plugin for WasmPlugin {
             }
         };
         let max_memory = self.engine.limits().max_memory;
-        let state = ConnState::new(conn, wasi, max_memory, &self.sandbox);
-        let mut store = self.new_store(state);
+        let peer = conn.peer_addr().to_string();
+        let state = ConnState::new(conn, peer, wasi, max_memory, &self.sandbox);
+        let mut store = new_store(&self.engine, state);
         let mut outcome = self.run(&mut store).unwrap_or_else(|trap| trap);
-        if let Outcome::Trap(reason) = &mut outcome
-            && store.data().limits.hit
-        {
-            let max = self.engine.limits().max_memory;
-            reason.push_str(&format!(
-                " (after reaching the memory limit of {max} bytes)"
-            ));
+        note_memory_limit(&mut outcome, &store, max_memory);
+        (store.into_data().into_io(), outcome)
+    }
+}
+
+/// A store for one request, with the memory cap and the CPU deadline
+/// (epoch callback: traps once the guest has computed for longer than the
+/// call timeout since it last returned from a host call).
+fn new_store<C: Send + 'static>(engine: &WasmEngine, state: StoreState<C>) -> Store<StoreState<C>> {
+    let budget = engine.limits().call_timeout;
+    let mut store = Store::new(engine.engine(), state);
+    store.limiter(|state| &mut state.limits);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |ctx| {
+        if ctx.data().guest_since.elapsed() > budget {
+            Err(wasmtime::Error::new(CallTimeout(budget)))
+        } else {
+            Ok(UpdateDeadline::Continue(1))
         }
-        (store.into_data().into_connection(), outcome)
+    });
+    store
+}
+
+/// Adds the memory limit to a trap's reason when the guest had hit it.
+fn note_memory_limit<C>(outcome: &mut Outcome, store: &Store<StoreState<C>>, max_memory: usize) {
+    if let Outcome::Trap(reason) = outcome
+        && store.data().limits.hit
+    {
+        reason.push_str(&format!(
+            " (after reaching the memory limit of {max_memory} bytes)"
+        ));
     }
 }
 

@@ -1,6 +1,7 @@
-//! What a store holds for one connection: the connection, the resource
-//! table the guest's handle to it lives in, the (empty) WASI context, memory
-//! limits and the clock the CPU deadline is measured against.
+//! What a store holds for one request: the connection (for the stream
+//! world; nothing for a datagram), the resource table the guest's handles
+//! live in, the WASI context, memory limits, configuration values and the
+//! clock the CPU deadline is measured against.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,9 +18,9 @@ use crate::connection::Connection;
 #[derive(Debug)]
 pub struct ConnectionHandle;
 
-/// Per-connection store data.
-pub struct ConnState {
-    pub(super) conn: Connection,
+/// Store data for one request; `io` is what the guest talks to.
+pub struct StoreState<C> {
+    pub(super) io: C,
     pub(super) table: ResourceTable,
     wasi: WasiCtx,
     pub(super) limits: MemoryCap,
@@ -30,18 +31,23 @@ pub struct ConnState {
     pub(super) guest_since: Instant,
 }
 
-impl ConnState {
-    /// The store data for serving `conn` inside `wasi` (see
+/// Store data of the stream world: one connection.
+pub type ConnState = StoreState<Connection>;
+
+/// Store data of the datagram world: nothing beyond the sandbox.
+pub type DatagramState = StoreState<()>;
+
+impl<C> StoreState<C> {
+    /// The store data for serving `io` (from `peer`) inside `wasi` (see
     /// [`Sandbox::wasi_for`]) with linear memories capped at `max_memory`.
-    pub fn new(conn: Connection, wasi: WasiCtx, max_memory: usize, sandbox: &Sandbox) -> Self {
-        let peer = conn.peer_addr().to_string();
+    pub fn new(io: C, peer: String, wasi: WasiCtx, max_memory: usize, sandbox: &Sandbox) -> Self {
         let limits = MemoryCap {
             max_memory,
             peer,
             hit: false,
         };
         Self {
-            conn,
+            io,
             table: ResourceTable::new(),
             wasi,
             limits,
@@ -50,9 +56,9 @@ impl ConnState {
         }
     }
 
-    /// Gives the connection back when the store is done.
-    pub(super) fn into_connection(self) -> Connection {
-        self.conn
+    /// Gives the connection (or whatever `io` is) back.
+    pub(super) fn into_io(self) -> C {
+        self.io
     }
 
     /// Marks the moment control returns to the guest.
@@ -61,7 +67,7 @@ impl ConnState {
     }
 }
 
-impl WasiView for ConnState {
+impl<C: Send> WasiView for StoreState<C> {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
             ctx: &mut self.wasi,

@@ -1,0 +1,164 @@
+//! Datagram plugins (the `datagram-handler` world): one fresh instance per
+//! datagram, like socketserver's `UDPServer` creating a handler per
+//! request. The plugin gets the datagram and its sender and returns the
+//! datagrams to send back.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use wasmtime::component::{HasSelf, Linker};
+
+use super::inspect;
+use super::state::{DatagramState, StoreState};
+use super::{
+    ComponentInfo, Sandbox, WasmEngine, WasmRuntime, cache, new_store, note_memory_limit, trapped,
+};
+use crate::plugin::source::PluginBytes;
+use crate::plugin::{Outcome, PluginVersion};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        world: "datagram-handler",
+        path: "../wit",
+        with: {
+            "plughost:handler/config": crate::plugin::wasm::bindings::plughost::handler::config,
+        },
+        imports: { default: trappable },
+    });
+}
+
+use bindings::plughost::handler::datagrams::{Host, Peer};
+use bindings::{DatagramHandler, DatagramHandlerPre};
+
+/// The world datagram plugins implement.
+pub const DATAGRAM_WORLD: &str = "plughost:handler/datagram-handler@0.1.1";
+
+/// Most datagrams one call may send back.
+pub const MAX_REPLIES: usize = 64;
+/// Largest datagram sent back (the UDP/IPv4 payload limit).
+pub const MAX_REPLY_SIZE: usize = 65_507;
+
+impl<C: Send> Host for StoreState<C> {}
+
+/// Links WASI and the datagram world's imports.
+pub(super) fn linker(engine: &WasmEngine) -> Result<Linker<DatagramState>> {
+    let mut linker = Linker::new(engine.engine());
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        .map_err(anyhow::Error::from)
+        .context("cannot link WASI")?;
+    DatagramHandler::add_to_linker::<DatagramState, HasSelf<DatagramState>>(&mut linker, |s| s)
+        .map_err(anyhow::Error::from)
+        .context("cannot link the datagram world")?;
+    Ok(linker)
+}
+
+/// A compiled, checked and pre-linked datagram handler.
+pub struct DatagramPlugin {
+    version: PluginVersion,
+    pre: DatagramHandlerPre<DatagramState>,
+    engine: WasmEngine,
+    sandbox: Arc<Sandbox>,
+}
+
+impl WasmRuntime {
+    /// Compiles (or loads from the cache) a `datagram-handler` component.
+    pub fn load_datagram(
+        &self,
+        plugin: &PluginBytes,
+        what: &str,
+    ) -> Result<(DatagramPlugin, ComponentInfo)> {
+        inspect::require_component(&plugin.bytes, what)?;
+        let started = Instant::now();
+        let engine = self.engine.engine();
+        let (component, cached) = match &self.cache {
+            Some(cache) => cache.load_or_compile(&plugin.digest, &plugin.bytes, what)?,
+            None => (cache::compile(engine, &plugin.bytes, what)?, false),
+        };
+        let compile_time = started.elapsed();
+        inspect::check_named_exports(engine, &component, what, DATAGRAM_WORLD, &["handle"])?;
+        if inspect::exports(engine, &component)
+            .iter()
+            .any(|e| e == "setup")
+        {
+            bail!(
+                "{what} is a stream handler (world {}), not a datagram handler (world \
+                 {DATAGRAM_WORLD}): serve it on a TCP or Unix listener",
+                super::WORLD_NAME
+            );
+        }
+        let instance_pre = self
+            .datagram_linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("{what} cannot be linked against world {DATAGRAM_WORLD}"))?;
+        let pre = DatagramHandlerPre::new(instance_pre)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("{what} does not implement world {DATAGRAM_WORLD}"))?;
+        let info = ComponentInfo {
+            world: DATAGRAM_WORLD,
+            imports: inspect::imports(engine, &component),
+            exports: inspect::exports(engine, &component),
+            compile_time,
+            cached,
+        };
+        let plugin = DatagramPlugin {
+            version: plugin.version.clone(),
+            pre,
+            engine: self.engine.clone(),
+            sandbox: Arc::clone(&self.sandbox),
+        };
+        Ok((plugin, info))
+    }
+}
+
+impl DatagramPlugin {
+    /// Which build this is.
+    pub fn version(&self) -> &PluginVersion {
+        &self.version
+    }
+
+    /// Handles one datagram from `sender` in a fresh instance; returns the
+    /// replies (capped in number and size) and how the call ended.
+    pub fn handle(&self, data: Vec<u8>, sender: SocketAddr) -> (Vec<Vec<u8>>, Outcome) {
+        let peer = crate::address::PeerAddr::Ip(sender);
+        let wasi = match self.sandbox.wasi_for(&peer) {
+            Ok(wasi) => wasi,
+            Err(err) => {
+                let reason = format!("cannot apply grants: {}", crate::one_line(&err));
+                return (Vec::new(), Outcome::HostError(reason));
+            }
+        };
+        let max_memory = self.engine.limits().max_memory;
+        let state = DatagramState::new((), peer.to_string(), wasi, max_memory, &self.sandbox);
+        let mut store = new_store(&self.engine, state);
+        let handler = match self.pre.instantiate(&mut store) {
+            Ok(handler) => handler,
+            Err(err) => {
+                let reason = format!("cannot instantiate: {}", super::one_line(&err));
+                return (Vec::new(), Outcome::HostError(reason));
+            }
+        };
+        let from = Peer {
+            ip: sender.ip().to_string(),
+            port: sender.port(),
+        };
+        store.data_mut().guest_resumes();
+        let (replies, mut outcome) = match handler.call_handle(&mut store, &data, &from) {
+            Ok(Ok(replies)) => (replies, Outcome::Ok),
+            Ok(Err(message)) => (Vec::new(), Outcome::HandleError(message)),
+            Err(err) => (Vec::new(), trapped(err)),
+        };
+        note_memory_limit(&mut outcome, &store, max_memory);
+        let replies = replies
+            .into_iter()
+            .take(MAX_REPLIES)
+            .map(|mut reply| {
+                reply.truncate(MAX_REPLY_SIZE);
+                reply
+            })
+            .collect();
+        (replies, outcome)
+    }
+}
