@@ -118,7 +118,7 @@ struct Started {
 
 /// What runs a listener on its thread.
 enum Runner {
-    Stream(Server, ReloadOnHup),
+    Stream(Box<Server>, ReloadOnHup),
     Datagram(UdpServer),
 }
 
@@ -183,7 +183,7 @@ fn start(plan: &ListenerPlan, grace: Duration, metrics: &Metrics) -> Result<Star
         plugin: ServingPlugin::Swappable(current),
     };
     Ok(Started {
-        runner: Runner::Stream(server, ReloadOnHup { reloader }),
+        runner: Runner::Stream(Box::new(server), ReloadOnHup { reloader }),
         status,
     })
 }
