@@ -91,7 +91,10 @@ pub fn run(plan: ServicePlan) -> Result<()> {
         let thread = thread::Builder::new()
             .name(format!("listener {name}"))
             .spawn(move || match runner {
-                Runner::Stream(server, mut hooks) => server.run(&mut hooks),
+                Runner::Stream(stream) => {
+                    let (server, mut hooks) = *stream;
+                    server.run(&mut hooks)
+                }
                 Runner::Datagram(server) => server.run(),
             })
             .with_context(|| format!("cannot start the thread of listener {name}"))?;
@@ -118,7 +121,7 @@ struct Started {
 
 /// What runs a listener on its thread.
 enum Runner {
-    Stream(Box<Server>, ReloadOnHup),
+    Stream(Box<(Server, ReloadOnHup)>),
     Datagram(UdpServer),
 }
 
@@ -183,7 +186,7 @@ fn start(plan: &ListenerPlan, grace: Duration, metrics: &Metrics) -> Result<Star
         plugin: ServingPlugin::Swappable(current),
     };
     Ok(Started {
-        runner: Runner::Stream(Box::new(server), ReloadOnHup { reloader }),
+        runner: Runner::Stream(Box::new((server, ReloadOnHup { reloader }))),
         status,
     })
 }
