@@ -122,7 +122,7 @@ struct Started {
 /// What runs a listener on its thread.
 enum Runner {
     Stream(Box<(Server, ReloadOnHup)>),
-    Datagram(UdpServer),
+    Datagram(Box<UdpServer>),
 }
 
 /// Loads the listener's plugin and binds its address.
@@ -231,7 +231,7 @@ fn start_datagram(
         plugin: ServingPlugin::Fixed(bytes.version.to_string()),
     };
     Ok(Started {
-        runner: Runner::Datagram(server),
+        runner: Runner::Datagram(Box::new(server)),
         status,
     })
 }
