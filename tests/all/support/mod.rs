@@ -164,11 +164,6 @@ impl Host {
         }
     }
 
-    /// Every address in a `listening on` line so far.
-    pub fn listening_addrs(&self) -> Vec<SocketAddr> {
-        self.addrs_after("listening on ")
-    }
-
     fn addrs_after(&self, prefix: &str) -> Vec<SocketAddr> {
         self.lines
             .lock()
