@@ -3,6 +3,7 @@
 //! from `plugins/` and `tests/plugins/`.
 
 mod behaviour;
+mod foundation;
 mod limits;
 mod native;
 mod operability;
