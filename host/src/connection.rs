@@ -165,6 +165,8 @@ pub struct Connection {
     write_closed: bool,
     bytes_in: u64,
     bytes_out: u64,
+    /// Reused receive buffer for [`Connection::read`].
+    scratch: Vec<u8>,
 }
 
 impl Connection {
@@ -188,6 +190,7 @@ impl Connection {
             write_closed: false,
             bytes_in: 0,
             bytes_out: 0,
+            scratch: Vec::new(),
         })
     }
 
@@ -200,10 +203,19 @@ impl Connection {
         if self.read_closed {
             return Ok(Vec::new());
         }
-        let mut buf = vec![0u8; max.min(MAX_READ_CHUNK)];
-        let n = self.read_into(&mut buf)?;
-        buf.truncate(n);
-        Ok(buf)
+        // Receive into a buffer reused for the whole connection and copy
+        // out only what arrived: a request/response protocol reads a few
+        // bytes at a time, and allocating (let alone zeroing) a buffer for
+        // the largest read on every call costs more than the copy.
+        let want = max.min(MAX_READ_CHUNK);
+        if self.scratch.len() < want {
+            self.scratch.resize(want, 0);
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let result = self.read_into(&mut scratch[..want]);
+        let data = result.map(|n| scratch[..n].to_vec());
+        self.scratch = scratch;
+        data
     }
 
     /// Reads into `buf`, returning how many bytes arrived (0 = end of stream).

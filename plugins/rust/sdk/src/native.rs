@@ -35,6 +35,8 @@ fn error_from_code(code: i64) -> Error {
 struct Native {
     api: &'static HostApi,
     conn: *mut c_void,
+    /// Receive buffer reused by every read of one call.
+    scratch: Vec<u8>,
 }
 
 impl Native {
@@ -59,14 +61,18 @@ impl Native {
 
 impl Transport for Native {
     fn read(&mut self, max: u32) -> Result<Vec<u8>, Error> {
-        let mut buf = vec![0u8; max as usize];
-        // SAFETY: `buf` is writable for `max` bytes; `conn` is the host's.
-        let n = unsafe { (self.api.read)(self.conn, buf.as_mut_ptr(), buf.len()) };
+        // The host reads straight into this call's reusable buffer; only
+        // what arrived is copied out.
+        let max = max as usize;
+        if self.scratch.len() < max {
+            self.scratch.resize(max, 0);
+        }
+        // SAFETY: `scratch` is writable for `max` bytes; `conn` is the host's.
+        let n = unsafe { (self.api.read)(self.conn, self.scratch.as_mut_ptr(), max) };
         if n < 0 {
             return Err(error_from_code(-n));
         }
-        buf.truncate(n as usize);
-        Ok(buf)
+        Ok(self.scratch[..n as usize].to_vec())
     }
 
     fn write(&mut self, data: &[u8]) -> Result<(), Error> {
@@ -156,7 +162,11 @@ fn call(
     // SAFETY: the host's API table is static.
     let api: &'static HostApi = unsafe { &*api };
     let result = catch_unwind(AssertUnwindSafe(|| {
-        let mut transport = Native { api, conn };
+        let mut transport = Native {
+            api,
+            conn,
+            scratch: Vec::new(),
+        };
         let buffered = if fresh { Vec::new() } else { READ_AHEAD.take() };
         let mut conn = Conn::with_buffer(&mut transport, buffered);
         let result = f(&mut conn);
