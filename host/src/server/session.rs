@@ -23,7 +23,7 @@ pub fn serve(
 ) {
     let started = Instant::now();
     let version = plugin.version();
-    tracing::info!(peer = %peer, plugin = %version, "connection opened");
+    tracing::info!(target: "connection", peer = %peer, plugin = %version, "connection opened");
     let conn = match Connection::new(stream, idle_timeout) {
         Ok(conn) => conn,
         Err(err) => {
@@ -45,12 +45,14 @@ pub fn serve(
     metrics.closed(label, bytes_in, bytes_out, duration);
     if matches!(outcome, Outcome::Ok) {
         tracing::info!(
+            target: "connection",
             peer = %peer, plugin = %version, bytes_in, bytes_out,
             duration = ?duration, outcome = %label,
             "connection closed"
         );
     } else {
         tracing::warn!(
+            target: "connection",
             peer = %peer, plugin = %version, bytes_in, bytes_out,
             duration = ?duration, outcome = %label, reason = outcome.reason(),
             "connection closed"

@@ -204,12 +204,13 @@ impl UdpServer {
             metrics.closed(label, bytes_in, bytes_out, started.elapsed());
             if !matches!(outcome, Outcome::Ok) {
                 tracing::warn!(
+                    target: "connection",
                     peer = %sender, plugin = %plugin.version(), bytes_in, bytes_out,
                     outcome = %label, reason = outcome.reason(),
                     "datagram handled"
                 );
             } else {
-                tracing::debug!(peer = %sender, bytes_in, bytes_out, "datagram handled");
+                tracing::debug!(target: "connection", peer = %sender, bytes_in, bytes_out, "datagram handled");
             }
             in_flight.fetch_sub(1, Ordering::AcqRel);
         };
