@@ -203,19 +203,30 @@ impl Connection {
         if self.read_closed {
             return Ok(Vec::new());
         }
-        // Receive into a buffer reused for the whole connection and copy
-        // out only what arrived: a request/response protocol reads a few
-        // bytes at a time, and allocating (let alone zeroing) a buffer for
-        // the largest read on every call costs more than the copy.
+        // Receive into the spare capacity of a buffer reused for the whole
+        // connection and copy out only what arrived: a request/response
+        // protocol reads a few bytes at a time, and allocating (or zeroing)
+        // a buffer for the largest read on every call costs more than the
+        // copy.
         let want = max.min(MAX_READ_CHUNK);
-        if self.scratch.len() < want {
-            self.scratch.resize(want, 0);
+        self.scratch.clear();
+        self.scratch.reserve(want);
+        let fd = self.stream.as_raw_fd();
+        loop {
+            // SAFETY: `recv` writes at most `want` bytes into the spare
+            // capacity, which `reserve` made valid for `want` bytes.
+            let n = unsafe { libc::recv(fd, self.scratch.as_mut_ptr().cast(), want, 0) };
+            if let Ok(n) = usize::try_from(n) {
+                // SAFETY: `recv` initialised the first `n` bytes.
+                unsafe { self.scratch.set_len(n) };
+                self.bytes_in += n as u64;
+                return Ok(self.scratch.clone());
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(ConnError::from_io(&err));
+            }
         }
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let result = self.read_into(&mut scratch[..want]);
-        let data = result.map(|n| scratch[..n].to_vec());
-        self.scratch = scratch;
-        data
     }
 
     /// Reads into `buf`, returning how many bytes arrived (0 = end of stream).

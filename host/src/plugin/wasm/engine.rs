@@ -46,6 +46,8 @@ impl Default for InstanceLimits {
 const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
 const MAX_MEMORIES_PER_COMPONENT: u32 = 4;
 const MAX_TABLES_PER_COMPONENT: u32 = 32;
+/// Freed instance slots decommitted together.
+const DECOMMIT_BATCH: usize = 32;
 /// Pool sizes per live instance: most components use one memory and a few
 /// core instances; the pool is shared, so big guests borrow from small ones.
 const CORE_INSTANCES_PER_SLOT: u32 = 8;
@@ -88,8 +90,11 @@ impl WasmEngine {
             .table_elements(100_000)
             // Keep a few pages of each memory resident when a slot is
             // recycled, so a reused slot does not fault them in again.
-            .linear_memory_keep_resident(64 * 1024)
-            .table_keep_resident(16 * 1024);
+            .linear_memory_keep_resident(0)
+            .table_keep_resident(0)
+            // Return freed slots' pages to the OS in batches: one round of
+            // TLB shootdowns for many instances instead of one each.
+            .decommit_batch_size(DECOMMIT_BATCH);
 
         let mut config = Config::new();
         config
