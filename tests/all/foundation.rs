@@ -9,14 +9,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::behaviour::{ASK_AGAIN, GREETING, read_response};
-use crate::support::{Host, connect, example_plugin, run_host, temp_dir, test_plugin};
-
-fn round_trip(stream: &mut TcpStream, message: &[u8]) -> Vec<u8> {
-    stream.write_all(message).unwrap();
-    let mut reply = vec![0; message.len()];
-    stream.read_exact(&mut reply).unwrap();
-    reply
-}
+use crate::support::{
+    Host, connect, example_plugin, native_test_plugin, round_trip, run_host, temp_dir, test_plugin,
+};
 
 #[test]
 fn ten_mib_round_trip_intact_while_reading_and_writing() {
@@ -170,23 +165,31 @@ fn http_hello_works_with_curl() {
 }
 
 #[test]
-fn a_trap_closes_only_its_own_connection() {
-    let plugin = test_plugin("trap.wasm");
-    let host = Host::start(&["run", "--plugin", plugin.to_str().unwrap(), "--port", "0"]);
-    let mut good = host.connect();
-    assert_eq!(round_trip(&mut good, b"hello"), b"hello");
-    let mut bad = host.connect();
-    bad.write_all(b"trap").unwrap();
-    let mut rest = Vec::new();
-    let _ = bad.read_to_end(&mut rest);
-    assert!(rest.is_empty());
-    assert!(
-        host.wait_for_log("outcome=trap", Duration::from_secs(5)),
-        "{}",
-        host.logs()
-    );
-    assert_eq!(round_trip(&mut good, b"still here"), b"still here");
-    assert_eq!(round_trip(&mut host.connect(), b"new one"), b"new one");
+fn a_trap_or_panic_closes_only_its_own_connection() {
+    let cases = [
+        (test_plugin("trap.wasm"), "outcome=trap"),
+        (
+            native_test_plugin("libtrap.so"),
+            "plugin panicked: asked to trap",
+        ),
+    ];
+    for (plugin, logged) in cases {
+        let host = Host::start(&["run", "--plugin", plugin.to_str().unwrap(), "--port", "0"]);
+        let mut good = host.connect();
+        assert_eq!(round_trip(&mut good, b"hello"), b"hello");
+        let mut bad = host.connect();
+        bad.write_all(b"trap").unwrap();
+        let mut rest = Vec::new();
+        let _ = bad.read_to_end(&mut rest);
+        assert!(rest.is_empty());
+        assert!(
+            host.wait_for_log(logged, Duration::from_secs(5)),
+            "{}",
+            host.logs()
+        );
+        assert_eq!(round_trip(&mut good, b"still here"), b"still here");
+        assert_eq!(round_trip(&mut host.connect(), b"new one"), b"new one");
+    }
 }
 
 #[test]

@@ -1,8 +1,11 @@
 //! Subcommands and their arguments (clap derive). One file per subcommand.
 
+mod bindgen;
 mod check;
+mod component;
 mod options;
 mod run;
+mod wit_source;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -35,6 +38,12 @@ pub enum Command {
     /// Load a plugin, check it implements the handler world, and print its
     /// imports and exports.
     Check(check::CheckArgs),
+    /// Make a component from a core WebAssembly module (any compiler's
+    /// output): embed the WIT world, wrap with the WASI adapter.
+    Component(component::ComponentArgs),
+    /// Generate guest bindings for the handler world (C, Go) or write out
+    /// its WIT.
+    Bindgen(bindgen::BindgenArgs),
 }
 
 impl Command {
@@ -42,6 +51,8 @@ impl Command {
         match self {
             Command::Run(args) => args.run(),
             Command::Check(args) => args.run(),
+            Command::Component(args) => args.run(),
+            Command::Bindgen(args) => args.run(),
         }
     }
 }

@@ -277,6 +277,15 @@ impl Drop for Host {
     }
 }
 
+/// Sends `message` on `stream` and reads as many bytes back.
+pub fn round_trip(stream: &mut TcpStream, message: &[u8]) -> Vec<u8> {
+    use std::io::{Read, Write};
+    stream.write_all(message).expect("send");
+    let mut reply = vec![0; message.len()];
+    stream.read_exact(&mut reply).expect("reply");
+    reply
+}
+
 /// A client connection to `addr` with timeouts set.
 pub fn connect(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)

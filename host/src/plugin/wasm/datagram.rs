@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use wasmtime::component::{HasSelf, Linker};
@@ -13,7 +12,7 @@ use wasmtime::component::{HasSelf, Linker};
 use super::inspect;
 use super::state::{DatagramState, StoreState};
 use super::{
-    ComponentInfo, Sandbox, WasmEngine, WasmRuntime, cache, new_store, note_memory_limit, trapped,
+    ComponentInfo, Sandbox, WasmEngine, WasmRuntime, new_store, note_memory_limit, trapped,
 };
 use crate::plugin::source::PluginBytes;
 use crate::plugin::{Outcome, PluginVersion};
@@ -69,19 +68,10 @@ impl WasmRuntime {
         plugin: &PluginBytes,
         what: &str,
     ) -> Result<(DatagramPlugin, ComponentInfo)> {
-        inspect::require_component(&plugin.bytes, what)?;
-        let started = Instant::now();
+        let (component, info) = self.compile(plugin, what, DATAGRAM_WORLD)?;
         let engine = self.engine.engine();
-        let (component, cached) = match &self.cache {
-            Some(cache) => cache.load_or_compile(&plugin.digest, &plugin.bytes, what)?,
-            None => (cache::compile(engine, &plugin.bytes, what)?, false),
-        };
-        let compile_time = started.elapsed();
         inspect::check_named_exports(engine, &component, what, DATAGRAM_WORLD, &["handle"])?;
-        if inspect::exports(engine, &component)
-            .iter()
-            .any(|e| e == "setup")
-        {
+        if info.exports.iter().any(|e| e == "setup") {
             bail!(
                 "{what} is a stream handler (world {}), not a datagram handler (world \
                  {DATAGRAM_WORLD}): serve it on a TCP or Unix listener",
@@ -96,13 +86,6 @@ impl WasmRuntime {
         let pre = DatagramHandlerPre::new(instance_pre)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("{what} does not implement world {DATAGRAM_WORLD}"))?;
-        let info = ComponentInfo {
-            world: DATAGRAM_WORLD,
-            imports: inspect::imports(engine, &component),
-            exports: inspect::exports(engine, &component),
-            compile_time,
-            cached,
-        };
         let plugin = DatagramPlugin {
             version: plugin.version.clone(),
             pre,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use wasmtime::component::{HasSelf, Linker, Resource};
+use wasmtime::component::{Component, HasSelf, Linker, Resource};
 use wasmtime::{Store, UpdateDeadline};
 
 pub use self::bindings::WORLD_NAME;
@@ -89,15 +89,8 @@ impl WasmRuntime {
     /// Compiles `plugin` (or loads it from the cache), checks it implements
     /// the handler world, and pre-links it. `what` names it in errors.
     pub fn load(&self, plugin: &PluginBytes, what: &str) -> Result<(WasmPlugin, ComponentInfo)> {
-        inspect::require_component(&plugin.bytes, what)?;
-        let started = Instant::now();
-        let engine = self.engine.engine();
-        let (component, cached) = match &self.cache {
-            Some(cache) => cache.load_or_compile(&plugin.digest, &plugin.bytes, what)?,
-            None => (cache::compile(engine, &plugin.bytes, what)?, false),
-        };
-        let compile_time = started.elapsed();
-        inspect::check_exports(engine, &component, what)?;
+        let (component, info) = self.compile(plugin, what, WORLD_NAME)?;
+        inspect::check_exports(self.engine.engine(), &component, what)?;
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
@@ -106,13 +99,6 @@ impl WasmRuntime {
         let pre = HandlerPre::new(instance_pre)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("{what} does not implement world {WORLD_NAME}"))?;
-        let info = ComponentInfo {
-            world: WORLD_NAME,
-            imports: inspect::imports(engine, &component),
-            exports: inspect::exports(engine, &component),
-            compile_time,
-            cached,
-        };
         let plugin = WasmPlugin {
             version: plugin.version.clone(),
             pre,
@@ -120,6 +106,31 @@ impl WasmRuntime {
             sandbox: Arc::clone(&self.sandbox),
         };
         Ok((plugin, info))
+    }
+
+    /// Compiles a component (or loads it from the cache) and describes it
+    /// for `world`; checking and linking are up to the caller.
+    fn compile(
+        &self,
+        plugin: &PluginBytes,
+        what: &str,
+        world: &'static str,
+    ) -> Result<(Component, ComponentInfo)> {
+        inspect::require_component(&plugin.bytes, what)?;
+        let started = Instant::now();
+        let engine = self.engine.engine();
+        let (component, cached) = match &self.cache {
+            Some(cache) => cache.load_or_compile(&plugin.digest, &plugin.bytes, what)?,
+            None => (cache::compile(engine, &plugin.bytes, what)?, false),
+        };
+        let info = ComponentInfo {
+            world,
+            imports: inspect::imports(engine, &component),
+            exports: inspect::exports(engine, &component),
+            compile_time: started.elapsed(),
+            cached,
+        };
+        Ok((component, info))
     }
 }
 
