@@ -252,3 +252,17 @@ fn the_sandbox_grants_nothing_by_default() {
         assert!(report.contains(probe), "expected `{probe}` in:\n{report}");
     }
 }
+
+#[test]
+fn a_zero_call_timeout_turns_the_cpu_deadline_off() {
+    let host = Host::start(&[
+        "run",
+        "--plugin",
+        "echo",
+        "--port",
+        "0",
+        "--call-timeout",
+        "0",
+    ]);
+    echo_works(host.addr());
+}

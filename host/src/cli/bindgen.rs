@@ -163,7 +163,10 @@ pub fn wit_files() -> Files {
 }
 
 /// Runs a bindings generator over the selected world.
-fn generate(wit: &WitOptions, generator: &mut dyn wit_bindgen_core::WorldGenerator) -> Result<Files> {
+fn generate(
+    wit: &WitOptions,
+    generator: &mut dyn wit_bindgen_core::WorldGenerator,
+) -> Result<Files> {
     let mut loaded = wit.load()?;
     let mut files = Files::default();
     generator
@@ -184,7 +187,17 @@ fn vendor_go_runtime(files: &mut Files) -> Result<()> {
     let go_mod = files
         .remove("go.mod")
         .context("the Go generator wrote no go.mod")?;
-    let mut go_mod = String::from_utf8(go_mod).context("the generated go.mod is not UTF-8")?;
+    let go_mod = String::from_utf8(go_mod).context("the generated go.mod is not UTF-8")?;
+    // The runtime package may need a newer Go than the generator assumes;
+    // `go build` refuses a main module older than a dependency.
+    let pkg_go = go_directive(GO_PKG[0].1).context("the vendored go.mod has no `go` line")?;
+    let mut go_mod: String = go_mod
+        .lines()
+        .map(|line| match go_directive(line) {
+            Some(_) => format!("go {pkg_go}\n"),
+            None => format!("{line}\n"),
+        })
+        .collect();
     go_mod.push_str(&format!(
         "\n// The runtime package, vendored by `host bindgen go` (no network needed).\n\
          replace go.bytecodealliance.org/pkg => ./{GO_PKG_DIR}\n"
@@ -194,6 +207,14 @@ fn vendor_go_runtime(files: &mut Files) -> Result<()> {
         files.push(&format!("{GO_PKG_DIR}/{path}"), contents.as_bytes());
     }
     Ok(())
+}
+
+/// The version in the first `go X.Y[.Z]` line of a go.mod text.
+fn go_directive(go_mod: &str) -> Option<&str> {
+    go_mod
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("go "))
+        .map(str::trim)
 }
 
 /// Writes every file under `dir`, replacing files of the same name.
@@ -251,6 +272,7 @@ mod tests {
             "{go_mod}"
         );
         let names = names(&files);
+        assert!(go_mod.contains("\ngo 1.27"), "{go_mod}");
         assert!(names.iter().any(|n| n == "pkg/wit/runtime/runtime.go"));
         assert!(names.iter().any(|n| n == "wit_exports.go"), "{names:?}");
     }

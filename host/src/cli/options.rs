@@ -22,7 +22,8 @@ pub struct EngineOptions {
     pub max_memory: usize,
 
     /// Longest a plugin may compute without returning to the host; time
-    /// blocked waiting for the client does not count.
+    /// blocked waiting for the client does not count (0 = no limit, and no
+    /// epoch checks in the compiled code).
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
     pub call_timeout: Duration,
 

@@ -20,6 +20,7 @@ pub struct InstanceLimits {
     pub max_memory: usize,
     /// Longest a single stretch of guest code may run without returning to
     /// the host (time blocked in host calls such as `read` does not count).
+    /// Zero turns the CPU deadline (and epoch interruption) off.
     pub call_timeout: Duration,
     /// How many instances may be alive at once (one per open connection).
     pub max_instances: u32,
@@ -27,6 +28,13 @@ pub struct InstanceLimits {
     pub max_wasm_stack: usize,
     /// How long reads and writes inside `finish` may block in total.
     pub finish_timeout: Duration,
+}
+
+impl InstanceLimits {
+    /// Whether guest calls run under a CPU deadline.
+    pub fn cpu_deadline(&self) -> bool {
+        !self.call_timeout.is_zero()
+    }
 }
 
 impl Default for InstanceLimits {
@@ -68,7 +76,9 @@ impl WasmEngine {
         let engine = Engine::new(&config)
             .map_err(anyhow::Error::from)
             .context("cannot create the WebAssembly engine (pooling allocator)")?;
-        spawn_epoch_ticker(&engine)?;
+        if limits.cpu_deadline() {
+            spawn_epoch_ticker(&engine)?;
+        }
         Ok(Self {
             engine,
             limits: Arc::new(limits),
@@ -99,7 +109,7 @@ impl WasmEngine {
         let mut config = Config::new();
         config
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-            .epoch_interruption(true)
+            .epoch_interruption(limits.cpu_deadline())
             .max_wasm_stack(limits.max_wasm_stack)
             // A memory never grows past `max_memory`, so reserve exactly that
             // (plus a guard) instead of 4 GiB per slot: thousands of slots

@@ -210,14 +210,16 @@ fn new_store<C: Send + 'static>(engine: &WasmEngine, state: StoreState<C>) -> St
     let budget = engine.limits().call_timeout;
     let mut store = Store::new(engine.engine(), state);
     store.limiter(|state| &mut state.limits);
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |ctx| {
-        if ctx.data().guest_since.elapsed() > budget {
-            Err(wasmtime::Error::new(CallTimeout(budget)))
-        } else {
-            Ok(UpdateDeadline::Continue(1))
-        }
-    });
+    if engine.limits().cpu_deadline() {
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |ctx| {
+            if ctx.data().guest_since.elapsed() > budget {
+                Err(wasmtime::Error::new(CallTimeout(budget)))
+            } else {
+                Ok(UpdateDeadline::Continue(1))
+            }
+        });
+    }
     store
 }
 
