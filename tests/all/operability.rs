@@ -131,6 +131,9 @@ fn granted_environment_variables_and_nothing_else_are_visible() {
             test_plugin("sandbox.wasm").display()
         ),
     );
+    let check = run_host(&["check", "--config", config.to_str().unwrap()]);
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(report.contains("grant:    env HOME"), "{report}");
     let host = Host::start(&["run", "--config", config.to_str().unwrap()]);
     assert!(host.stderr_contains("grant: env HOME"), "{}", host.logs());
     let mut report = String::new();

@@ -5,18 +5,25 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use host::plugin::loader::LoadDetails;
+use host::config::ConfigFile;
+use host::plugin::loader::{LoadDetails, Loader, PluginKind};
 use host::plugin::source::PluginSource;
-use host::plugin::wasm::Sandbox;
+use host::plugin::wasm::{Grants, Sandbox};
 use plughost_native_abi::ABI_VERSION;
 
 use super::options::EngineOptions;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// The plugin: a built-in name or the path of a component file.
-    #[arg(value_name = "NAME|PATH")]
-    plugin: String,
+    /// The plugin: a built-in name, a component or native library, or a
+    /// plugin directory.
+    #[arg(value_name = "NAME|PATH", required_unless_present = "config")]
+    plugin: Option<String>,
+
+    /// Check every listener's plugin in this configuration file, with its
+    /// grants, instead.
+    #[arg(long, short, value_name = "FILE", conflicts_with = "plugin")]
+    config: Option<std::path::PathBuf>,
 
     #[command(flatten)]
     engine: EngineOptions,
@@ -34,7 +41,24 @@ macro_rules! out {
 impl CheckArgs {
     pub fn run(self) -> Result<()> {
         let mut report = String::new();
-        self.check(&mut report)?;
+        match (&self.config, &self.plugin) {
+            (Some(path), _) => {
+                for listener in ConfigFile::load(path)?.listener {
+                    out!(
+                        report,
+                        "listener {} ({}):",
+                        listener.name(),
+                        listener.address
+                    );
+                    let kind = self.engine.kind.or(listener.kind);
+                    self.check(&listener.plugin, kind, &listener.grants, &mut report)?;
+                }
+            }
+            (None, Some(plugin)) => {
+                self.check(plugin, self.engine.kind, &Grants::default(), &mut report)?
+            }
+            (None, None) => anyhow::bail!("give a plugin to check, or --config FILE"),
+        }
         let mut stdout = std::io::stdout().lock();
         match stdout
             .write_all(report.as_bytes())
@@ -47,9 +71,16 @@ impl CheckArgs {
         }
     }
 
-    fn check(&self, report: &mut String) -> Result<()> {
-        let source = PluginSource::parse(&self.plugin)?;
-        let loader = self.engine.loader(1, Sandbox::default())?;
+    fn check(
+        &self,
+        plugin: &str,
+        kind: Option<PluginKind>,
+        grants: &Grants,
+        report: &mut String,
+    ) -> Result<()> {
+        let source = PluginSource::parse(plugin)?;
+        let sandbox = Sandbox::new(grants, Default::default())?;
+        let loader = Loader::new(self.engine.runtime(1, sandbox)?, kind);
         let bytes = source.read()?;
         let what = source.to_string();
         let loaded = loader.load(&bytes, &what).map(|(_, details)| details);
@@ -88,10 +119,15 @@ impl CheckArgs {
         out!(report, "  compile:  {how} in {:?}", info.compile_time);
         out!(report, "  exports:  {}", info.exports.join(", "));
         out!(report, "  imports:  {}", list_or_none(&info.imports));
-        out!(
-            report,
-            "  grants:   none (no files, environment variables, arguments or sockets)"
-        );
+        if grants.is_empty() {
+            out!(
+                report,
+                "  grants:   none (no files, environment variables, arguments or sockets)"
+            );
+        }
+        for grant in grants.describe() {
+            out!(report, "  grant:    {grant}");
+        }
         Ok(())
     }
 }

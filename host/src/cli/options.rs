@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
-use host::plugin::loader::{Loader, PluginKind};
+use host::plugin::loader::PluginKind;
 use host::plugin::wasm::{InstanceLimits, Sandbox, WasmRuntime};
 
 /// How plugins are loaded and what every instance may use.
@@ -38,25 +38,19 @@ pub struct EngineOptions {
 }
 
 impl EngineOptions {
-    /// A plugin loader for these options, with room for `max_instances`
-    /// live WebAssembly instances, granting what `sandbox` allows.
-    pub fn loader(&self, max_instances: usize, sandbox: Sandbox) -> Result<Loader> {
+    /// The WebAssembly runtime for these options, with room for
+    /// `max_instances` live instances, granting what `sandbox` allows.
+    pub fn runtime(&self, max_instances: usize, sandbox: Sandbox) -> Result<WasmRuntime> {
         let limits = InstanceLimits {
             max_memory: self.max_memory,
             call_timeout: self.call_timeout,
             max_instances: u32::try_from(max_instances).unwrap_or(u32::MAX),
             ..InstanceLimits::default()
         };
-        let cache_dir = self.cache_dir();
-        Ok(Loader::new(
-            WasmRuntime::new(limits, cache_dir, sandbox)?,
-            self.kind,
-        ))
+        WasmRuntime::new(limits, self.cache_dir(), sandbox)
     }
-}
 
-impl EngineOptions {
-    /// The compile cache directory, unless caching is off.
+    /// The compile cache directory, unless caching is off., unless caching is off.
     pub fn cache_dir(&self) -> Option<PathBuf> {
         if self.no_cache {
             None
