@@ -1,0 +1,335 @@
+//! The servers under test, each in a process of its own: the `host` binary
+//! with a plugin, and the native reference (this bench binary re-run with
+//! `--reference-server`). Also where processes run (CPU pinning), finding
+//! programs on `PATH` and the optional native plugins.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::reference::{self, Kind};
+
+/// How long a server may take to print its address.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Warning and error lines of a host's log kept for the report.
+const KEPT_LOG_LINES: usize = 50;
+
+/// Which CPUs servers and load generators run on.
+#[derive(Clone, Copy)]
+pub struct Placement {
+    /// `(server CPU, client CPU)` when pinning, else `None`.
+    cpus: Option<(usize, usize)>,
+}
+
+impl Placement {
+    /// Servers on CPU 0 and clients on CPU 1 when `pin` and there are two
+    /// CPUs or more; otherwise no pinning.
+    pub fn new(pin: bool) -> Placement {
+        let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+        Placement {
+            cpus: (pin && cpus >= 2).then_some((0, 1)),
+        }
+    }
+
+    /// One line saying where things run.
+    pub fn describe(&self) -> String {
+        match self.cpus {
+            Some((server, client)) => {
+                format!(
+                    "servers pinned to CPU {server}, load generators (incl. wrk) to CPU {client}"
+                )
+            }
+            None => "no CPU pinning (BENCH_PIN=0 or a single CPU)".to_string(),
+        }
+    }
+
+    /// Pins this process's current thread, and so every thread it spawns
+    /// afterwards, to the client CPU.
+    pub fn pin_self_to_clients(&self) {
+        if let Some((_, client)) = self.cpus {
+            // Best effort: if it fails the figures are only noisier.
+            let _ = set_affinity(&cpu_set(client));
+        }
+    }
+
+    /// Makes `command` run on the server CPU.
+    pub fn server(&self, command: &mut Command) {
+        if let Some((server, _)) = self.cpus {
+            pin_command(command, server);
+        }
+    }
+
+    /// Makes `command` run on the client CPU.
+    pub fn client(&self, command: &mut Command) {
+        if let Some((_, client)) = self.cpus {
+            pin_command(command, client);
+        }
+    }
+}
+
+fn cpu_set(cpu: usize) -> libc::cpu_set_t {
+    // SAFETY: an all-zero cpu_set_t is a valid empty set, and CPU_SET only
+    // writes inside the set (cpu is below CPU_SETSIZE: it comes from the
+    // count of available CPUs).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        set
+    }
+}
+
+fn set_affinity(set: &libc::cpu_set_t) -> std::io::Result<()> {
+    // SAFETY: sched_setaffinity reads `size_of::<cpu_set_t>()` bytes from a
+    // valid reference.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn pin_command(command: &mut Command, cpu: usize) {
+    let set = cpu_set(cpu);
+    // SAFETY: the closure runs in the child between fork and exec; it only
+    // makes one system call (async-signal-safe) on a set built before the
+    // fork, and allocates nothing.
+    unsafe {
+        command.pre_exec(move || set_affinity(&set));
+    }
+}
+
+/// The path of `program` if it is an executable file on `PATH` (like
+/// `which`).
+pub fn which(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            candidate
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// The native plugins built next to the WASM ones, if any.
+pub struct NativePlugins {
+    /// The native echo library.
+    pub echo: Option<PathBuf>,
+    /// The native HTTP hello library.
+    pub http_hello: Option<PathBuf>,
+}
+
+impl NativePlugins {
+    /// Looks in `target/plugins/` for `lib<name>_native.so`, then for
+    /// `lib<name>.so` (what host/build.rs builds).
+    pub fn find() -> NativePlugins {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins");
+        let find = |stem: &str| {
+            [format!("lib{stem}_native.so"), format!("lib{stem}.so")]
+                .into_iter()
+                .map(|name| dir.join(name))
+                .find(|path| path.is_file())
+        };
+        NativePlugins {
+            echo: find("echo"),
+            http_hello: find("http_hello"),
+        }
+    }
+}
+
+/// A server process under test; killed when dropped.
+pub struct Server {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: Child,
+    /// Warning and error lines of its log (the host's only).
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// The native reference server: this binary re-run as
+    /// `--reference-server <kind>`, which prints its address on stdout.
+    pub fn reference(kind: Kind, placement: &Placement) -> Result<Server> {
+        let exe = std::env::current_exe().context("find the bench binary")?;
+        let mut command = Command::new(exe);
+        command
+            .args([reference::FLAG, kind.name()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        placement.server(&mut command);
+        let mut child = command.spawn().context("start the reference server")?;
+        let stdout = child.stdout.take().context("reference server stdout")?;
+        let lines = read_lines(stdout, None);
+        let addr = wait_for_line(&mut child, &lines, |line| line.trim().parse().ok())
+            .context("reference server address")?;
+        Ok(Server {
+            addr,
+            child,
+            log: Arc::default(),
+        })
+    }
+
+    /// The `host` binary: `host run --port 0 <args>`. It logs at `warn`
+    /// except the listening line (`host::server` at `info`), so
+    /// per-connection lines (target `connection`) cost nothing; the log is
+    /// drained on a thread for as long as the host runs, keeping warnings.
+    pub fn host(name: &str, args: &[&str], placement: &Placement) -> Result<Server> {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
+        command
+            .args(["run", "--host", "127.0.0.1", "--port", "0"])
+            .args(args)
+            .env("RUST_LOG", "warn,host::server=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        placement.server(&mut command);
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("start {}", env!("CARGO_BIN_EXE_host")))?;
+        let stderr = child.stderr.take().context("host stderr")?;
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = read_lines(stderr, Some(Arc::clone(&log)));
+        let addr = wait_for_line(&mut child, &lines, |line| {
+            let rest = line.split("listening on ").nth(1)?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .with_context(|| format!("{name}: host {}", args.join(" ")))?;
+        Ok(Server { addr, child, log })
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The warning and error lines the server logged so far.
+    pub fn warnings(&self) -> Vec<String> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads `source` line by line on a thread until it ends, sending each line
+/// on the returned channel (the first ones are what starting waits for)
+/// and keeping warning/error lines in `keep`. Draining never stops while
+/// the process runs, so it never blocks on a full pipe.
+fn read_lines(
+    source: impl Read + Send + 'static,
+    keep: Option<Arc<Mutex<Vec<String>>>>,
+) -> mpsc::Receiver<String> {
+    let (sender, receiver) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(source).lines() {
+            let Ok(line) = line else { return };
+            if let Some(keep) = &keep
+                && (line.contains(" WARN ") || line.contains(" ERROR "))
+                && let Ok(mut kept) = keep.lock()
+                && kept.len() < KEPT_LOG_LINES
+            {
+                kept.push(line.clone());
+            }
+            // Once starting is over nobody listens; keep draining anyway.
+            let _ = sender.send(line);
+        }
+    });
+    receiver
+}
+
+/// Waits (bounded) for the first line `parse` accepts.
+fn wait_for_line<T>(
+    child: &mut Child,
+    lines: &mpsc::Receiver<String>,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<T> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(found) = parse(&line) {
+                    return Ok(found);
+                }
+                if seen.len() < 20 {
+                    seen.push(line);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "no address within {START_TIMEOUT:?}; output:\n{}",
+                    seen.join("\n")
+                );
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                // It closed its output, so it has most likely exited; make
+                // sure before waiting, so the wait cannot hang.
+                let _ = child.kill();
+                let status = child.wait().map_err(|e| anyhow!("wait: {e}"))?;
+                bail!(
+                    "exited ({status}) before printing its address; output:\n{}",
+                    seen.join("\n")
+                );
+            }
+        }
+    }
+}
+
+/// Runs `command` to completion with its stdout captured, killing it after
+/// `limit`.
+pub fn output_within(command: &mut Command, limit: Duration) -> Result<String> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("spawn")?;
+    let mut stdout = child.stdout.take().context("stdout")?;
+    let mut stderr = child.stderr.take().context("stderr")?;
+    let out = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let err = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().context("wait")? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("still running after {limit:?}; killed");
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let out = out.join().map_err(|_| anyhow!("stdout reader panicked"))?;
+    let err = err.join().map_err(|_| anyhow!("stderr reader panicked"))?;
+    if !status.success() {
+        bail!("exited with {status}: {}{}", err.trim(), out.trim());
+    }
+    Ok(out)
+}

@@ -1,0 +1,425 @@
+//! The workloads: which servers each one runs against, in what order, and
+//! what goes in its table.
+//!
+//! - `pingpong`, `bulk`, `churn`: the native reference echo, the host with
+//!   the built-in WASM echo (with its default CPU deadline, and with
+//!   `--call-timeout 0`, i.e. without epoch interruption), and the host with
+//!   the native echo when it is built. The servers stay up for all three.
+//! - `http`: wrk against the reference HTTP server, the host with the
+//!   built-in `http-hello` (WASM, and native when built) and nginx.
+//! - `idle`: many idle connections held open against a fresh server of
+//!   each kind, its RSS before and while holding them.
+
+use std::net::TcpStream;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::Settings;
+use crate::http::{self, Nginx, WRK_CONNECTIONS};
+use crate::load::{self, CHUNK, MESSAGE};
+use crate::reference::Kind;
+use crate::report::{Table, micros};
+use crate::targets::{NativePlugins, Server, which};
+
+/// Client threads of the churn workload.
+const CHURN_CLIENTS: usize = 4;
+/// Longest the idle workload spends opening connections, per server.
+const IDLE_OPEN_LIMIT: Duration = Duration::from_secs(120);
+/// Longest it waits for the echoes of all idle connections.
+const IDLE_ECHO_LIMIT: Duration = Duration::from_secs(30);
+/// Idle connections sampled for an echo after the RSS reading.
+const IDLE_SAMPLE: usize = 100;
+
+/// A target: its name, and the server or why it did not start.
+type Target = (String, Result<Server>);
+
+fn start_host(name: &str, args: &[&str], settings: &Settings) -> Target {
+    eprintln!("  starting {name}");
+    (
+        name.to_string(),
+        Server::host(name, args, &settings.placement),
+    )
+}
+
+fn start_reference(kind: Kind, settings: &Settings) -> Target {
+    (
+        format!("native reference ({}, thread/conn)", kind.name()),
+        Server::reference(kind, &settings.placement),
+    )
+}
+
+/// The echo targets, in table order.
+fn echo_targets(settings: &Settings, plugins: &NativePlugins) -> Vec<Target> {
+    let mut targets = vec![
+        start_reference(Kind::Echo, settings),
+        start_host("host, wasm echo", &["--plugin", "echo"], settings),
+        start_host(
+            "host, wasm echo, --call-timeout 0",
+            &["--plugin", "echo", "--call-timeout", "0"],
+            settings,
+        ),
+    ];
+    match &plugins.echo {
+        Some(path) => {
+            let path = path.to_string_lossy();
+            targets.push(start_host(
+                "host, native echo",
+                &["--plugin", &path],
+                settings,
+            ));
+        }
+        None => println!(
+            "native plugin: not built (no target/plugins/libecho_native.so or libecho.so)\n"
+        ),
+    }
+    targets
+}
+
+/// Measures every target with `measure` and adds the rows to `table`.
+fn measure_all<T>(
+    table: &mut Table,
+    targets: &[Target],
+    mut measure: impl FnMut(&Server) -> Result<T>,
+    mut row: impl FnMut(&mut Table, &str, T),
+) {
+    for (name, server) in targets {
+        eprintln!("    {name}");
+        match server.as_ref().map_err(|e| anyhow::anyhow!("{e:#}")) {
+            Ok(server) => match measure(server) {
+                Ok(figure) => row(table, name, figure),
+                Err(err) => table.failed(name, &err),
+            },
+            Err(err) => table.failed(name, &err.context("did not start")),
+        }
+    }
+}
+
+/// Echo ping-pong, bulk echo and connection churn.
+pub fn echo(settings: &Settings, plugins: &NativePlugins) {
+    eprintln!("echo workloads: starting servers");
+    let targets = echo_targets(settings, plugins);
+    let duration = settings.duration;
+    if settings.runs("pingpong") {
+        for conns in [1, 50] {
+            let plural = if conns == 1 { "" } else { "s" };
+            eprintln!("  ping-pong, {conns} connection{plural}");
+            let mut table = Table::new(
+                &format!("echo ping-pong, {MESSAGE} B messages, {conns} connection{plural}"),
+                "round trips/s, higher is better",
+                &["p50 µs", "p99 µs"],
+            );
+            measure_all(
+                &mut table,
+                &targets,
+                |server| load::pingpong(server.addr, conns, duration),
+                |table, name, figure| {
+                    table.row(
+                        name,
+                        figure.rate,
+                        vec![micros(figure.p50_us), micros(figure.p99_us)],
+                    );
+                },
+            );
+            table.print();
+        }
+    }
+    if settings.runs("bulk") {
+        eprintln!("  bulk echo");
+        let mut table = Table::new(
+            &format!(
+                "bulk echo, {} KiB writes, 1 connection, a reader thread",
+                CHUNK / 1024
+            ),
+            "MB/s echoed, higher is better",
+            &[],
+        );
+        measure_all(
+            &mut table,
+            &targets,
+            |server| load::bulk(server.addr, duration),
+            |table, name, mbps| table.row(name, mbps, Vec::new()),
+        );
+        table.print();
+    }
+    if settings.runs("churn") {
+        eprintln!("  connection churn");
+        let mut table = Table::new(
+            &format!(
+                "connection churn: connect, {MESSAGE} B echo, close; {CHURN_CLIENTS} client threads"
+            ),
+            "connections/s, higher is better",
+            &["errors"],
+        );
+        measure_all(
+            &mut table,
+            &targets,
+            |server| load::churn(server.addr, CHURN_CLIENTS, duration),
+            |table, name, figure| table.row(name, figure.rate, vec![figure.errors.to_string()]),
+        );
+        table.print();
+    }
+}
+
+/// HTTP keep-alive hello with wrk.
+pub fn http(settings: &Settings, plugins: &NativePlugins) {
+    let title =
+        format!("HTTP hello, keep-alive, wrk -t1 -c{WRK_CONNECTIONS}; only 2xx answers count");
+    if which("wrk").is_none() {
+        println!(
+            "{title}: skipped, wrk is not installed (install it with `apt-get install -y wrk`)\n"
+        );
+        return;
+    }
+    eprintln!("http: starting servers");
+    let mut targets = vec![
+        start_reference(Kind::Http, settings),
+        start_host(
+            "host, wasm http-hello",
+            &["--plugin", "http-hello"],
+            settings,
+        ),
+    ];
+    let mut notes = Vec::new();
+    match &plugins.http_hello {
+        Some(path) => {
+            let path = path.to_string_lossy();
+            targets.push(start_host("host, native http-hello", &["--plugin", &path], settings));
+        }
+        None => notes.push(
+            "native plugin: not built (no target/plugins/libhttp_hello_native.so or libhttp_hello.so)"
+                .to_string(),
+        ),
+    }
+    let mut rows = Vec::new();
+    for (name, server) in &targets {
+        eprintln!("    {name}");
+        let result = match server {
+            Ok(server) => http::wrk(server.addr, settings.duration, &settings.placement),
+            Err(err) => Err(anyhow::anyhow!("did not start: {err:#}")),
+        };
+        rows.push((name.clone(), result));
+    }
+    drop(targets);
+    let nginx_name = "nginx (master + 2 workers)";
+    let mut nginx_rate = None;
+    if which("nginx").is_some() {
+        eprintln!("    {nginx_name}");
+        let result = Nginx::start(&settings.placement)
+            .and_then(|nginx| http::wrk(nginx.addr, settings.duration, &settings.placement));
+        if let Ok(result) = &result {
+            nginx_rate = Some(result.ok_rate);
+        }
+        rows.push((nginx_name.to_string(), result));
+    } else {
+        notes.push(
+            "nginx: not installed (install it with `apt-get install -y nginx`); no nginx column"
+                .to_string(),
+        );
+    }
+    let mut table = Table::new(
+        &title,
+        "2xx requests/s, higher is better",
+        &["non-2xx", "sock errs"],
+    );
+    if let Some(rate) = nginx_rate {
+        table.baseline("nginx", rate);
+    }
+    for (name, result) in rows {
+        match result {
+            Ok(r) => table.row(
+                &name,
+                r.ok_rate,
+                vec![r.non_2xx.to_string(), r.socket_errors.to_string()],
+            ),
+            Err(err) => table.failed(&name, &err),
+        }
+    }
+    for note in notes {
+        table.note(note);
+    }
+    table.print();
+}
+
+/// Many idle connections: RSS, and whether they are all served.
+pub fn idle(settings: &Settings, plugins: &NativePlugins) {
+    let count = settings.idle_conns;
+    let mut table = Table::new(
+        &format!("idle connections: up to {count} opened and held"),
+        "RSS growth per answered connection in KiB, lower is better",
+        &[
+            "held", "answered", "RSS MiB", "held MiB", "threads", "sample",
+        ],
+    );
+    table.note(raise_fd_limit(count as u64 + 1024));
+    table.note(format!(
+        "host: default --max-connections here is {} (vm.max_map_count {}); \
+         answered = echoed one byte within {}s; sample = {IDLE_SAMPLE} of them echo again after the RSS reading",
+        host::capacity::default_max_connections(),
+        host::capacity::max_map_count().map_or("unknown".to_string(), |m| m.to_string()),
+        IDLE_ECHO_LIMIT.as_secs(),
+    ));
+    eprintln!("idle connections");
+    // One server at a time, fresh, so that its RSS is this workload's only.
+    let mut starts: Vec<Box<dyn Fn() -> Target>> = vec![
+        Box::new(|| start_reference(Kind::Echo, settings)),
+        Box::new(|| start_host("host, wasm echo", &["--plugin", "echo"], settings)),
+    ];
+    if let Some(path) = &plugins.echo {
+        let path = path.to_string_lossy().into_owned();
+        starts.push(Box::new(move || {
+            start_host("host, native echo", &["--plugin", &path], settings)
+        }));
+    }
+    for start in starts {
+        let (name, server) = start();
+        eprintln!("    {name}");
+        let measured = server.and_then(|server| {
+            let figures = hold_idle(&server, count);
+            for warning in dedup(server.warnings()) {
+                table.note(format!("{name} logged: {warning}"));
+            }
+            figures
+        });
+        match measured {
+            Ok(idle) => {
+                if let Some(why) = &idle.stopped {
+                    table.note(format!("{name}: stopped opening at {}: {why}", idle.held));
+                }
+                let growth = idle.after_kib.saturating_sub(idle.before_kib);
+                // Connections left in the backlog (past the host's cap) cost
+                // the server nothing: divide by those it serves.
+                table.row(
+                    &name,
+                    growth as f64 / idle.answered.max(1) as f64,
+                    vec![
+                        idle.held.to_string(),
+                        idle.answered.to_string(),
+                        format!("{:.1}", idle.before_kib as f64 / 1024.0),
+                        format!("{:.1}", idle.after_kib as f64 / 1024.0),
+                        idle.threads.to_string(),
+                        format!("{}/{}", idle.sample_ok, idle.sample_size),
+                    ],
+                );
+                table.note(format!(
+                    "{name}: opened {} connections in {:.1} s",
+                    idle.held,
+                    idle.open_took.as_secs_f64()
+                ));
+            }
+            Err(err) => table.failed(&name, &err),
+        }
+    }
+    table.print();
+}
+
+/// What holding idle connections against one server showed.
+struct Idle {
+    held: usize,
+    answered: usize,
+    stopped: Option<String>,
+    open_took: Duration,
+    before_kib: u64,
+    after_kib: u64,
+    threads: u64,
+    sample_ok: usize,
+    sample_size: usize,
+}
+
+fn hold_idle(server: &Server, count: usize) -> Result<Idle> {
+    // One connection first, so the "before" figure includes whatever the
+    // first connection sets up once.
+    let warm = load::connect(server.addr)?;
+    load::echo_check(&[&warm], Duration::from_secs(5))?;
+    drop(warm);
+    std::thread::sleep(Duration::from_millis(200));
+    let before_kib = status_field(server.pid(), "VmRSS")?;
+    let held = load::open_idle(server.addr, count, IDLE_OPEN_LIMIT);
+    let all: Vec<&TcpStream> = held.streams.iter().collect();
+    let answered = load::echo_check(&all, IDLE_ECHO_LIMIT)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let after_kib = status_field(server.pid(), "VmRSS")?;
+    let threads = status_field(server.pid(), "Threads")?;
+    let step = (all.len() / IDLE_SAMPLE).max(1);
+    let sample: Vec<&TcpStream> = all
+        .iter()
+        .copied()
+        .step_by(step)
+        .take(IDLE_SAMPLE)
+        .collect();
+    let sample_ok = load::echo_check(&sample, Duration::from_secs(10))?;
+    Ok(Idle {
+        held: held.streams.len(),
+        answered,
+        stopped: held.stopped,
+        open_took: held.took,
+        before_kib,
+        after_kib,
+        threads,
+        sample_ok,
+        sample_size: sample.len(),
+    })
+}
+
+/// A number from `/proc/<pid>/status` (`VmRSS` in KiB, `Threads`).
+fn status_field(pid: u32, field: &str) -> Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no {field} in {path}"))
+}
+
+/// Log lines without their timestamps, each distinct message once.
+fn dedup(lines: Vec<String>) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for line in lines {
+        // "2026-01-01T00:00:00.000000Z  WARN target: message" → from WARN on.
+        let message = line
+            .find(" WARN ")
+            .or_else(|| line.find(" ERROR "))
+            .map_or(line.as_str(), |at| line[at..].trim());
+        if !seen.iter().any(|s| s == message) && seen.len() < 5 {
+            seen.push(message.to_string());
+        }
+    }
+    seen
+}
+
+/// Raises this process's RLIMIT_NOFILE soft limit (and the hard one if
+/// allowed) to `wanted` before any server starts, so that the bench and
+/// the servers it starts (which inherit it) can hold the idle connections.
+/// Returns a line for the report.
+fn raise_fd_limit(wanted: u64) -> String {
+    // SAFETY: getrlimit and setrlimit only read and write the local struct.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return format!(
+                "RLIMIT_NOFILE: unreadable ({})",
+                std::io::Error::last_os_error()
+            );
+        }
+        let before = limit.rlim_cur;
+        if before >= wanted {
+            return format!("RLIMIT_NOFILE: {before}, enough");
+        }
+        let mut raised = limit;
+        raised.rlim_cur = wanted;
+        raised.rlim_max = limit.rlim_max.max(wanted);
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+            // Not allowed past the hard limit: go as far as it.
+            raised = limit;
+            raised.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &raised);
+        }
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        format!(
+            "RLIMIT_NOFILE of the bench (inherited by the servers): raised from {before} to {} (wanted {wanted})",
+            limit.rlim_cur
+        )
+    }
+}
