@@ -4,3 +4,8 @@
 set -euo pipefail
 
 rustup target add wasm32-wasip2 >/dev/null
+
+# Guests in other languages (C, Go, Python, JavaScript): installs their
+# pinned toolchains and builds target/guests/*.wasm, which the integration
+# tests run (tests/all/languages.rs). Builds the host binary first.
+"$(dirname "$0")/build-guests.sh"

@@ -4,6 +4,7 @@
 
 mod behaviour;
 mod foundation;
+mod languages;
 mod limits;
 mod native;
 mod operability;

@@ -3,6 +3,7 @@
 mod bindgen;
 mod check;
 mod component;
+mod new;
 mod options;
 mod run;
 mod wit_source;
@@ -44,6 +45,9 @@ pub enum Command {
     /// Generate guest bindings for the handler world (C, Go) or write out
     /// its WIT.
     Bindgen(bindgen::BindgenArgs),
+    /// Create a plugin directory (an echo handler with a plugin.toml and a
+    /// README) for Rust, Python, JavaScript, C or Go.
+    New(new::NewArgs),
 }
 
 impl Command {
@@ -53,6 +57,7 @@ impl Command {
             Command::Check(args) => args.run(),
             Command::Component(args) => args.run(),
             Command::Bindgen(args) => args.run(),
+            Command::New(args) => args.run(),
         }
     }
 }

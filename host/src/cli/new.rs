@@ -1,0 +1,305 @@
+//! `host new <lang> <name>`: scaffold a plugin directory — an echo handler
+//! that builds as is, a `plugin.toml` (so `host run --plugin DIR --watch`
+//! builds and reloads it) and a README with install, build and run steps —
+//! for Rust, Python, JavaScript, C or Go.
+//!
+//! The templates are compiled into the binary. The Python, JavaScript, C
+//! and Go ones reuse the sources of the in-repo echo plugins
+//! (`plugins/<lang>/echo`), so what `host new` writes is what CI tests.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+
+use super::wit_source::BUILTIN_WIT;
+
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// The plugin's language.
+    #[arg(value_enum)]
+    lang: Lang,
+
+    /// The plugin's name: lowercase letters, digits and `-`, starting with a
+    /// letter (e.g. `my-proto`).
+    name: String,
+
+    /// Directory to create [default: ./<name>]; must not exist or be empty.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Lang {
+    Rust,
+    Python,
+    Js,
+    C,
+    Go,
+}
+
+/// One file of a template: its path (placeholders allowed) and contents.
+type Template = &'static [(&'static str, &'static str)];
+
+const RUST: Template = &[
+    ("Cargo.toml", include_str!("new/rust/Cargo.toml")),
+    ("src/lib.rs", include_str!("new/rust/lib.rs")),
+    ("plugin.toml", include_str!("new/rust/plugin.toml")),
+    ("README.md", include_str!("new/rust/README.md")),
+    (".gitignore", include_str!("new/rust/gitignore")),
+    ("wit/handler.wit", BUILTIN_WIT),
+];
+
+const PYTHON: Template = &[
+    (
+        "app.py",
+        include_str!("../../../plugins/python/echo/app.py"),
+    ),
+    ("plugin.toml", include_str!("new/python/plugin.toml")),
+    ("README.md", include_str!("new/python/README.md")),
+    ("wit/handler.wit", BUILTIN_WIT),
+];
+
+const JS: Template = &[
+    (
+        "{{name}}.js",
+        include_str!("../../../plugins/js/echo/echo.js"),
+    ),
+    ("package.json", include_str!("new/js/package.json")),
+    (
+        "package-lock.json",
+        include_str!("../../../plugins/js/package-lock.json"),
+    ),
+    ("plugin.toml", include_str!("new/js/plugin.toml")),
+    ("README.md", include_str!("new/js/README.md")),
+    ("wit/handler.wit", BUILTIN_WIT),
+];
+
+const C: Template = &[
+    (
+        "src/{{name}}.c",
+        include_str!("../../../plugins/c/echo/echo.c"),
+    ),
+    (
+        "src/plughost.h",
+        include_str!("../../../plugins/c/common/plughost.h"),
+    ),
+    ("build.sh", include_str!("new/c/build.sh")),
+    ("plugin.toml", include_str!("new/c/plugin.toml")),
+    ("README.md", include_str!("new/c/README.md")),
+];
+
+const GO: Template = &[
+    (
+        "src/{{name}}.go",
+        include_str!("../../../plugins/go/echo/echo.go"),
+    ),
+    (
+        "src/plughost.go",
+        include_str!("../../../plugins/go/common/plughost.go"),
+    ),
+    ("build.sh", include_str!("new/go/build.sh")),
+    ("plugin.toml", include_str!("new/go/plugin.toml")),
+    ("README.md", include_str!("new/go/README.md")),
+];
+
+/// The name the in-repo package-lock.json carries, replaced by the
+/// plugin's name.
+const JS_LOCK_NAME: &str = "\"name\": \"plughost-js-plugins\"";
+
+impl Lang {
+    fn template(self) -> Template {
+        match self {
+            Lang::Rust => RUST,
+            Lang::Python => PYTHON,
+            Lang::Js => JS,
+            Lang::C => C,
+            Lang::Go => GO,
+        }
+    }
+
+    fn display(self) -> &'static str {
+        match self {
+            Lang::Rust => "Rust",
+            Lang::Python => "Python",
+            Lang::Js => "JavaScript",
+            Lang::C => "C",
+            Lang::Go => "Go",
+        }
+    }
+
+    /// How to build, shown after scaffolding.
+    fn build_hint(self) -> &'static str {
+        match self {
+            Lang::Rust => "cargo build --release --target wasm32-wasip2",
+            Lang::Python => "componentize-py -d wit -w handler componentize app -o {{name}}.wasm",
+            Lang::Js => "npm install && npm run build",
+            Lang::C | Lang::Go => "sh build.sh",
+        }
+    }
+}
+
+impl NewArgs {
+    pub fn run(self) -> Result<()> {
+        check_name(&self.name)?;
+        let dir = self
+            .dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(&self.name));
+        let host = std::env::current_exe()
+            .context("cannot tell where the host binary is (for the build script)")?;
+        let vars = Vars {
+            name: self.name.clone(),
+            host: shell_quote(&host.to_string_lossy()),
+        };
+        let files = render(self.lang.template(), &vars);
+        write_new_dir(&dir, &files)?;
+        println!(
+            "created {} ({} plugin `{}`, an echo handler)\n  build:  cd {} && {}\n  run:    host run --plugin {} --port 8000 --watch\n  (see {}/README.md)",
+            dir.display(),
+            self.lang.display(),
+            self.name,
+            dir.display(),
+            vars.apply(self.lang.build_hint()),
+            dir.display(),
+            dir.display(),
+        );
+        Ok(())
+    }
+}
+
+/// Values substituted into templates.
+struct Vars {
+    /// `{{name}}`: the plugin's name.
+    name: String,
+    /// `{{host}}`: the host binary's path, quoted for `sh`.
+    host: String,
+}
+
+impl Vars {
+    fn apply(&self, text: &str) -> String {
+        text.replace("{{name}}", &self.name)
+            .replace("{{crate}}", &self.name.replace('-', "_"))
+            .replace("{{host}}", &self.host)
+            .replace(JS_LOCK_NAME, &format!("\"name\": \"{}\"", self.name))
+    }
+}
+
+fn render(template: Template, vars: &Vars) -> Vec<(PathBuf, String)> {
+    template
+        .iter()
+        .map(|(path, contents)| (PathBuf::from(vars.apply(path)), vars.apply(contents)))
+        .collect()
+}
+
+/// Plugin names become crate, file and package names.
+fn check_name(name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-');
+    if !valid {
+        bail!(
+            "plugin name `{name}` must be lowercase letters, digits and `-`, \
+             starting with a letter (e.g. `my-proto`)"
+        );
+    }
+    Ok(())
+}
+
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// Creates `dir` (which must not exist, or be empty) with `files`.
+fn write_new_dir(dir: &Path, files: &[(PathBuf, String)]) -> Result<()> {
+    match fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                bail!(
+                    "{} already exists and is not empty; choose another --dir",
+                    dir.display()
+                );
+            }
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotADirectory => {
+            bail!("{} already exists and is a file", dir.display())
+        }
+        Err(err) => return Err(err).with_context(|| format!("cannot read {}", dir.display())),
+    }
+    for (path, contents) in files {
+        let path = dir.join(path);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        fs::write(&path, contents).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars() -> Vars {
+        Vars {
+            name: "my-proto".into(),
+            host: shell_quote("/opt/it's/host"),
+        }
+    }
+
+    #[test]
+    fn every_template_renders_completely() {
+        for lang in Lang::value_variants() {
+            let files = render(lang.template(), &vars());
+            assert!(files.iter().any(|(p, _)| p == Path::new("plugin.toml")));
+            assert!(files.iter().any(|(p, _)| p == Path::new("README.md")));
+            for (path, contents) in &files {
+                let where_ = format!("{lang:?} {}", path.display());
+                assert!(!path.to_string_lossy().contains("{{"), "{where_}");
+                assert!(!contents.contains("{{"), "{where_}: {contents}");
+            }
+            let manifest = &files
+                .iter()
+                .find(|(p, _)| p == Path::new("plugin.toml"))
+                .unwrap()
+                .1;
+            assert!(manifest.contains("output = \""), "{lang:?}");
+        }
+    }
+
+    #[test]
+    fn names_are_checked() {
+        for good in ["echo", "my-proto", "a1"] {
+            check_name(good).unwrap();
+        }
+        for bad in ["", "My", "1a", "a_b", "a-", "a b", "ü"] {
+            let err = check_name(bad).unwrap_err().to_string();
+            assert!(err.contains("lowercase"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_host_path_is_quoted_for_sh() {
+        let c = render(C, &vars());
+        let build = &c
+            .iter()
+            .find(|(p, _)| p == Path::new("build.sh"))
+            .unwrap()
+            .1;
+        assert!(
+            build.contains(r"HOST=${HOST:-'/opt/it'\''s/host'}"),
+            "{build}"
+        );
+        let js = render(JS, &vars());
+        let lock = &js
+            .iter()
+            .find(|(p, _)| p == Path::new("package-lock.json"))
+            .unwrap()
+            .1;
+        assert!(lock.contains("\"name\": \"my-proto\""), "{lock}");
+    }
+}

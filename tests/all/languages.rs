@@ -1,0 +1,316 @@
+//! Handlers written in other languages than Rust — C, Go, Python and
+//! JavaScript (`plugins/<lang>/`, built by `scripts/build-guests.sh` into
+//! `target/guests/<lang>-<plugin>.wasm`) — served by the real host and held
+//! to the same behavioural checks as the Rust examples; and guests built
+//! against another version of the WIT, refused with the expected world and
+//! what is missing.
+//!
+//! `host new` is checked the same way: every language's scaffold builds
+//! with the command its `plugin.toml` names and echoes.
+//!
+//! A guest missing from `target/guests/` fails the test with its path (CI
+//! builds them all; run `scripts/build-guests.sh`), and so does a missing
+//! toolchain.
+
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::behaviour::{check_bot, check_echo, check_http};
+use crate::support::{Host, run_host, temp_dir, workspace_root};
+
+/// How long a host may take to start with a guest nobody compiled yet:
+/// Python and JavaScript components are 12–18 MB (an interpreter inside).
+const COLD_START: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, Copy)]
+enum Plugin {
+    Echo,
+    HttpHello,
+    Bot10086,
+}
+
+/// Every guest and what it must behave like.
+const GUESTS: &[(&str, Plugin)] = &[
+    ("c-echo", Plugin::Echo),
+    ("c-http-hello", Plugin::HttpHello),
+    ("go-echo", Plugin::Echo),
+    ("go-http-hello", Plugin::HttpHello),
+    ("python-echo", Plugin::Echo),
+    ("python-http-hello", Plugin::HttpHello),
+    ("python-bot10086", Plugin::Bot10086),
+    ("js-echo", Plugin::Echo),
+    ("js-http-hello", Plugin::HttpHello),
+];
+
+fn guest_path(name: &str) -> PathBuf {
+    workspace_root()
+        .join("target/guests")
+        .join(format!("{name}.wasm"))
+}
+
+/// Fails with every missing guest's path.
+fn require_built(names: &[&str]) {
+    let missing: Vec<String> = names
+        .iter()
+        .map(|name| guest_path(name))
+        .filter(|path| !path.exists())
+        .map(|path| path.display().to_string())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "guests missing (scripts/build-guests.sh builds them):\n  {}",
+        missing.join("\n  ")
+    );
+}
+
+/// echo, beyond the shared checks: exactly 1 MiB sent, then end of stream;
+/// the guest must echo everything and close.
+fn check_echo_to_eof(host: &Host) {
+    let payload: Vec<u8> = (0..1u32 << 20).map(|i| (i % 253) as u8).collect();
+    let mut stream = host.connect();
+    let mut writer = stream.try_clone().unwrap();
+    let sent = payload.clone();
+    let sender = std::thread::spawn(move || {
+        writer.write_all(&sent).unwrap();
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut echoed = Vec::new();
+    stream
+        .read_to_end(&mut echoed)
+        .expect("echo closes after the client's end of stream");
+    sender.join().unwrap();
+    assert_eq!(echoed.len(), payload.len(), "1 MiB echo length");
+    assert!(echoed == payload, "1 MiB payload came back changed");
+}
+
+/// Runs one guest through its checks; then every connection must have
+/// ended `outcome=ok` (a guest that forgets to drop its borrowed
+/// connection still answers, then traps on return).
+fn check_guest(name: &str, plugin: Plugin) {
+    let path = guest_path(name);
+    let host = Host::start_with_timeout(
+        &["run", "--plugin", path.to_str().unwrap(), "--port", "0"],
+        COLD_START,
+    );
+    let connections = match plugin {
+        Plugin::Echo => {
+            check_echo(&host);
+            check_echo_to_eof(&host);
+            2
+        }
+        Plugin::HttpHello => {
+            check_http(&host);
+            2
+        }
+        Plugin::Bot10086 => {
+            check_bot(&host);
+            1
+        }
+    };
+    assert_connections_ok(&host, name, connections);
+}
+
+/// Waits for `connections` "connection closed" log lines; every one must
+/// say `outcome=ok`.
+fn assert_connections_ok(host: &Host, name: &str, connections: usize) {
+    let closed = || -> Vec<String> {
+        host.logs()
+            .lines()
+            .filter(|line| line.contains("connection closed"))
+            .map(str::to_string)
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while closed().len() < connections && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let lines = closed();
+    assert_eq!(lines.len(), connections, "{name}: {}", host.logs());
+    for line in lines {
+        assert!(line.contains("outcome=ok"), "{name}: {line}");
+    }
+}
+
+#[test]
+fn guests_in_every_language_behave_like_the_rust_examples() {
+    let names: Vec<&str> = GUESTS.iter().map(|(name, _)| *name).collect();
+    require_built(&names);
+    // Run every guest even if one fails, then report them all.
+    let failed: Vec<&str> = GUESTS
+        .iter()
+        .filter(|(name, plugin)| {
+            eprintln!("--- {name}");
+            catch_unwind(AssertUnwindSafe(|| check_guest(name, *plugin))).is_err()
+        })
+        .map(|(name, _)| *name)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "failed (see the panics above): {}",
+        failed.join(", ")
+    );
+}
+
+/// The host's one `error: ...` line for a refused plugin.
+fn refused(args: &[&str]) -> String {
+    let out = run_host(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "`host {}`: {stderr}",
+        args.join(" ")
+    );
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "one clear line expected:\n{stderr}");
+    errors[0].to_string()
+}
+
+#[test]
+fn guests_built_against_another_wit_are_refused_by_name() {
+    let cases: [(&str, &[&str]); 2] = [
+        (
+            "mismatch-wit-0.2.0",
+            &[
+                "plughost:handler/handler@0.1",
+                "plughost:handler/connections@0.2.0",
+            ],
+        ),
+        (
+            "mismatch-no-finish",
+            &["plughost:handler/handler@0.1", "missing export `finish`"],
+        ),
+    ];
+    require_built(&cases.map(|(name, _)| name));
+    for (name, needles) in cases {
+        let path = guest_path(name);
+        let path = path.to_str().unwrap();
+        for line in [
+            refused(&["check", path]),
+            refused(&["run", "--plugin", path, "--port", "0"]),
+        ] {
+            for needle in needles {
+                assert!(line.contains(needle), "`{needle}` missing from: {line}");
+            }
+        }
+    }
+}
+
+/// Runs a scaffold's `plugin.toml` build command in `dir`, with the
+/// toolchains `scripts/build-guests.sh` installs on the PATH; returns the
+/// built component.
+fn build_scaffold(dir: &std::path::Path) -> PathBuf {
+    let root = workspace_root();
+    let tools = root.join("target/guest-tools");
+    let manifest = std::fs::read_to_string(dir.join("plugin.toml")).unwrap();
+    let manifest: toml::Table = toml::from_str(&manifest).unwrap();
+    let build = manifest["build"]
+        .as_str()
+        .expect("plugin.toml has a build command");
+    let output = manifest["output"]
+        .as_str()
+        .expect("plugin.toml has an output");
+    let path = format!(
+        "{}:{}",
+        tools.join("venv/bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(build)
+        .current_dir(dir)
+        .env("PATH", path)
+        .env("GOCACHE", tools.join("go-cache"))
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("RUSTFLAGS")
+        .output()
+        .expect("run the build command");
+    assert!(
+        out.status.success(),
+        "`{build}` failed in {}:\n{}{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let built = dir.join(output);
+    assert!(
+        built.exists(),
+        "the build did not write {}",
+        built.display()
+    );
+    built
+}
+
+#[test]
+fn host_new_scaffolds_plugins_that_build_and_echo() {
+    let root = workspace_root();
+    let venv = root.join("target/guest-tools/venv");
+    assert!(
+        venv.exists(),
+        "{} is missing (scripts/build-guests.sh installs it)",
+        venv.display()
+    );
+    let failed: Vec<&str> = ["c", "go", "python", "js", "rust"]
+        .into_iter()
+        .filter(|lang| {
+            eprintln!("--- host new {lang}");
+            catch_unwind(AssertUnwindSafe(|| {
+                let name = format!("demo-{lang}");
+                let dir = temp_dir(&format!("new-{lang}")).join(&name);
+                let dir_arg = dir.to_str().unwrap();
+                let out = run_host(&["new", lang, &name, "--dir", dir_arg]);
+                assert!(
+                    out.status.success(),
+                    "host new {lang}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert!(dir.join("README.md").exists());
+                // Share what is already installed or compiled.
+                match *lang {
+                    // The scaffold's own package.json and lock, installed
+                    // from npm's cache (filled by scripts/build-guests.sh).
+                    "js" => {
+                        let out = std::process::Command::new("npm")
+                            .args(["install", "--prefer-offline", "--no-audit", "--no-fund"])
+                            .current_dir(&dir)
+                            .output()
+                            .expect("run npm");
+                        assert!(
+                            out.status.success(),
+                            "npm install: {}",
+                            String::from_utf8_lossy(&out.stderr)
+                        );
+                    }
+                    "rust" => {
+                        let target = root.join("target/scaffold-rust");
+                        std::fs::create_dir_all(&target).unwrap();
+                        std::os::unix::fs::symlink(&target, dir.join("target")).unwrap();
+                    }
+                    _ => {}
+                }
+                let built = build_scaffold(&dir);
+                let host = Host::start_with_timeout(
+                    &["run", "--plugin", built.to_str().unwrap(), "--port", "0"],
+                    COLD_START,
+                );
+                check_echo(&host);
+                assert_connections_ok(&host, &name, 1);
+                drop(host);
+                let _ = std::fs::remove_dir_all(dir.parent().unwrap());
+            }))
+            .is_err()
+        })
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "scaffolds that failed (see the panics above): {}",
+        failed.join(", ")
+    );
+}
