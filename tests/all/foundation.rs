@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use crate::behaviour::{ASK_AGAIN, GREETING, read_response};
 use crate::support::{
-    Host, connect, example_plugin, native_test_plugin, round_trip, run_host, temp_dir, test_plugin,
+    Host, connect, example_plugin, native_test_plugin, refused, round_trip, run_host, temp_dir,
+    test_plugin,
 };
 
 #[test]
@@ -217,25 +218,6 @@ fn finish_runs_after_a_failing_handle_and_setup_errors_skip_both() {
         host.logs()
     );
     assert!(host.stderr_contains("outcome=setup-error"));
-}
-
-/// Runs a bad `host` command line and returns its one error line.
-fn refused(args: &[&str]) -> String {
-    let out = run_host(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "`host {}`: {stderr}",
-        args.join(" ")
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .collect();
-    assert_eq!(errors.len(), 1, "one clear line expected:\n{stderr}");
-    errors[0].to_string()
 }
 
 #[test]

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::behaviour::{check_bot, check_echo, check_http};
-use crate::support::{Host, run_host, temp_dir, workspace_root};
+use crate::support::{Host, refused, run_host, temp_dir, workspace_root};
 
 /// How long a host may take to start with a guest nobody compiled yet:
 /// Python and JavaScript components are 12–18 MB (an interpreter inside).
@@ -152,24 +152,6 @@ fn guests_in_every_language_behave_like_the_rust_examples() {
         "failed (see the panics above): {}",
         failed.join(", ")
     );
-}
-
-/// The host's one `error: ...` line for a refused plugin.
-fn refused(args: &[&str]) -> String {
-    let out = run_host(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "`host {}`: {stderr}",
-        args.join(" ")
-    );
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .collect();
-    assert_eq!(errors.len(), 1, "one clear line expected:\n{stderr}");
-    errors[0].to_string()
 }
 
 #[test]

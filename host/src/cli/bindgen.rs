@@ -220,14 +220,18 @@ fn go_directive(go_mod: &str) -> Option<&str> {
 /// Writes every file under `dir`, replacing files of the same name.
 pub fn write_files(dir: &Path, files: &Files) -> Result<()> {
     for (name, contents) in files.iter() {
-        let path = dir.join(name);
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        fs::write(&path, contents).with_context(|| format!("cannot write {}", path.display()))?;
+        write_file(&dir.join(name), contents)?;
     }
     Ok(())
+}
+
+/// Writes one file, creating its parent directories.
+pub fn write_file(path: &Path, contents: &[u8]) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]

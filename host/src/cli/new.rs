@@ -230,12 +230,7 @@ fn write_new_dir(dir: &Path, files: &[(PathBuf, String)]) -> Result<()> {
         Err(err) => return Err(err).with_context(|| format!("cannot read {}", dir.display())),
     }
     for (path, contents) in files {
-        let path = dir.join(path);
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        fs::write(&path, contents).with_context(|| format!("cannot write {}", path.display()))?;
+        super::bindgen::write_file(&dir.join(path), contents.as_bytes())?;
     }
     Ok(())
 }

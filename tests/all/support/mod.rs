@@ -277,6 +277,25 @@ impl Drop for Host {
     }
 }
 
+/// Runs a bad `host` command line and returns its one error line.
+pub fn refused(args: &[&str]) -> String {
+    let out = run_host(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "`host {}`: {stderr}",
+        args.join(" ")
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "one clear line expected:\n{stderr}");
+    errors[0].to_string()
+}
+
 /// Sends `message` on `stream` and reads as many bytes back.
 pub fn round_trip(stream: &mut TcpStream, message: &[u8]) -> Vec<u8> {
     use std::io::{Read, Write};
