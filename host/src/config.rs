@@ -11,6 +11,7 @@
 //! plugin = "echo"                    # built-in name, component/library path, or plugin dir
 //! watch = true                       # optional
 //! max_connections = 1000             # optional
+//! event_loops = 2                    # optional; 0 = a thread per connection
 //! idle_timeout = "10m"               # optional
 //! max_memory = "64MiB"               # optional
 //! call_timeout = "5s"                # optional
@@ -74,6 +75,8 @@ pub struct ListenerConfig {
     pub watch: bool,
     /// Most connections served at once.
     pub max_connections: Option<u32>,
+    /// Event-loop threads for WASM plugins.
+    pub event_loops: Option<usize>,
     /// Close clients silent for this long (`"0s"` = never).
     #[serde(default, deserialize_with = "duration")]
     pub idle_timeout: Option<Duration>,

@@ -43,6 +43,8 @@ pub struct ListenerPlan {
     pub watch: bool,
     /// Connection cap.
     pub max_connections: usize,
+    /// Event-loop threads for WASM plugins (0: a thread per connection).
+    pub event_loops: usize,
     /// Idle client bound.
     pub idle_timeout: Option<Duration>,
     /// Memory cap per instance.
@@ -133,6 +135,7 @@ fn start(plan: &ListenerPlan, grace: Duration, metrics: &Metrics) -> Result<Star
         max_memory: plan.max_memory,
         call_timeout: plan.call_timeout,
         max_instances: u32::try_from(plan.max_connections).unwrap_or(u32::MAX),
+        event_loop: plan.event_loops > 0 && !matches!(plan.address, ListenAddr::Udp(_)),
         ..InstanceLimits::default()
     };
     let runtime = WasmRuntime::new(limits, plan.cache_dir.clone(), sandbox)?;
@@ -153,6 +156,9 @@ fn start(plan: &ListenerPlan, grace: Duration, metrics: &Metrics) -> Result<Star
         tracing::warn!(
             "serving native plugin `{name}`: it runs unsandboxed, without memory or CPU limits"
         );
+        if plan.event_loops > 0 {
+            tracing::info!("native plugins block: each connection still gets its own thread");
+        }
     }
     for grant in plan.grants.describe() {
         tracing::info!(plugin = %bytes.version, "grant: {grant}");
@@ -165,6 +171,7 @@ fn start(plan: &ListenerPlan, grace: Duration, metrics: &Metrics) -> Result<Star
         max_connections: plan.max_connections,
         idle_timeout: plan.idle_timeout,
         thread_stack: CONNECTION_THREAD_STACK,
+        event_loops: plan.event_loops,
         access: AccessRules {
             allow: plan.allow.clone(),
             deny: plan.deny.clone(),
@@ -205,6 +212,9 @@ fn start_datagram(
     }
     if plan.watch {
         tracing::warn!("udp:{addr}: --watch is not supported for UDP listeners yet; ignored");
+    }
+    if plan.event_loops > 0 {
+        tracing::warn!("udp:{addr}: event loops serve stream listeners only; ignored");
     }
     let bytes = source.read()?;
     let (plugin, info) = runtime.load_datagram(&bytes, &source.to_string())?;

@@ -3,6 +3,7 @@
 //! from `plugins/` and `tests/plugins/`.
 
 mod behaviour;
+mod events;
 mod foundation;
 mod languages;
 mod limits;

@@ -3,10 +3,11 @@
 //!
 //! - `pingpong`, `bulk`, `churn`: the native reference echo, the host with
 //!   the built-in WASM echo (with its default CPU deadline, and with
-//!   `--call-timeout 0`, i.e. without epoch interruption), and the host with
-//!   the native echo when it is built. The servers stay up for all three.
+//!   `--call-timeout 0`, i.e. without epoch interruption, and on one event
+//!   loop), and the host with the native echo when it is built. The servers stay up for all three.
 //! - `http`: wrk against the reference HTTP server, the host with the
-//!   built-in `http-hello` (WASM, and native when built) and nginx.
+//!   built-in `http-hello` (WASM on threads and on one event loop, and
+//!   native when built) and nginx.
 //! - `idle`: many idle connections held open against a fresh server of
 //!   each kind, its RSS before and while holding them.
 
@@ -57,6 +58,11 @@ fn echo_targets(settings: &Settings, plugins: &NativePlugins) -> Vec<Target> {
         start_host(
             "host, wasm echo, --call-timeout 0",
             &["--plugin", "echo", "--call-timeout", "0"],
+            settings,
+        ),
+        start_host(
+            "host, wasm echo, --event-loops 1",
+            &["--plugin", "echo", "--event-loops", "1"],
             settings,
         ),
     ];
@@ -179,6 +185,11 @@ pub fn http(settings: &Settings, plugins: &NativePlugins) {
             &["--plugin", "http-hello"],
             settings,
         ),
+        start_host(
+            "host, wasm http-hello, --event-loops 1",
+            &["--plugin", "http-hello", "--event-loops", "1"],
+            settings,
+        ),
     ];
     let mut notes = Vec::new();
     match &plugins.http_hello {
@@ -264,6 +275,13 @@ pub fn idle(settings: &Settings, plugins: &NativePlugins) {
     let mut starts: Vec<Box<dyn Fn() -> Target>> = vec![
         Box::new(|| start_reference(Kind::Echo, settings)),
         Box::new(|| start_host("host, wasm echo", &["--plugin", "echo"], settings)),
+        Box::new(|| {
+            start_host(
+                "host, wasm echo, --event-loops 1",
+                &["--plugin", "echo", "--event-loops", "1"],
+                settings,
+            )
+        }),
     ];
     if let Some(path) = &plugins.echo {
         let path = path.to_string_lossy().into_owned();

@@ -85,7 +85,24 @@ pub trait Plugin: Send + Sync {
     /// `setup` failed or a call trapped). The connection is the plugin's
     /// until this returns it, with the outcome.
     fn serve(&self, conn: Connection) -> (Connection, Outcome);
+
+    /// Whether [`Plugin::serve_events`] can serve on an event-loop thread
+    /// (WASM plugins loaded with event loops enabled); the others need a
+    /// thread per connection.
+    fn serves_events(&self) -> bool {
+        false
+    }
+
+    /// Like [`Plugin::serve`], as a future for an event-loop thread
+    /// (a tokio runtime): waiting for the client suspends it.
+    fn serve_events(&self, conn: Connection) -> BoxFuture<'_, (Connection, Outcome)> {
+        let reason = "this plugin cannot run on an event loop".to_string();
+        Box::pin(std::future::ready((conn, Outcome::HostError(reason))))
+    }
 }
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// The plugin in service, swappable while connections are live.
 ///

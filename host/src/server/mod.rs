@@ -1,10 +1,12 @@
 //! The server: `mio` owns the listening sockets and the accept loop; each
 //! accepted connection is handed to a pooled thread where a fresh plugin
-//! instance serves it. Signals stop it gracefully (SIGINT/SIGTERM) or ask
+//! instance serves it — or, with event loops enabled, to the least busy
+//! event-loop thread, where it is one task among many. Signals stop it gracefully (SIGINT/SIGTERM) or ask
 //! for a reload (SIGHUP).
 
 mod access;
 mod bind;
+mod events;
 mod listener;
 mod live;
 mod pool;
@@ -21,9 +23,11 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 pub use self::access::AccessRules;
+use self::events::EventLoops;
 use self::listener::Listener;
 use self::live::LiveConnections;
 use self::pool::ThreadPool;
+use self::session::Session;
 pub use self::udp::{UdpConfig, UdpServer};
 use crate::address::{ListenAddr, PeerAddr};
 use crate::connection::Stream;
@@ -55,6 +59,9 @@ pub struct ServerConfig {
     pub idle_timeout: Option<Duration>,
     /// Stack size of connection threads (guest code runs on them).
     pub thread_stack: usize,
+    /// Event-loop threads serving plugins that can run on one (0: a
+    /// thread per connection for every plugin).
+    pub event_loops: usize,
     /// Which peers may connect.
     pub access: AccessRules,
     /// Let other processes bind the same address (SO_REUSEPORT): the
@@ -78,6 +85,7 @@ pub struct Server {
     signals: Signals,
     live: LiveConnections,
     pool: ThreadPool,
+    events: Option<EventLoops>,
     /// Set while `accept` is paused (connection cap or fd exhaustion).
     paused: bool,
 }
@@ -114,6 +122,12 @@ impl Server {
                 .and_then(|l| l.local_addr().ok())
                 .map_or_else(|| "none".to_string(), |a| a.to_string())
         });
+        let events = match config.event_loops {
+            0 => None,
+            count => Some(
+                EventLoops::start(count, &name).context("cannot start the event-loop threads")?,
+            ),
+        };
         let metrics = metrics.listener(&name);
         metrics.serving(None, &plugin.get().version().to_string());
         Ok(Self {
@@ -125,6 +139,7 @@ impl Server {
             signals,
             live,
             pool,
+            events,
             paused: false,
         })
     }
@@ -226,19 +241,30 @@ impl Server {
             tracing::warn!(peer = %peer, "connection refused by --allow/--deny rules");
             return;
         }
-        let guard = self.live.register(&stream);
         let plugin = self.plugin.get();
-        let idle_timeout = self.config.idle_timeout;
-        let metrics = self.metrics.clone();
-        metrics.opened();
-        let shown = peer.to_string();
-        let job = move || session::serve(stream, peer, plugin, guard, idle_timeout, metrics);
-        if let Err(err) = self.pool.execute(job) {
-            self.metrics.closed("host-error", 0, 0, Duration::ZERO);
-            tracing::error!(
-                peer = shown,
-                "cannot start a thread for the connection: {err}"
-            );
+        let session = Session {
+            guard: self.live.register(&stream),
+            stream,
+            peer,
+            idle_timeout: self.config.idle_timeout,
+            metrics: self.metrics.clone(),
+            plugin,
+        };
+        self.metrics.opened();
+        match &self.events {
+            Some(events) if session.plugin.serves_events() => {
+                events.spawn(session::serve_events(session));
+            }
+            _ => {
+                let shown = session.peer.to_string();
+                if let Err(err) = self.pool.execute(move || session::serve(session)) {
+                    self.metrics.closed("host-error", 0, 0, Duration::ZERO);
+                    tracing::error!(
+                        peer = shown,
+                        "cannot start a thread for the connection: {err}"
+                    );
+                }
+            }
         }
     }
 

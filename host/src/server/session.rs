@@ -1,5 +1,6 @@
-//! One connection's life on its thread: hand it to the plugin snapshot it
-//! was accepted with, then log a single line with what happened.
+//! One connection's life: hand it to the plugin snapshot it was accepted
+//! with — on a pooled thread ([`serve`]) or as a task on an event loop
+//! ([`serve_events`]) — then log a single line with what happened.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,51 +12,99 @@ use crate::plugin::{Outcome, Plugin};
 
 use super::live::LiveGuard;
 
-/// Serves `stream` with `plugin` and logs the result. `guard` keeps the
-/// connection counted as open until the plugin is done with it.
-pub fn serve(
-    stream: Stream,
+/// Everything a connection needs from the accept loop.
+pub struct Session {
+    pub stream: Stream,
+    pub peer: PeerAddr,
+    pub plugin: Arc<Box<dyn Plugin>>,
+    /// Keeps the connection counted as open until the plugin is done.
+    pub guard: LiveGuard,
+    pub idle_timeout: Option<Duration>,
+    pub metrics: ListenerMetrics,
+}
+
+/// Serves the session on the current thread (blocking).
+pub fn serve(session: Session) {
+    let Some((conn, open)) = session.open() else {
+        return;
+    };
+    let (conn, outcome) = open.plugin.serve(conn);
+    open.close(conn, outcome);
+}
+
+/// Serves the session as a task on an event loop.
+pub async fn serve_events(session: Session) {
+    let Some((conn, open)) = session.open() else {
+        return;
+    };
+    let (conn, outcome) = open.plugin.serve_events(conn).await;
+    open.close(conn, outcome);
+}
+
+/// A session whose connection is being served.
+struct Open {
     peer: PeerAddr,
     plugin: Arc<Box<dyn Plugin>>,
     guard: LiveGuard,
-    idle_timeout: Option<Duration>,
     metrics: ListenerMetrics,
-) {
-    let started = Instant::now();
-    let version = plugin.version();
-    tracing::info!(target: "connection", peer = %peer, plugin = %version, "connection opened");
-    let conn = match Connection::new(stream, idle_timeout) {
-        Ok(conn) => conn,
-        Err(err) => {
-            // The peer is usually already gone (reset before we got to it).
-            drop(guard);
-            metrics.closed("host-error", 0, 0, started.elapsed());
-            tracing::warn!(peer = %peer, plugin = %version, "connection dropped before serving: {err}");
-            return;
+    started: Instant,
+}
+
+impl Session {
+    /// Logs the opening and wraps the socket; `None` if the peer is already
+    /// gone (logged).
+    fn open(self) -> Option<(Connection, Open)> {
+        let started = Instant::now();
+        let version = self.plugin.version();
+        tracing::info!(target: "connection", peer = %self.peer, plugin = %version, "connection opened");
+        match Connection::new(self.stream, self.idle_timeout) {
+            Ok(conn) => Some((
+                conn,
+                Open {
+                    peer: self.peer,
+                    plugin: self.plugin,
+                    guard: self.guard,
+                    metrics: self.metrics,
+                    started,
+                },
+            )),
+            Err(err) => {
+                // The peer is usually already gone (reset before we got to it).
+                drop(self.guard);
+                self.metrics.closed("host-error", 0, 0, started.elapsed());
+                tracing::warn!(peer = %self.peer, plugin = %version, "connection dropped before serving: {err}");
+                None
+            }
         }
-    };
-    let (conn, outcome) = plugin.serve(conn);
-    let (bytes_in, bytes_out) = (conn.bytes_in(), conn.bytes_out());
-    // Unregister before the socket closes, so a drain never touches a
-    // reused file descriptor.
-    drop(guard);
-    drop(conn);
-    let duration = started.elapsed();
-    let label = outcome.label();
-    metrics.closed(label, bytes_in, bytes_out, duration);
-    if matches!(outcome, Outcome::Ok) {
-        tracing::info!(
-            target: "connection",
-            peer = %peer, plugin = %version, bytes_in, bytes_out,
-            duration = ?duration, outcome = %label,
-            "connection closed"
-        );
-    } else {
-        tracing::warn!(
-            target: "connection",
-            peer = %peer, plugin = %version, bytes_in, bytes_out,
-            duration = ?duration, outcome = %label, reason = outcome.reason(),
-            "connection closed"
-        );
+    }
+}
+
+impl Open {
+    /// Closes the connection and logs and counts how it went.
+    fn close(self, conn: Connection, outcome: Outcome) {
+        let (bytes_in, bytes_out) = (conn.bytes_in(), conn.bytes_out());
+        // Unregister before the socket closes, so a drain never touches a
+        // reused file descriptor.
+        drop(self.guard);
+        drop(conn);
+        let duration = self.started.elapsed();
+        let label = outcome.label();
+        self.metrics.closed(label, bytes_in, bytes_out, duration);
+        let (peer, version) = (&self.peer, self.plugin.version());
+        if matches!(outcome, Outcome::Ok) {
+            tracing::info!(
+                target: "connection",
+                peer = %peer, plugin = %version, bytes_in, bytes_out,
+                duration = ?duration, outcome = %label,
+                "connection closed"
+            );
+        } else {
+            tracing::warn!(
+                target: "connection",
+                peer = %peer, plugin = %version, bytes_in, bytes_out,
+                duration = ?duration, outcome = %label, reason = outcome.reason(),
+                "connection closed"
+            );
+        }
     }
 }

@@ -1,50 +1,83 @@
 //! The host implementation of the WIT `connection` resource. A store serves
 //! exactly one connection, so the resource table holds only a
 //! [`ConnectionHandle`] marker (checked on every call) and the methods act on
-//! the store's [`Connection`].
+//! the store's [`Connection`]. The helpers here are shared with the
+//! event-loop implementation in `event::connection_resource`.
 
+use std::borrow::BorrowMut;
 use std::time::Duration;
 
 use wasmtime::component::Resource;
 
 use super::bindings::plughost::handler::connections::{Host, HostConnection};
 use super::bindings::{ErrorCode, ShutdownHow, SocketAddress};
-use super::state::ConnState;
-use super::state::ConnectionHandle;
+use super::state::{ConnState, ConnectionHandle, StoreState};
 use crate::address::PeerAddr;
 use crate::connection::{ConnError, Connection, ShutdownDirection};
 
-impl From<ConnError> for ErrorCode {
-    fn from(err: ConnError) -> Self {
-        match err {
-            ConnError::Closed => ErrorCode::Closed,
-            ConnError::TimedOut => ErrorCode::TimedOut,
-            ConnError::Reset => ErrorCode::Reset,
-            ConnError::BrokenPipe => ErrorCode::BrokenPipe,
-            ConnError::InvalidArgument => ErrorCode::InvalidArgument,
-            ConnError::Other => ErrorCode::Other,
+/// `From<ConnError>` for a bindings' `error-code` (the blocking and the
+/// event-loop bindings each generate one).
+macro_rules! error_code_from_conn_error {
+    ($code:ty) => {
+        impl From<ConnError> for $code {
+            fn from(err: ConnError) -> Self {
+                match err {
+                    ConnError::Closed => Self::Closed,
+                    ConnError::TimedOut => Self::TimedOut,
+                    ConnError::Reset => Self::Reset,
+                    ConnError::BrokenPipe => Self::BrokenPipe,
+                    ConnError::InvalidArgument => Self::InvalidArgument,
+                    ConnError::Other => Self::Other,
+                }
+            }
         }
-    }
+    };
 }
+pub(super) use error_code_from_conn_error;
 
-/// Unix peers appear as `{ ip: "unix:<path>", port: 0 }` (see the WIT).
-fn socket_address(addr: &PeerAddr) -> SocketAddress {
+error_code_from_conn_error!(ErrorCode);
+
+/// The WIT `socket-address` fields for `addr`: Unix peers appear as
+/// `{ ip: "unix:<path>", port: 0 }` (see the WIT).
+pub(super) fn ip_and_port(addr: &PeerAddr) -> (String, u16) {
     match addr {
-        PeerAddr::Ip(addr) => SocketAddress {
-            ip: addr.ip().to_string(),
-            port: addr.port(),
-        },
-        unix => SocketAddress {
-            ip: unix.to_string(),
-            port: 0,
-        },
+        PeerAddr::Ip(addr) => (addr.ip().to_string(), addr.port()),
+        unix => (unix.to_string(), 0),
     }
 }
 
-impl ConnState {
-    fn conn(&mut self, handle: &Resource<ConnectionHandle>) -> wasmtime::Result<&mut Connection> {
+fn socket_address(addr: &PeerAddr) -> SocketAddress {
+    let (ip, port) = ip_and_port(addr);
+    SocketAddress { ip, port }
+}
+
+/// The plugin's read timeout in milliseconds.
+pub(super) fn timeout_ms(conn: &Connection) -> Option<u64> {
+    conn.read_timeout()
+        .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl<C: BorrowMut<Connection>> StoreState<C> {
+    /// The connection behind `handle` (checked against the table).
+    pub(super) fn conn(
+        &mut self,
+        handle: &Resource<ConnectionHandle>,
+    ) -> wasmtime::Result<&mut Connection> {
         self.table.get(handle)?;
-        Ok(&mut self.io)
+        Ok(self.io.borrow_mut())
+    }
+
+    /// Sets the read timeout. A failure leaves the previous one in force;
+    /// the next read reports any real socket problem.
+    pub(super) fn set_conn_timeout(
+        &mut self,
+        handle: &Resource<ConnectionHandle>,
+        timeout_ms: Option<u64>,
+    ) -> wasmtime::Result<()> {
+        let _ = self
+            .conn(handle)?
+            .set_read_timeout(timeout_ms.map(Duration::from_millis));
+        Ok(())
     }
 }
 
@@ -103,19 +136,11 @@ impl HostConnection for ConnState {
         handle: Resource<ConnectionHandle>,
         timeout_ms: Option<u64>,
     ) -> wasmtime::Result<()> {
-        // A failure to apply the timeout leaves the previous one in force;
-        // the next read reports any real socket problem.
-        let _ = self
-            .conn(&handle)?
-            .set_read_timeout(timeout_ms.map(Duration::from_millis));
-        Ok(())
+        self.set_conn_timeout(&handle, timeout_ms)
     }
 
     fn timeout(&mut self, handle: Resource<ConnectionHandle>) -> wasmtime::Result<Option<u64>> {
-        Ok(self
-            .conn(&handle)?
-            .read_timeout()
-            .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)))
+        Ok(timeout_ms(self.conn(&handle)?))
     }
 
     fn drop(&mut self, _handle: Resource<ConnectionHandle>) -> wasmtime::Result<()> {

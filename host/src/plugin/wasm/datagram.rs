@@ -115,7 +115,7 @@ impl DatagramPlugin {
         };
         let max_memory = self.engine.limits().max_memory;
         let state = DatagramState::new((), peer.to_string(), wasi, max_memory, &self.sandbox);
-        let mut store = new_store(&self.engine, state);
+        let mut store = new_store(&self.engine, state, false);
         let handler = match self.pre.instantiate(&mut store) {
             Ok(handler) => handler,
             Err(err) => {

@@ -28,6 +28,9 @@ pub struct InstanceLimits {
     pub max_wasm_stack: usize,
     /// How long reads and writes inside `finish` may block in total.
     pub finish_timeout: Duration,
+    /// Whether instances may run on event-loop threads: each then needs a
+    /// fiber stack, which the pool reserves up front.
+    pub event_loop: bool,
 }
 
 impl InstanceLimits {
@@ -45,6 +48,7 @@ impl Default for InstanceLimits {
             max_instances: 1000,
             max_wasm_stack: 512 * 1024,
             finish_timeout: Duration::from_secs(5),
+            event_loop: false,
         }
     }
 }
@@ -54,6 +58,8 @@ impl Default for InstanceLimits {
 const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
 const MAX_MEMORIES_PER_COMPONENT: u32 = 4;
 const MAX_TABLES_PER_COMPONENT: u32 = 32;
+/// Stack a fiber keeps for host code beyond the guest's own.
+const FIBER_HOST_STACK: usize = 512 * 1024;
 /// Freed instance slots decommitted together.
 const DECOMMIT_BATCH: usize = 32;
 /// Bytes of a recycled memory (and table) reset in place instead of
@@ -96,7 +102,7 @@ impl WasmEngine {
             .total_core_instances(slots.saturating_mul(CORE_INSTANCES_PER_SLOT))
             .total_memories(slots.saturating_mul(MEMORIES_PER_SLOT))
             .total_tables(slots.saturating_mul(TABLES_PER_SLOT))
-            .total_stacks(0)
+            .total_stacks(if limits.event_loop { slots } else { 0 })
             .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
             .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
             .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
@@ -120,6 +126,9 @@ impl WasmEngine {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .epoch_interruption(limits.cpu_deadline())
             .max_wasm_stack(limits.max_wasm_stack)
+            // Fibers of event-loop instances: the guest's stack plus room
+            // for the host calls it makes.
+            .async_stack_size(limits.max_wasm_stack + FIBER_HOST_STACK)
             // A memory never grows past `max_memory`, so reserve exactly that
             // (plus a guard) instead of 4 GiB per slot: thousands of slots
             // then fit in the address space.

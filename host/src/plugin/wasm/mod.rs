@@ -8,6 +8,7 @@ mod config_import;
 mod connection_resource;
 mod datagram;
 mod engine;
+mod event;
 mod grants;
 mod guest_output;
 mod inspect;
@@ -26,11 +27,13 @@ use self::bindings::{Handler, HandlerPre};
 pub use self::cache::CompileCache;
 pub use self::datagram::{DATAGRAM_WORLD, DatagramPlugin};
 pub use self::engine::{InstanceLimits, WasmEngine};
+use self::event::{EventPre, EventState};
 pub use self::grants::{DirGrant, Grants, Sandbox};
 use self::state::{ConnState, ConnectionHandle, DatagramState, StoreState};
 use super::source::PluginBytes;
-use super::{Outcome, Plugin, PluginVersion};
+use super::{BoxFuture, Outcome, Plugin, PluginVersion};
 use crate::connection::Connection;
+use crate::connection::event::EventConnection;
 
 /// The engine, the linker every plugin is checked against, and the compile
 /// cache: everything needed to turn plugin bytes into a [`WasmPlugin`].
@@ -38,6 +41,8 @@ use crate::connection::Connection;
 pub struct WasmRuntime {
     engine: WasmEngine,
     linker: Linker<ConnState>,
+    /// Set when instances may run on event loops.
+    event_linker: Option<Linker<EventState>>,
     datagram_linker: Linker<DatagramState>,
     cache: Option<CompileCache>,
     sandbox: Arc<Sandbox>,
@@ -76,10 +81,16 @@ impl WasmRuntime {
             .map_err(anyhow::Error::from)
             .context("cannot link the connection interface")?;
         let datagram_linker = datagram::linker(&engine)?;
+        let event_linker = if engine.limits().event_loop {
+            Some(event::linker(&engine)?)
+        } else {
+            None
+        };
         let cache = cache_dir.map(|dir| CompileCache::new(dir, engine.engine()));
         Ok(Self {
             engine,
             linker,
+            event_linker,
             datagram_linker,
             cache,
             sandbox: Arc::new(sandbox),
@@ -99,9 +110,15 @@ impl WasmRuntime {
         let pre = HandlerPre::new(instance_pre)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("{what} does not implement world {WORLD_NAME}"))?;
+        let event_pre = self
+            .event_linker
+            .as_ref()
+            .map(|linker| EventPre::new(linker, &component, what))
+            .transpose()?;
         let plugin = WasmPlugin {
             version: plugin.version.clone(),
             pre,
+            event_pre,
             engine: self.engine.clone(),
             sandbox: Arc::clone(&self.sandbox),
         };
@@ -138,6 +155,8 @@ impl WasmRuntime {
 pub struct WasmPlugin {
     version: PluginVersion,
     pre: HandlerPre<ConnState>,
+    /// The same component linked for event loops, when they are enabled.
+    event_pre: Option<EventPre>,
     engine: WasmEngine,
     sandbox: Arc<Sandbox>,
 }
@@ -180,33 +199,87 @@ impl WasmPlugin {
     }
 }
 
+impl WasmPlugin {
+    /// A store for serving `io` (the peer's connection), inside the
+    /// sandbox; `yield_to_loop` for event-loop instances.
+    fn store<C: Send + 'static>(
+        &self,
+        io: C,
+        peer: &crate::address::PeerAddr,
+        yield_to_loop: bool,
+    ) -> Result<Store<StoreState<C>>, (C, Outcome)> {
+        let wasi = match self.sandbox.wasi_for(peer) {
+            Ok(wasi) => wasi,
+            Err(err) => {
+                let reason = format!("cannot apply grants: {}", crate::one_line(&err));
+                return Err((io, Outcome::HostError(reason)));
+            }
+        };
+        let max_memory = self.engine.limits().max_memory;
+        let state = StoreState::new(io, peer.to_string(), wasi, max_memory, &self.sandbox);
+        Ok(new_store(&self.engine, state, yield_to_loop))
+    }
+}
+
 impl Plugin for WasmPlugin {
     fn version(&self) -> &PluginVersion {
         &self.version
     }
 
     fn serve(&self, conn: Connection) -> (Connection, Outcome) {
-        let wasi = match self.sandbox.wasi_for(conn.peer_addr()) {
-            Ok(wasi) => wasi,
-            Err(err) => {
-                let reason = format!("cannot apply grants: {}", crate::one_line(&err));
-                return (conn, Outcome::HostError(reason));
-            }
+        let peer = conn.peer_addr().clone();
+        let mut store = match self.store(conn, &peer, false) {
+            Ok(store) => store,
+            Err(refused) => return refused,
         };
-        let max_memory = self.engine.limits().max_memory;
-        let peer = conn.peer_addr().to_string();
-        let state = ConnState::new(conn, peer, wasi, max_memory, &self.sandbox);
-        let mut store = new_store(&self.engine, state);
         let mut outcome = self.run(&mut store).unwrap_or_else(|trap| trap);
-        note_memory_limit(&mut outcome, &store, max_memory);
+        note_memory_limit(&mut outcome, &store, self.engine.limits().max_memory);
         (store.into_data().into_io(), outcome)
+    }
+
+    fn serves_events(&self) -> bool {
+        self.event_pre.is_some()
+    }
+
+    fn serve_events(&self, conn: Connection) -> BoxFuture<'_, (Connection, Outcome)> {
+        Box::pin(async move {
+            let Some(pre) = &self.event_pre else {
+                let reason = "plugin was not loaded for event loops".to_string();
+                return (conn, Outcome::HostError(reason));
+            };
+            let peer = conn.peer_addr().clone();
+            let io = match EventConnection::new(conn) {
+                Ok(io) => io,
+                Err(failed) => {
+                    let (conn, err) = *failed;
+                    let reason = format!("cannot watch the socket: {err}");
+                    return (conn, Outcome::HostError(reason));
+                }
+            };
+            let mut store = match self.store(io, &peer, true) {
+                Ok(store) => store,
+                Err((io, outcome)) => return (io.into_inner(), outcome),
+            };
+            let finish_timeout = self.engine.limits().finish_timeout;
+            let mut outcome = pre
+                .run(&mut store, finish_timeout)
+                .await
+                .unwrap_or_else(|trap| trap);
+            note_memory_limit(&mut outcome, &store, self.engine.limits().max_memory);
+            (store.into_data().into_io().into_inner(), outcome)
+        })
     }
 }
 
 /// A store for one request, with the memory cap and the CPU deadline
 /// (epoch callback: traps once the guest has computed for longer than the
-/// call timeout since it last returned from a host call).
-fn new_store<C: Send + 'static>(engine: &WasmEngine, state: StoreState<C>) -> Store<StoreState<C>> {
+/// call timeout since it last returned from a host call). With
+/// `yield_to_loop` the guest also yields to its event loop at every tick.
+fn new_store<C: Send + 'static>(
+    engine: &WasmEngine,
+    state: StoreState<C>,
+    yield_to_loop: bool,
+) -> Store<StoreState<C>> {
     let budget = engine.limits().call_timeout;
     let mut store = Store::new(engine.engine(), state);
     store.limiter(|state| &mut state.limits);
@@ -215,6 +288,14 @@ fn new_store<C: Send + 'static>(engine: &WasmEngine, state: StoreState<C>) -> St
         store.epoch_deadline_callback(move |ctx| {
             if ctx.data().guest_since.elapsed() > budget {
                 Err(wasmtime::Error::new(CallTimeout(budget)))
+            } else if yield_to_loop {
+                // `yield_now` lets the loop poll for I/O before resuming
+                // this guest, so its neighbours are served even when every
+                // other task on the loop computes too.
+                Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ))
             } else {
                 Ok(UpdateDeadline::Continue(1))
             }

@@ -4,7 +4,12 @@
 //!
 //! Every plugin kind drives a connection through this type, so byte counts,
 //! error mapping and limits are the same whether a WASM or a native plugin
-//! serves it.
+//! serves it. A connection served on a thread blocks (timeouts are socket
+//! options); one served on an event loop is switched to non-blocking mode
+//! and waited on by [`event::EventConnection`], which applies the same
+//! timeouts as timers.
+
+pub mod event;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -111,13 +116,18 @@ impl Stream {
         }
     }
 
-    fn prepare(&self) -> io::Result<()> {
+    fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
         match self {
-            Stream::Tcp(s) => {
-                s.set_nonblocking(false)?;
-                s.set_nodelay(true)
-            }
-            Stream::Unix(s) => s.set_nonblocking(false),
+            Stream::Tcp(s) => s.set_nonblocking(nonblocking),
+            Stream::Unix(s) => s.set_nonblocking(nonblocking),
+        }
+    }
+
+    fn prepare(&self) -> io::Result<()> {
+        self.set_nonblocking(false)?;
+        match self {
+            Stream::Tcp(s) => s.set_nodelay(true),
+            Stream::Unix(_) => Ok(()),
         }
     }
 }
@@ -161,6 +171,8 @@ pub struct Connection {
     local: PeerAddr,
     read_timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
+    /// Set while `finish` runs: bounds every read and write.
+    blocking_limit: Option<Duration>,
     read_closed: bool,
     write_closed: bool,
     bytes_in: u64,
@@ -186,6 +198,7 @@ impl Connection {
             local,
             read_timeout: None,
             idle_timeout,
+            blocking_limit: None,
             read_closed: false,
             write_closed: false,
             bytes_in: 0,
@@ -197,11 +210,23 @@ impl Connection {
     /// Reads up to `max` bytes (clamped to [`MAX_READ_CHUNK`]); an empty
     /// vector means the peer closed its side.
     pub fn read(&mut self, max: usize) -> Result<Vec<u8>, ConnError> {
+        self.receive(max, 0)?.ok_or(ConnError::TimedOut)
+    }
+
+    /// One non-blocking attempt at [`Connection::read`]: `None` when no
+    /// byte is available yet.
+    pub fn try_read(&mut self, max: usize) -> Result<Option<Vec<u8>>, ConnError> {
+        self.receive(max, libc::MSG_DONTWAIT)
+    }
+
+    /// Receives up to `max` bytes with `recv` `flags`; `None` when the
+    /// socket would block (a read timeout on a blocking socket).
+    fn receive(&mut self, max: usize, flags: libc::c_int) -> Result<Option<Vec<u8>>, ConnError> {
         if max == 0 {
             return Err(ConnError::InvalidArgument);
         }
         if self.read_closed {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         }
         // Receive into the spare capacity of a buffer reused for the whole
         // connection and copy out only what arrived: a request/response
@@ -215,16 +240,18 @@ impl Connection {
         loop {
             // SAFETY: `recv` writes at most `want` bytes into the spare
             // capacity, which `reserve` made valid for `want` bytes.
-            let n = unsafe { libc::recv(fd, self.scratch.as_mut_ptr().cast(), want, 0) };
+            let n = unsafe { libc::recv(fd, self.scratch.as_mut_ptr().cast(), want, flags) };
             if let Ok(n) = usize::try_from(n) {
                 // SAFETY: `recv` initialised the first `n` bytes.
                 unsafe { self.scratch.set_len(n) };
                 self.bytes_in += n as u64;
-                return Ok(self.scratch.clone());
+                return Ok(Some(self.scratch.clone()));
             }
             let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(ConnError::from_io(&err));
+            match err.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Ok(None),
+                _ => return Err(ConnError::from_io(&err)),
             }
         }
     }
@@ -248,19 +275,32 @@ impl Connection {
 
     /// Writes all of `data`.
     pub fn write_all(&mut self, data: &[u8]) -> Result<(), ConnError> {
+        let mut rest = data;
+        while !rest.is_empty() {
+            // A blocking write that would block has timed out: the peer
+            // stopped reading.
+            let n = self.try_write(rest)?.ok_or(ConnError::BrokenPipe)?;
+            rest = &rest[n..];
+        }
+        Ok(())
+    }
+
+    /// Writes some of `data` (all of it, on a blocking socket, unless the
+    /// write timeout expires): how many bytes went out, or `None` when the
+    /// socket would block.
+    pub fn try_write(&mut self, data: &[u8]) -> Result<Option<usize>, ConnError> {
         if self.write_closed {
             return Err(ConnError::Closed);
         }
-        let mut rest = data;
-        while !rest.is_empty() {
-            match self.stream.write(rest) {
+        loop {
+            match self.stream.write(data) {
                 Ok(0) => return Err(ConnError::Closed),
                 Ok(n) => {
                     self.bytes_out += n as u64;
-                    rest = &rest[n..];
+                    return Ok(Some(n));
                 }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                // A write that times out means the peer stopped reading.
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(None),
                 Err(err) => {
                     return Err(match ConnError::from_io(&err) {
                         ConnError::TimedOut => ConnError::BrokenPipe,
@@ -269,7 +309,6 @@ impl Connection {
                 }
             }
         }
-        Ok(())
     }
 
     /// Shuts down one or both directions.
@@ -302,27 +341,47 @@ impl Connection {
 
     /// Sets the plugin's read timeout (`None` = wait up to the idle timeout).
     pub fn set_read_timeout(&mut self, timeout: Option<Duration>) -> Result<(), ConnError> {
-        let timeout = timeout.map(|t| t.max(Duration::from_millis(1)));
-        let effective = match (timeout, self.idle_timeout) {
-            (Some(t), Some(idle)) => Some(t.min(idle)),
-            (t, idle) => t.or(idle),
-        };
+        self.read_timeout = timeout.map(|t| t.max(Duration::from_millis(1)));
         self.stream
-            .set_read_timeout(effective)
-            .map_err(|err| ConnError::from_io(&err))?;
-        self.read_timeout = timeout;
-        Ok(())
+            .set_read_timeout(self.read_wait())
+            .map_err(|err| ConnError::from_io(&err))
     }
 
     /// Bounds every later read and write by `limit` (used while `finish`
     /// runs, so cleanup cannot hold a connection open indefinitely).
     pub fn limit_blocking(&mut self, limit: Duration) {
-        let bound = |t: Option<Duration>| Some(t.map_or(limit, |t| t.min(limit)));
+        self.blocking_limit = Some(limit);
         // Failing to tighten a timeout only means the idle bound applies.
-        let _ = self
-            .stream
-            .set_read_timeout(bound(self.read_timeout.or(self.idle_timeout)));
-        let _ = self.stream.set_write_timeout(bound(self.idle_timeout));
+        let _ = self.stream.set_read_timeout(self.read_wait());
+        let _ = self.stream.set_write_timeout(self.write_wait());
+    }
+
+    /// Longest a read may wait for the first byte: the plugin's timeout,
+    /// else the idle timeout, within the `finish` bound.
+    pub fn read_wait(&self) -> Option<Duration> {
+        let wait = match (self.read_timeout, self.idle_timeout) {
+            (Some(t), Some(idle)) => Some(t.min(idle)),
+            (t, idle) => t.or(idle),
+        };
+        self.within_limit(wait)
+    }
+
+    /// Longest a write may wait for the peer to make room.
+    pub fn write_wait(&self) -> Option<Duration> {
+        self.within_limit(self.idle_timeout)
+    }
+
+    fn within_limit(&self, wait: Option<Duration>) -> Option<Duration> {
+        match (wait, self.blocking_limit) {
+            (Some(t), Some(limit)) => Some(t.min(limit)),
+            (t, limit) => t.or(limit),
+        }
+    }
+
+    /// Switches the socket to non-blocking mode, for an event loop: reads
+    /// and writes then never wait, and socket timeouts no longer apply.
+    pub fn set_nonblocking(&self) -> io::Result<()> {
+        self.stream.set_nonblocking(true)
     }
 
     /// The plugin's read timeout.

@@ -1,0 +1,185 @@
+//! A [`Connection`] served on an event-loop thread: the socket is
+//! non-blocking and registered with the thread's tokio reactor, so a plugin
+//! waiting for its client suspends instead of holding the thread. Read and
+//! write timeouts are timers with the same bounds the blocking path sets
+//! as socket options.
+
+use std::borrow::{Borrow, BorrowMut};
+use std::future::{Future, poll_fn};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tokio::time::{Instant, Sleep};
+
+use super::{ConnError, Connection};
+
+/// The socket's descriptor, registered with the reactor; the
+/// [`Connection`] keeps owning (and eventually closes) the socket.
+struct Registered(RawFd);
+
+impl AsRawFd for Registered {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// A connection whose reads and writes wait on the event loop.
+pub struct EventConnection {
+    // Declared first so it is dropped (deregistered) before the socket.
+    readiness: AsyncFd<Registered>,
+    /// The one timer bounding every wait, re-armed lazily (see
+    /// [`EventConnection::wait`]).
+    timer: Pin<Box<Sleep>>,
+    conn: Connection,
+}
+
+/// How far ahead an unused timer is set.
+const FAR_FUTURE: Duration = Duration::from_secs(365 * 24 * 3600);
+
+impl EventConnection {
+    /// Makes `conn` non-blocking and registers it with the current tokio
+    /// runtime (must be called on an event-loop thread). On failure the
+    /// connection comes back with the error.
+    pub fn new(conn: Connection) -> Result<Self, Box<(Connection, io::Error)>> {
+        if let Err(err) = conn.set_nonblocking() {
+            return Err(Box::new((conn, err)));
+        }
+        let fd = Registered(conn.stream.as_raw_fd());
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        // SAFETY: the fd stays open while `readiness` lives: `conn` owns the
+        // socket and is dropped after `readiness` (field order, and
+        // `into_inner` drops `readiness` first).
+        match unsafe { AsyncFd::register_with_interest(fd, interest) } {
+            Ok(readiness) => Ok(Self {
+                readiness,
+                timer: Box::pin(tokio::time::sleep(FAR_FUTURE)),
+                conn,
+            }),
+            Err(err) => Err(Box::new((conn, io::Error::other(err.to_string())))),
+        }
+    }
+
+    /// Deregisters the socket and gives the connection back.
+    pub fn into_inner(self) -> Connection {
+        let Self {
+            readiness, conn, ..
+        } = self;
+        drop(readiness);
+        conn
+    }
+
+    /// The connection, for what does not wait (addresses, timeouts,
+    /// shutdown).
+    pub fn connection_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    /// Reads up to `max` bytes, waiting for the first one at most
+    /// [`Connection::read_wait`]; like [`Connection::read`].
+    pub async fn read(&mut self, max: usize) -> Result<Vec<u8>, ConnError> {
+        let limit = self.conn.read_wait();
+        loop {
+            if let Some(data) = self.conn.try_read(max)? {
+                return Ok(data);
+            }
+            self.wait(Interest::READABLE, limit)
+                .await?
+                .ok_or(ConnError::TimedOut)?;
+        }
+    }
+
+    /// Writes all of `data`, waiting at most [`Connection::write_wait`]
+    /// each time the peer's receive window is full; like
+    /// [`Connection::write_all`].
+    pub async fn write_all(&mut self, data: &[u8]) -> Result<(), ConnError> {
+        let mut rest = data;
+        while !rest.is_empty() {
+            match self.conn.try_write(rest)? {
+                Some(n) => rest = &rest[n..],
+                // `None` here: the peer stopped reading for too long.
+                None => self
+                    .wait(Interest::WRITABLE, self.conn.write_wait())
+                    .await?
+                    .ok_or(ConnError::BrokenPipe)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// After an attempt that would block: waits until the socket is ready
+    /// for `interest` again (`Some`), or `limit` passes (`None`).
+    ///
+    /// Readiness left over from before the attempt is cleared first; on a
+    /// single-threaded runtime no new event can arrive between the attempt
+    /// and this first poll, so nothing real is lost.
+    ///
+    /// Deadlines do not re-register the timer on every wait: it is only
+    /// moved earlier when a wait needs that, and when it fires before the
+    /// wait's own deadline it is moved to that deadline. A connection that
+    /// is busy under a long idle timeout touches its timer once per idle
+    /// period, not once per read.
+    async fn wait(
+        &mut self,
+        interest: Interest,
+        limit: Option<Duration>,
+    ) -> Result<Option<()>, ConnError> {
+        let deadline = limit.map(|limit| Instant::now() + limit);
+        let Self {
+            readiness, timer, ..
+        } = self;
+        if let Some(deadline) = deadline
+            && deadline < timer.deadline()
+        {
+            timer.as_mut().reset(deadline);
+        }
+        // Only the first poll can see readiness from before the attempt.
+        let mut first_poll = true;
+        poll_fn(|cx| {
+            loop {
+                let ready = if interest.is_readable() {
+                    readiness.poll_read_ready(cx)
+                } else {
+                    readiness.poll_write_ready(cx)
+                };
+                match ready {
+                    Poll::Ready(Ok(mut guard)) if first_poll => {
+                        guard.clear_ready();
+                        first_poll = false;
+                    }
+                    Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Some(()))),
+                    Poll::Ready(Err(err)) => return Poll::Ready(Err(ConnError::from_io(&err))),
+                    Poll::Pending => break,
+                }
+            }
+            first_poll = false;
+            let Some(deadline) = deadline else {
+                return Poll::Pending;
+            };
+            while timer.as_mut().poll(cx).is_ready() {
+                if Instant::now() >= deadline {
+                    return Poll::Ready(Ok(None));
+                }
+                timer.as_mut().reset(deadline);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+impl Borrow<Connection> for EventConnection {
+    fn borrow(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl BorrowMut<Connection> for EventConnection {
+    fn borrow_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}

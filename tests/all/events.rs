@@ -1,0 +1,307 @@
+//! `--event-loops`: connections served as tasks on a few threads instead of
+//! a thread each. The examples behave exactly as on threads; a plugin that
+//! computes cannot starve the connections sharing its loop; timeouts,
+//! never-reading clients, the SIGTERM drain and reloads work the same;
+//! native plugins still get a thread each.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::behaviour::{check_bot, check_echo, check_http};
+use crate::support::{Host, connect, example_plugin, round_trip, temp_dir, test_plugin};
+
+type Check = fn(&Host);
+
+/// `host run --plugin <plugin> --port 0 --event-loops 1 <extra>`.
+fn on_one_loop(plugin: &str, extra: &[&str]) -> Host {
+    let mut args = vec![
+        "run",
+        "--plugin",
+        plugin,
+        "--port",
+        "0",
+        "--event-loops",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    Host::start(&args)
+}
+
+#[test]
+fn every_example_behaves_the_same_on_an_event_loop() {
+    let table: [(&str, Check); 4] = [
+        ("echo.wasm", check_echo),
+        ("bot10086.wasm", check_bot),
+        ("http-hello.wasm", check_http),
+        // Native plugins block: they fall back to a thread per connection.
+        ("libecho.so", check_echo),
+    ];
+    for (file, check) in table {
+        let plugin = example_plugin(file);
+        let host = on_one_loop(plugin.to_str().unwrap(), &[]);
+        check(&host);
+        assert!(
+            host.wait_for_log("outcome=ok", Duration::from_secs(5)),
+            "{file}:\n{}",
+            host.logs()
+        );
+        let logs = host.logs();
+        let host_panic = logs
+            .lines()
+            .any(|line| line.contains("panicked") && !line.contains(" plugin: "));
+        assert!(!host_panic, "{file}:\n{logs}");
+    }
+}
+
+#[test]
+fn one_loop_serves_many_connections_at_once() {
+    let host = on_one_loop("echo", &[]);
+    let mut streams: Vec<TcpStream> = (0..500).map(|_| host.connect()).collect();
+    // Every connection is open (its instance waiting in `read`) before any
+    // is answered: one thread interleaves them all.
+    for (i, stream) in streams.iter_mut().enumerate() {
+        stream.write_all(format!("{i:04}").as_bytes()).unwrap();
+    }
+    for (i, stream) in streams.iter_mut().enumerate() {
+        let mut reply = [0; 4];
+        stream.read_exact(&mut reply).unwrap();
+        assert_eq!(reply, format!("{i:04}").as_bytes());
+    }
+    let threads = fs::read_dir(format!("/proc/{}/task", host.pid()))
+        .unwrap()
+        .count();
+    assert!(
+        threads < 50,
+        "500 connections on one event loop used {threads} threads"
+    );
+}
+
+#[test]
+fn a_computing_plugin_does_not_starve_its_neighbours() {
+    let plugin = test_plugin("spin.wasm");
+    let host = on_one_loop(plugin.to_str().unwrap(), &["--call-timeout", "2s"]);
+    let addr = host.addr();
+    // Two spinning instances on the only loop thread...
+    let spinners: Vec<_> = (0..2)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut stream = connect(addr);
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(20)))
+                    .unwrap();
+                let started = Instant::now();
+                stream.write_all(b"x").unwrap();
+                let _ = stream.read_to_end(&mut Vec::new());
+                started.elapsed()
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    // ...and a well-behaved connection on the same loop is still served,
+    // long before the spinners hit their call timeout.
+    let started = Instant::now();
+    let mut neighbour = connect(addr);
+    neighbour.write_all(b"e").unwrap();
+    for round in 0..5 {
+        let message = format!("round {round}");
+        assert_eq!(
+            round_trip(&mut neighbour, message.as_bytes()),
+            message.as_bytes()
+        );
+    }
+    let served_in = started.elapsed();
+    assert!(
+        served_in < Duration::from_millis(1500),
+        "the neighbour waited {served_in:?} behind the spinning plugins"
+    );
+    for spinner in spinners {
+        let took = spinner.join().unwrap();
+        assert!(
+            took < Duration::from_secs(10),
+            "spinner closed after {took:?}"
+        );
+    }
+    assert!(
+        host.wait_for_log("call timeout", Duration::from_secs(5)),
+        "{}",
+        host.logs()
+    );
+}
+
+#[test]
+fn idle_clients_are_closed_after_the_idle_timeout() {
+    let host = on_one_loop("echo", &["--idle-timeout", "1s"]);
+    let mut idle = host.connect();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = idle.read_to_end(&mut rest);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "closed after {took:?}"
+    );
+    // A busy connection is not: the timeout bounds silence, not life.
+    let mut busy = host.connect();
+    for round in 0..6 {
+        thread::sleep(Duration::from_millis(300));
+        let message = format!("still busy {round}");
+        assert_eq!(
+            round_trip(&mut busy, message.as_bytes()),
+            message.as_bytes()
+        );
+    }
+}
+
+#[test]
+fn a_plugins_own_read_timeout_fires_on_the_loop() {
+    // After answering `Connection: close`, http-hello shuts down its write
+    // side and drains the client with a 250 ms read timeout. A client that
+    // then stays connected, silent, must not keep the instance for the
+    // (10 minute) idle timeout.
+    let host = on_one_loop("http-hello", &[]);
+    let mut stream = host.connect();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    assert!(response.starts_with(b"HTTP/1.1 200"));
+    assert!(
+        host.wait_for_log("outcome=ok", Duration::from_secs(3)),
+        "{}",
+        host.logs()
+    );
+    drop(stream);
+}
+
+#[test]
+fn a_client_that_never_reads_is_given_up_on() {
+    let host = on_one_loop("echo", &["--idle-timeout", "2s"]);
+    let mut stream = host.connect();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let chunk = vec![b'x'; 1 << 20];
+    let mut sent = 0usize;
+    while sent < 64 << 20 {
+        match stream.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
+    assert!(
+        host.wait_for_log("outcome=", Duration::from_secs(15)),
+        "{}",
+        host.logs()
+    );
+    let mut other = host.connect();
+    assert_eq!(round_trip(&mut other, b"others fine"), b"others fine");
+}
+
+#[test]
+fn sigterm_drains_event_loop_connections() {
+    let mut host = on_one_loop("echo", &["--grace", "1s"]);
+    let mut open = host.connect();
+    assert_eq!(round_trip(&mut open, b"before"), b"before");
+    host.terminate();
+    assert!(
+        host.wait_for_log("shutting down", Duration::from_secs(5)),
+        "{}",
+        host.logs()
+    );
+    assert_eq!(round_trip(&mut open, b"during"), b"during");
+    let status = host
+        .wait_exit(Duration::from_secs(6))
+        .expect("host exits after the grace period");
+    assert!(status.success(), "{status}");
+    let mut rest = Vec::new();
+    let _ = open.read_to_end(&mut rest);
+    assert!(rest.is_empty());
+    assert!(host.stderr_contains("grace period over"), "{}", host.logs());
+}
+
+#[test]
+fn a_reload_keeps_open_event_loop_connections_on_their_version() {
+    let dir = temp_dir("events-reload");
+    let plugin = dir.join("plugin.wasm");
+    fs::write(&plugin, fs::read(example_plugin("echo.wasm")).unwrap()).unwrap();
+    let host = on_one_loop(plugin.to_str().unwrap(), &["--watch"]);
+    assert!(
+        host.wait_for_log("watching", Duration::from_secs(10)),
+        "{}",
+        host.logs()
+    );
+    let mut old = host.connect();
+    assert_eq!(round_trip(&mut old, b"hello"), b"hello");
+    let staged = dir.join("staged.wasm");
+    fs::write(&staged, fs::read(test_plugin("shout.wasm")).unwrap()).unwrap();
+    fs::rename(&staged, &plugin).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut fresh = host.connect();
+        if round_trip(&mut fresh, b"abc") == b"ABC" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", host.logs());
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(round_trip(&mut old, b"still old"), b"still old");
+}
+
+#[test]
+fn hostile_plugins_on_an_event_loop_are_stopped_with_their_reason() {
+    let table = [
+        ("trap.wasm", "", "trap", "outcome=trap"),
+        ("hog.wasm", "max_memory = \"16MiB\"", "x", "memory limit"),
+        ("recurse.wasm", "", "x", "outcome=trap"),
+        (
+            "finish_hangs.wasm",
+            "call_timeout = \"1s\"",
+            "x",
+            "call timeout",
+        ),
+    ];
+    for (file, limits, send, expected) in table {
+        let dir = temp_dir("events-hostile");
+        let config = dir.join("host.toml");
+        fs::write(
+            &config,
+            format!(
+                "[[listener]]\nname = \"hostile\"\naddress = \"127.0.0.1:0\"\nplugin = \"{}\"\n\
+                 event_loops = 1\n{limits}\n\n\
+                 [[listener]]\nname = \"echo\"\naddress = \"127.0.0.1:0\"\nplugin = \"echo\"\n\
+                 event_loops = 1\n",
+                test_plugin(file).display()
+            ),
+        )
+        .unwrap();
+        let host = Host::start(&["run", "--config", config.to_str().unwrap()]);
+        let mut hostile = connect(host.listener_addr("hostile"));
+        hostile.write_all(send.as_bytes()).unwrap();
+        let _ = hostile.read_to_end(&mut Vec::new());
+        assert!(
+            host.wait_for_log(expected, Duration::from_secs(10)),
+            "{file}:\n{}",
+            host.logs()
+        );
+        let mut echo = connect(host.listener_addr("echo"));
+        assert_eq!(round_trip(&mut echo, b"still here"), b"still here");
+        // The hostile listener's loop survived its instance too.
+        let _again = connect(host.listener_addr("hostile"));
+        assert!(
+            host.wait_for_log("connection opened", Duration::from_secs(5)),
+            "{file}:\n{}",
+            host.logs()
+        );
+        let logs = host.logs();
+        let host_panic = logs
+            .lines()
+            .any(|line| line.contains("panicked") && !line.contains(" plugin: "));
+        assert!(!host_panic, "{file}:\n{logs}");
+    }
+}
