@@ -16,7 +16,7 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::time::{Instant, Sleep};
 
-use super::{ConnError, Connection};
+use super::{ConnError, Connection, MAX_READ_CHUNK};
 
 /// The socket's descriptor, registered with the reactor; the
 /// [`Connection`] keeps owning (and eventually closes) the socket.
@@ -82,63 +82,72 @@ impl EventConnection {
     /// Reads up to `max` bytes, waiting for the first one at most
     /// [`Connection::read_wait`]; like [`Connection::read`].
     pub async fn read(&mut self, max: usize) -> Result<Vec<u8>, ConnError> {
+        let want = max.min(MAX_READ_CHUNK);
         let limit = self.conn.read_wait();
-        loop {
-            if let Some(data) = self.conn.try_read(max)? {
-                return Ok(data);
-            }
-            self.wait(Interest::READABLE, limit)
-                .await?
-                .ok_or(ConnError::TimedOut)?;
-        }
+        let attempt = |conn: &mut Connection| {
+            let data = conn.try_read(max)?;
+            // A short read drained the socket: wait for the next edge
+            // instead of trying a `recv` that would block.
+            Ok(data.map(|data| {
+                let drained = !data.is_empty() && data.len() < want;
+                (data, drained)
+            }))
+        };
+        self.when_ready(Interest::READABLE, limit, attempt)
+            .await?
+            .ok_or(ConnError::TimedOut)
     }
 
     /// Writes all of `data`, waiting at most [`Connection::write_wait`]
     /// each time the peer's receive window is full; like
     /// [`Connection::write_all`].
     pub async fn write_all(&mut self, data: &[u8]) -> Result<(), ConnError> {
+        let limit = self.conn.write_wait();
         let mut rest = data;
         while !rest.is_empty() {
-            match self.conn.try_write(rest)? {
-                Some(n) => rest = &rest[n..],
-                // `None` here: the peer stopped reading for too long.
-                None => self
-                    .wait(Interest::WRITABLE, self.conn.write_wait())
-                    .await?
-                    .ok_or(ConnError::BrokenPipe)?,
-            }
+            // A short write filled the send buffer.
+            let attempt =
+                |conn: &mut Connection| Ok(conn.try_write(rest)?.map(|n| (n, n < rest.len())));
+            let written = self
+                .when_ready(Interest::WRITABLE, limit, attempt)
+                .await?
+                // The peer stopped reading for longer than allowed.
+                .ok_or(ConnError::BrokenPipe)?;
+            rest = &rest[written..];
         }
         Ok(())
     }
 
-    /// After an attempt that would block: waits until the socket is ready
-    /// for `interest` again (`Some`), or `limit` passes (`None`).
-    ///
-    /// Readiness left over from before the attempt is cleared first; on a
-    /// single-threaded runtime no new event can arrive between the attempt
-    /// and this first poll, so nothing real is lost.
+    /// Runs `attempt` whenever the socket may be ready for `interest`,
+    /// until it does not report "would block" (`None`) or `limit` passes
+    /// (`Ok(None)`). `attempt` also says whether it drained the readiness
+    /// (a short read or write), so the next call waits for an edge instead
+    /// of making a system call that would block — as tokio's own sockets
+    /// do. Readiness only changes between polls of a single-threaded
+    /// runtime, and epoll is edge-triggered, so no wake-up is lost.
     ///
     /// Deadlines do not re-register the timer on every wait: it is only
     /// moved earlier when a wait needs that, and when it fires before the
     /// wait's own deadline it is moved to that deadline. A connection that
     /// is busy under a long idle timeout touches its timer once per idle
     /// period, not once per read.
-    async fn wait(
+    async fn when_ready<T>(
         &mut self,
         interest: Interest,
         limit: Option<Duration>,
-    ) -> Result<Option<()>, ConnError> {
+        mut attempt: impl FnMut(&mut Connection) -> Result<Option<(T, bool)>, ConnError>,
+    ) -> Result<Option<T>, ConnError> {
         let deadline = limit.map(|limit| Instant::now() + limit);
         let Self {
-            readiness, timer, ..
+            readiness,
+            timer,
+            conn,
         } = self;
         if let Some(deadline) = deadline
             && deadline < timer.deadline()
         {
             timer.as_mut().reset(deadline);
         }
-        // Only the first poll can see readiness from before the attempt.
-        let mut first_poll = true;
         poll_fn(|cx| {
             loop {
                 let ready = if interest.is_readable() {
@@ -146,17 +155,22 @@ impl EventConnection {
                 } else {
                     readiness.poll_write_ready(cx)
                 };
-                match ready {
-                    Poll::Ready(Ok(mut guard)) if first_poll => {
-                        guard.clear_ready();
-                        first_poll = false;
-                    }
-                    Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Some(()))),
+                let mut guard = match ready {
+                    Poll::Ready(Ok(guard)) => guard,
                     Poll::Ready(Err(err)) => return Poll::Ready(Err(ConnError::from_io(&err))),
                     Poll::Pending => break,
+                };
+                match attempt(conn) {
+                    Ok(Some((done, drained))) => {
+                        if drained {
+                            guard.clear_ready();
+                        }
+                        return Poll::Ready(Ok(Some(done)));
+                    }
+                    Ok(None) => guard.clear_ready(),
+                    Err(err) => return Poll::Ready(Err(err)),
                 }
             }
-            first_poll = false;
             let Some(deadline) = deadline else {
                 return Poll::Pending;
             };
