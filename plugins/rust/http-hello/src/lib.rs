@@ -38,9 +38,11 @@ impl Handler for HttpHello {
         let mut buf: Vec<u8> = Vec::new();
         // Body bytes still to be skipped.
         let mut discard: u64 = 0;
+        // Responses to one read, sent in one write; reused.
+        let mut out = Vec::new();
         loop {
             let mut start = skip(&buf, 0, &mut discard);
-            let mut out = Vec::new();
+            out.clear();
             let mut close = false;
             while discard == 0 && start < buf.len() {
                 match request::parse(&buf[start..]) {

@@ -19,15 +19,16 @@ pub enum Method {
     Other,
 }
 
-/// A complete, acceptable request head.
+/// A complete, acceptable request head (borrowing the buffer it was
+/// parsed from).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Head {
+pub struct Head<'a> {
     /// Bytes of the head, including the blank line that ends it.
     pub len: usize,
     /// The method.
     pub method: Method,
     /// The path of the target, without the query.
-    pub path: String,
+    pub path: &'a str,
     /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor: u8,
     /// Whether the connection stays open after the response.
@@ -51,17 +52,17 @@ pub enum Reject {
 
 /// The result of looking at the start of the buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Parsed {
+pub enum Parsed<'a> {
     /// Not a complete head yet, but it may become one: read more.
     Partial,
     /// A complete head.
-    Request(Head),
+    Request(Head<'a>),
     /// Respond with an error and close.
     Reject(Reject),
 }
 
 /// Classifies the request head at the start of `buf`.
-pub fn parse(buf: &[u8]) -> Parsed {
+pub fn parse(buf: &[u8]) -> Parsed<'_> {
     if !request_line_plausible(buf) {
         return Parsed::Reject(Reject::BadRequest);
     }
@@ -107,7 +108,7 @@ pub fn parse(buf: &[u8]) -> Parsed {
         "HEAD" => Method::Head,
         _ => Method::Other,
     };
-    let path = target.split('?').next().unwrap_or_default().to_owned();
+    let path = target.split('?').next().unwrap_or_default();
     Parsed::Request(Head {
         len,
         method,
@@ -188,7 +189,7 @@ fn is_tchar(b: u8) -> bool {
 mod tests {
     use super::*;
 
-    fn head(buf: &[u8]) -> Head {
+    fn head(buf: &[u8]) -> Head<'_> {
         match parse(buf) {
             Parsed::Request(h) => h,
             other => panic!("expected a request, got {other:?}"),

@@ -45,10 +45,28 @@ fn write(out: &mut Vec<u8>, status: &str, headers: &[&str], body: &[u8], send_bo
     for h in headers {
         out.extend_from_slice(h.as_bytes());
     }
-    out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+    out.extend_from_slice(b"Content-Length: ");
+    push_decimal(out, body.len());
+    out.extend_from_slice(b"\r\n\r\n");
     if send_body {
         out.extend_from_slice(body);
     }
+}
+
+/// Appends `n` in decimal (no `format!`: this runs for every response).
+fn push_decimal(out: &mut Vec<u8>, n: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 #[cfg(test)]
@@ -64,6 +82,15 @@ mod tests {
             Parsed::Partial => panic!("partial"),
         }
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn decimals() {
+        for n in [0, 7, 13, 100, 65_535, usize::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
     }
 
     #[test]
