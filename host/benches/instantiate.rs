@@ -1,8 +1,12 @@
-//! Per-connection plugin cost: how long `Plugin::serve` takes for a
-//! connection whose client has already closed — a fresh instance from the
-//! pre-linked component (pooling allocator), `setup`, `handle` (one read
-//! that sees end of stream) and `finish` — for the WASM echo and the native
-//! echo, measured in-process over a Unix socket pair.
+//! Per-connection plugin cost, measured in-process over Unix socket pairs:
+//!
+//! - instance creation (`Plugin::time_instantiation`): the store, the
+//!   sandbox and a fresh instance from the pre-linked component (pooling
+//!   allocator), before `setup` runs;
+//! - a whole connection (`Plugin::serve`) whose client has already closed:
+//!   the above plus `setup`, `handle` (one read that sees end of stream),
+//!   `finish` and tearing the instance down — for the WASM echo and the
+//!   native echo.
 //!
 //! `cargo bench -p host --bench instantiate` prints the median and p99.
 //! Not a test: nothing is asserted.
@@ -42,6 +46,20 @@ fn measure(plugin: &dyn Plugin) -> Result<Vec<Duration>> {
     Ok(samples)
 }
 
+fn measure_instantiation(plugin: &dyn Plugin) -> Result<Vec<Duration>> {
+    let mut samples = Vec::with_capacity(ROUNDS);
+    for round in 0..WARMUP + ROUNDS {
+        let took = plugin
+            .time_instantiation()?
+            .context("the plugin creates no instance per connection")?;
+        if round >= WARMUP {
+            samples.push(took);
+        }
+    }
+    samples.sort();
+    Ok(samples)
+}
+
 fn report(name: &str, samples: &[Duration], reference: Option<Duration>) -> Duration {
     let median = samples[samples.len() / 2];
     let p99 = samples[samples.len() * 99 / 100];
@@ -69,6 +87,13 @@ fn main() -> Result<()> {
     let wasm = PluginSource::Builtin("echo").read()?;
     let (wasm, _) = loader.load(&wasm, "echo")?;
 
+    println!("instance creation ({ROUNDS} instances; store, sandbox, instance):");
+    report(
+        "wasm echo (echo.wasm)",
+        &measure_instantiation(wasm.as_ref())?,
+        None,
+    );
+    println!();
     println!("per-connection plugin cost ({ROUNDS} connections, client already closed):");
     let reference = report("native echo (libecho.so)", &measure(native.as_ref())?, None);
     report(

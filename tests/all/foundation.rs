@@ -299,6 +299,10 @@ fn check_describes_a_good_plugin() {
         "{stdout}"
     );
     assert!(stdout.contains("grants:   none"), "{stdout}");
+    assert!(
+        stdout.contains("instance:") && stdout.contains("to create per connection"),
+        "{stdout}"
+    );
 }
 
 #[test]

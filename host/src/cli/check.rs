@@ -2,10 +2,12 @@
 //! is, or exactly why it would be refused.
 
 use std::io::Write;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use host::config::ConfigFile;
+use host::plugin::Plugin;
 use host::plugin::loader::{LoadDetails, Loader, PluginKind};
 use host::plugin::source::PluginSource;
 use host::plugin::wasm::{Grants, Sandbox};
@@ -83,12 +85,11 @@ impl CheckArgs {
         let loader = Loader::new(self.engine.runtime(1, sandbox)?, kind);
         let bytes = source.read()?;
         let what = source.to_string();
-        let loaded = loader.load(&bytes, &what).map(|(_, details)| details);
-        let details = match loaded {
-            Ok(details) => details,
+        let (details, instantiation) = match loader.load(&bytes, &what) {
+            Ok((plugin, details)) => (details, instantiation_median(plugin.as_ref())?),
             // A component exporting only `handle` may be a datagram handler.
             Err(err) => match loader.wasm().load_datagram(&bytes, &what) {
-                Ok((_, info)) => LoadDetails::Wasm(info),
+                Ok((_, info)) => (LoadDetails::Wasm(info), None),
                 Err(_) => return Err(err),
             },
         };
@@ -117,6 +118,12 @@ impl CheckArgs {
             "compiled"
         };
         out!(report, "  compile:  {how} in {:?}", info.compile_time);
+        if let Some(instantiation) = instantiation {
+            out!(
+                report,
+                "  instance: {instantiation:?} to create per connection (median of {INSTANTIATION_ROUNDS})"
+            );
+        }
         out!(report, "  exports:  {}", info.exports.join(", "));
         out!(report, "  imports:  {}", list_or_none(&info.imports));
         if grants.is_empty() {
@@ -130,6 +137,22 @@ impl CheckArgs {
         }
         Ok(())
     }
+}
+
+/// How many instances `host check` creates to time instantiation.
+const INSTANTIATION_ROUNDS: usize = 50;
+
+/// The median time `plugin` takes to create a connection's instance.
+fn instantiation_median(plugin: &dyn Plugin) -> Result<Option<Duration>> {
+    let mut times = Vec::with_capacity(INSTANTIATION_ROUNDS);
+    for _ in 0..INSTANTIATION_ROUNDS {
+        match plugin.time_instantiation()? {
+            Some(took) => times.push(took),
+            None => return Ok(None),
+        }
+    }
+    times.sort();
+    Ok(Some(times[times.len() / 2]))
 }
 
 fn list_or_none(items: &[String]) -> String {

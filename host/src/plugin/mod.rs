@@ -86,6 +86,14 @@ pub trait Plugin: Send + Sync {
     /// until this returns it, with the outcome.
     fn serve(&self, conn: Connection) -> (Connection, Outcome);
 
+    /// Creates what a connection gets before `setup` runs (for a WASM
+    /// plugin: its store, sandbox and a fresh instance), throws it away and
+    /// says how long that took; `None` for plugin kinds that create
+    /// nothing per connection. For `host check` and benchmarks.
+    fn time_instantiation(&self) -> anyhow::Result<Option<std::time::Duration>> {
+        Ok(None)
+    }
+
     /// Whether [`Plugin::serve_events`] can serve on an event-loop thread
     /// (WASM plugins loaded with event loops enabled); the others need a
     /// thread per connection.

@@ -237,6 +237,23 @@ impl Plugin for WasmPlugin {
         (store.into_data().into_io(), outcome)
     }
 
+    fn time_instantiation(&self) -> Result<Option<Duration>> {
+        let (server, _client) =
+            std::os::unix::net::UnixStream::pair().context("cannot create a socket pair")?;
+        let conn = Connection::new(crate::connection::Stream::Unix(server), None)
+            .context("cannot wrap the socket pair")?;
+        let peer = conn.peer_addr().clone();
+        let started = Instant::now();
+        let mut store = self
+            .store(conn, &peer, false)
+            .map_err(|(_, outcome)| anyhow::anyhow!("{}", outcome.reason().unwrap_or_default()))?;
+        self.pre
+            .instantiate(&mut store)
+            .map_err(anyhow::Error::from)
+            .context("cannot instantiate")?;
+        Ok(Some(started.elapsed()))
+    }
+
     fn serves_events(&self) -> bool {
         self.event_pre.is_some()
     }
