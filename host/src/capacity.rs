@@ -1,20 +1,26 @@
 //! How many connections this machine can hold at once.
 //!
 //! Each open connection costs a thread (stack, guard page, signal stacks)
-//! and an instance (memory and table slots), and every one of those is a
-//! memory mapping. Linux caps mappings per process at `vm.max_map_count`
+//! — or, on an event loop, a fiber stack — and an instance (memory and
+//! table slots), and every one of those is a memory mapping. Linux caps mappings per process at `vm.max_map_count`
 //! (65530 by default); past it, thread creation or mmap fails and the whole
 //! process can abort. The host therefore derives its default connection cap
 //! from the live limit, and refuses to go above it.
 
 use std::fs;
 
-/// Memory mappings one open connection adds, measured with
-/// `/proc/PID/maps` at 1,000 idle echo connections (10,077 mappings, 49
-/// before): the thread's stack and guard, Rust's and wasmtime's signal
-/// stacks with their guards, and the instance's memory and table slots made
-/// accessible inside the pooling allocator's reservations.
-pub const MAPPINGS_PER_CONNECTION: usize = 10;
+/// Memory mappings one open connection adds on a thread of its own,
+/// measured with `/proc/PID/maps` at 1,000 idle echo connections (10,077
+/// mappings, 49 before): the thread's stack and guard, Rust's and
+/// wasmtime's signal stacks with their guards, and the instance's memory
+/// and table slots made accessible inside the pooling allocator's
+/// reservations.
+pub const MAPPINGS_PER_THREAD_CONNECTION: usize = 10;
+
+/// The same on an event loop, measured at 3,000 idle echo connections
+/// (24,356 mappings, 12,348 before): 4 for the instance's slots, plus the
+/// 2 (stack and guard) that every fiber-stack slot costs from start-up.
+pub const MAPPINGS_PER_EVENT_LOOP_CONNECTION: usize = 6;
 
 /// Mappings kept free for the host itself (code, heap, compiled plugins,
 /// reloads).
@@ -32,15 +38,28 @@ pub fn max_map_count() -> Option<usize> {
         .ok()
 }
 
-/// The most connections `max_map_count` leaves room for.
-pub fn connections_for_map_count(max_map_count: usize) -> usize {
-    max_map_count.saturating_sub(RESERVED_MAPPINGS) / MAPPINGS_PER_CONNECTION
+/// Mappings per connection: on event loops or on threads.
+pub fn mappings_per_connection(event_loops: bool) -> usize {
+    if event_loops {
+        MAPPINGS_PER_EVENT_LOOP_CONNECTION
+    } else {
+        MAPPINGS_PER_THREAD_CONNECTION
+    }
+}
+
+/// The most connections `max_map_count` leaves room for when each costs
+/// `per_connection` mappings.
+pub fn connections_for_map_count(max_map_count: usize, per_connection: usize) -> usize {
+    max_map_count.saturating_sub(RESERVED_MAPPINGS) / per_connection
 }
 
 /// The default connection cap: [`DEFAULT_MAX_CONNECTIONS`], lowered to what
-/// the live `vm.max_map_count` allows.
-pub fn default_max_connections() -> usize {
-    let by_maps = max_map_count().map_or(DEFAULT_MAX_CONNECTIONS, connections_for_map_count);
+/// the live `vm.max_map_count` allows (served on event loops or threads).
+pub fn default_max_connections(event_loops: bool) -> usize {
+    let per_connection = mappings_per_connection(event_loops);
+    let by_maps = max_map_count().map_or(DEFAULT_MAX_CONNECTIONS, |count| {
+        connections_for_map_count(count, per_connection)
+    });
     DEFAULT_MAX_CONNECTIONS.min(by_maps).max(1)
 }
 
@@ -50,13 +69,18 @@ mod tests {
 
     #[test]
     fn the_linux_default_map_count_allows_thousands_of_connections() {
-        assert!(connections_for_map_count(65_530) >= 6_000);
-        assert!(connections_for_map_count(262_144) >= 10_000);
+        let threads = mappings_per_connection(false);
+        assert!(connections_for_map_count(65_530, threads) >= 6_000);
+        assert!(connections_for_map_count(262_144, threads) >= 10_000);
+        // Event loops fit the full default cap in the default map count.
+        let loops = mappings_per_connection(true);
+        assert!(connections_for_map_count(65_530, loops) >= DEFAULT_MAX_CONNECTIONS);
     }
 
     #[test]
     fn a_tiny_map_count_still_allows_one_connection() {
-        assert_eq!(connections_for_map_count(10), 0);
-        assert!(default_max_connections() >= 1);
+        assert_eq!(connections_for_map_count(10, 6), 0);
+        assert!(default_max_connections(false) >= 1);
+        assert!(default_max_connections(true) >= 1);
     }
 }
