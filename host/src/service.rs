@@ -258,6 +258,7 @@ fn summary(plan: &ServicePlan) -> serde_json::Value {
                 "plugin": l.plugin,
                 "watch": l.watch,
                 "max_connections": l.max_connections,
+                "event_loops": l.event_loops,
                 "idle_timeout_ms": l.idle_timeout.map(|t| t.as_millis() as u64),
                 "max_memory": l.max_memory,
                 "call_timeout_ms": l.call_timeout.as_millis() as u64,
