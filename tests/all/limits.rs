@@ -13,7 +13,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::{Host, connect, temp_dir, test_plugin};
+use crate::support::{Host, connect, round_trip, temp_dir, test_plugin};
 
 /// A host with `hostile` on its first listener and echo on its second.
 fn hostile_host(hostile: &str, limits: &str) -> (Host, SocketAddr, SocketAddr) {
@@ -265,4 +265,41 @@ fn a_zero_call_timeout_turns_the_cpu_deadline_off() {
         "0",
     ]);
     echo_works(host.addr());
+}
+
+#[test]
+fn the_connection_cap_makes_extra_clients_wait_and_says_so_only_then() {
+    let host = Host::start(&[
+        "run",
+        "--plugin",
+        "echo",
+        "--port",
+        "0",
+        "--max-connections",
+        "2",
+    ]);
+    let mut first = host.connect();
+    let mut second = host.connect();
+    assert_eq!(round_trip(&mut first, b"one"), b"one");
+    assert_eq!(round_trip(&mut second, b"two"), b"two");
+    // At the cap but nobody waiting: no warning yet.
+    thread::sleep(Duration::from_millis(300));
+    assert!(
+        !host.logs().contains("connection limit reached"),
+        "{}",
+        host.logs()
+    );
+    // A third client waits in the backlog, and that is logged.
+    let mut third = host.connect();
+    third.write_all(b"three").unwrap();
+    assert!(
+        host.wait_for_log("connection limit reached", Duration::from_secs(5)),
+        "{}",
+        host.logs()
+    );
+    // It is served as soon as a slot frees.
+    drop(first);
+    let mut reply = [0; 5];
+    third.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"three");
 }

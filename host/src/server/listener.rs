@@ -2,6 +2,7 @@
 //! connections as blocking [`Stream`]s for the connection threads.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -60,6 +61,23 @@ impl Listener {
                 Ok((Stream::Unix(stream.into()), peer))
             }
         }
+    }
+
+    /// Whether a connection is waiting in the backlog (checked without
+    /// accepting it).
+    pub fn has_pending(&self) -> bool {
+        let fd = match self {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l, _) => l.as_raw_fd(),
+        };
+        let mut poll_fd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout.
+        let ready = unsafe { libc::poll(&mut poll_fd, 1, 0) };
+        ready > 0 && poll_fd.revents & libc::POLLIN != 0
     }
 
     /// The bound address (port 0 resolved).

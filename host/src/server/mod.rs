@@ -40,6 +40,8 @@ const WAKER: Token = Token(usize::MAX - 2);
 /// How long to wait for connection threads after shutting their sockets
 /// down at the end of the grace period.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// How often, at most, to log that connections wait at the cap.
+const FULL_WARNING_EVERY: Duration = Duration::from_secs(10);
 /// How often to retry `accept` while paused by the connection cap or by
 /// running out of file descriptors.
 const PAUSED_RETRY: Duration = Duration::from_millis(100);
@@ -88,6 +90,8 @@ pub struct Server {
     events: Option<EventLoops>,
     /// Set while `accept` is paused (connection cap or fd exhaustion).
     paused: bool,
+    /// When the cap last made a connection wait (and that was logged).
+    warned_full: Option<Instant>,
 }
 
 impl Server {
@@ -141,6 +145,7 @@ impl Server {
             pool,
             events,
             paused: false,
+            warned_full: None,
         })
     }
 
@@ -207,11 +212,17 @@ impl Server {
     fn accept_all(&mut self, index: usize) {
         loop {
             if self.live.count() >= self.config.max_connections {
-                if !self.paused {
+                // Warn when a connection actually waits (not merely when the
+                // last free slot is taken), at most every FULL_WARNING_EVERY.
+                let quiet = self
+                    .warned_full
+                    .is_some_and(|at| at.elapsed() < FULL_WARNING_EVERY);
+                if !quiet && self.listeners[index].has_pending() {
                     tracing::warn!(
                         max_connections = self.config.max_connections,
                         "connection limit reached; new connections wait in the backlog"
                     );
+                    self.warned_full = Some(Instant::now());
                 }
                 self.paused = true;
                 return;
