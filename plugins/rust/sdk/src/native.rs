@@ -61,18 +61,22 @@ impl Native {
 
 impl Transport for Native {
     fn read(&mut self, max: u32) -> Result<Vec<u8>, Error> {
-        // The host reads straight into this call's reusable buffer; only
-        // what arrived is copied out.
+        // The host reads straight into the spare capacity of this call's
+        // reusable buffer (never zeroed, so an idle connection's buffer
+        // costs no resident memory); only what arrived is copied out.
         let max = max as usize;
-        if self.scratch.len() < max {
-            self.scratch.resize(max, 0);
-        }
-        // SAFETY: `scratch` is writable for `max` bytes; `conn` is the host's.
+        self.scratch.clear();
+        self.scratch.reserve(max);
+        // SAFETY: the spare capacity is writable for `max` bytes (reserved
+        // above); `conn` is the host's.
         let n = unsafe { (self.api.read)(self.conn, self.scratch.as_mut_ptr(), max) };
         if n < 0 {
             return Err(error_from_code(-n));
         }
-        Ok(self.scratch[..n as usize].to_vec())
+        let n = (n as usize).min(max);
+        // SAFETY: the host initialised the first `n` (at most `max`) bytes.
+        unsafe { self.scratch.set_len(n) };
+        Ok(self.scratch.clone())
     }
 
     fn write(&mut self, data: &[u8]) -> Result<(), Error> {
