@@ -33,7 +33,7 @@ pub struct EventConnection {
     // Declared first so it is dropped (deregistered) before the socket.
     readiness: AsyncFd<Registered>,
     /// The one timer bounding every wait, re-armed lazily (see
-    /// [`EventConnection::wait`]).
+    /// [`EventConnection::when_ready`]).
     timer: Pin<Box<Sleep>>,
     conn: Connection,
 }

@@ -1,6 +1,6 @@
 //! WebAssembly component plugins: compile (or load from the cache), check
 //! the world, link WASI with nothing granted, and serve each connection in a
-//! fresh instance from a pre-linked [`HandlerPre`].
+//! fresh instance from a pre-linked `HandlerPre`.
 
 mod bindings;
 mod cache;
