@@ -115,7 +115,18 @@ fn a_finish_that_never_returns_is_stopped() {
 
 #[test]
 fn hostile_clients_do_not_disturb_others() {
-    let host = Host::start(&[
+    hostile_clients_against(&[]);
+}
+
+#[test]
+fn hostile_clients_do_not_disturb_others_on_an_event_loop() {
+    hostile_clients_against(&["--event-loops", "1"]);
+}
+
+/// Slowloris, a reset mid-request and 10 MiB of noise against http-hello
+/// (started with `serving` flags), while a normal client is served.
+fn hostile_clients_against(serving: &[&str]) {
+    let mut args = vec![
         "run",
         "--plugin",
         "http-hello",
@@ -123,7 +134,9 @@ fn hostile_clients_do_not_disturb_others() {
         "0",
         "--idle-timeout",
         "3s",
-    ]);
+    ];
+    args.extend_from_slice(serving);
+    let host = Host::start(&args);
     let addr = host.addr();
 
     // Slowloris: one byte at a time, slowly; the idle timeout doesn't fire
@@ -216,7 +229,18 @@ fn a_client_that_never_reads_costs_bounded_memory() {
 
 #[test]
 fn two_thousand_connections_at_once_are_all_served() {
-    let host = Host::start(&["run", "--plugin", "echo", "--port", "0"]);
+    two_thousand_connections_against(&[]);
+}
+
+#[test]
+fn two_thousand_connections_at_once_are_all_served_on_an_event_loop() {
+    two_thousand_connections_against(&["--event-loops", "1"]);
+}
+
+fn two_thousand_connections_against(serving: &[&str]) {
+    let mut args = vec!["run", "--plugin", "echo", "--port", "0"];
+    args.extend_from_slice(serving);
+    let host = Host::start(&args);
     let addr = host.addr();
     let mut streams: Vec<TcpStream> = (0..2000).map(|_| connect(addr)).collect();
     for (i, stream) in streams.iter_mut().enumerate() {
@@ -231,13 +255,20 @@ fn two_thousand_connections_at_once_are_all_served() {
 
 #[test]
 fn the_sandbox_grants_nothing_by_default() {
-    let host = Host::start(&[
-        "run",
-        "--plugin",
-        test_plugin("sandbox.wasm").to_str().unwrap(),
-        "--port",
-        "0",
-    ]);
+    sandbox_probes_against(&[]);
+}
+
+#[test]
+fn the_sandbox_grants_nothing_by_default_on_an_event_loop() {
+    // Event loops link the async flavour of WASI: it must deny the same.
+    sandbox_probes_against(&["--event-loops", "1"]);
+}
+
+fn sandbox_probes_against(serving: &[&str]) {
+    let plugin = test_plugin("sandbox.wasm");
+    let mut args = vec!["run", "--plugin", plugin.to_str().unwrap(), "--port", "0"];
+    args.extend_from_slice(serving);
+    let host = Host::start(&args);
     let mut stream = host.connect();
     let mut report = String::new();
     let _ = stream.read_to_string(&mut report);

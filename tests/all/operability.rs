@@ -124,26 +124,30 @@ fn plugins_read_their_configuration_values() {
 
 #[test]
 fn granted_environment_variables_and_nothing_else_are_visible() {
-    let config = config_file(
-        "grants",
-        &format!(
-            "[[listener]]\naddress = \"127.0.0.1:0\"\nplugin = \"{}\"\n[listener.grants]\nenv = [\"HOME\"]\n",
-            test_plugin("sandbox.wasm").display()
-        ),
-    );
-    let check = run_host(&["check", "--config", config.to_str().unwrap()]);
-    let report = String::from_utf8_lossy(&check.stdout);
-    assert!(report.contains("grant:    env HOME"), "{report}");
-    let host = Host::start(&["run", "--config", config.to_str().unwrap()]);
-    assert!(host.stderr_contains("grant: env HOME"), "{}", host.logs());
-    let mut report = String::new();
-    let _ = host.connect().read_to_string(&mut report);
-    assert!(report.contains("env: ok"), "{report}");
-    assert!(report.contains("vars: ok 1"), "{report}");
-    assert!(
-        report.contains("fs: error") && report.contains("net: error"),
-        "{report}"
-    );
+    // On threads and on an event loop (which links async WASI).
+    for serving in ["", "event_loops = 1\n"] {
+        let config = config_file(
+            "grants",
+            &format!(
+                "[[listener]]\naddress = \"127.0.0.1:0\"\nplugin = \"{}\"\n{serving}\
+                 [listener.grants]\nenv = [\"HOME\"]\n",
+                test_plugin("sandbox.wasm").display()
+            ),
+        );
+        let check = run_host(&["check", "--config", config.to_str().unwrap()]);
+        let report = String::from_utf8_lossy(&check.stdout);
+        assert!(report.contains("grant:    env HOME"), "{report}");
+        let host = Host::start(&["run", "--config", config.to_str().unwrap()]);
+        assert!(host.stderr_contains("grant: env HOME"), "{}", host.logs());
+        let mut report = String::new();
+        let _ = host.connect().read_to_string(&mut report);
+        assert!(report.contains("env: ok"), "{serving}{report}");
+        assert!(report.contains("vars: ok 1"), "{serving}{report}");
+        assert!(
+            report.contains("fs: error") && report.contains("net: error"),
+            "{serving}{report}"
+        );
+    }
 }
 
 #[test]
