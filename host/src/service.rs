@@ -28,6 +28,9 @@ use crate::watch;
 /// plus host frames.
 const CONNECTION_THREAD_STACK: usize = 1024 * 1024;
 
+/// Most event-loop threads one listener may have.
+pub const MAX_EVENT_LOOPS: usize = 256;
+
 /// Everything one listener needs.
 #[derive(Debug, Clone)]
 pub struct ListenerPlan {
@@ -129,6 +132,14 @@ enum Runner {
 
 /// Loads the listener's plugin and binds its address.
 fn start(plan: &ListenerPlan, grace: Duration, metrics: &Metrics) -> Result<Started> {
+    if plan.event_loops > MAX_EVENT_LOOPS {
+        bail!(
+            "listener {}: {} event loops is more than the {MAX_EVENT_LOOPS} allowed \
+             (one per core is the useful number)",
+            plan.address,
+            plan.event_loops
+        );
+    }
     let source = PluginSource::parse(&plan.plugin)?;
     let sandbox = Sandbox::new(&plan.grants, plan.config.clone())?;
     let limits = InstanceLimits {

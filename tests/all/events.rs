@@ -11,7 +11,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::behaviour::{check_bot, check_echo, check_http};
-use crate::support::{Host, connect, example_plugin, round_trip, temp_dir, test_plugin};
+use crate::support::{
+    Host, connect, example_plugin, refused, round_trip, run_host, temp_dir, test_plugin,
+};
 
 type Check = fn(&Host);
 
@@ -304,4 +306,22 @@ fn hostile_plugins_on_an_event_loop_are_stopped_with_their_reason() {
             .any(|line| line.contains("panicked") && !line.contains(" plugin: "));
         assert!(!host_panic, "{file}:\n{logs}");
     }
+}
+
+#[test]
+fn absurd_event_loop_counts_are_refused_clearly() {
+    let out = run_host(&["run", "--plugin", "echo", "--event-loops", "100000"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("0..=256"), "{stderr}");
+
+    let dir = temp_dir("events-too-many");
+    let config = dir.join("host.toml");
+    fs::write(
+        &config,
+        "[[listener]]\naddress = \"127.0.0.1:0\"\nplugin = \"echo\"\nevent_loops = 3000\n",
+    )
+    .unwrap();
+    let line = refused(&["run", "--config", config.to_str().unwrap()]);
+    assert!(line.contains("3000 event loops"), "{line}");
 }

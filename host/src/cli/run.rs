@@ -66,8 +66,9 @@ pub struct RunArgs {
     /// serve every connection (faster for many busy connections; a plugin
     /// computing yields every 10 ms). 0 = a thread per connection. Native
     /// plugins always get a thread.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    event_loops: usize,
+    #[arg(long, value_name = "N", default_value_t = 0,
+          value_parser = clap::value_parser!(u16).range(0..=service::MAX_EVENT_LOOPS as i64))]
+    event_loops: u16,
 
     /// Close a connection whose client sends nothing for this long
     /// (0 = never).
@@ -165,7 +166,7 @@ impl RunArgs {
             kind: self.engine.kind,
             watch: self.watch,
             max_connections: self.max_connections(self.max_connections, self.event_loops > 0),
-            event_loops: self.event_loops,
+            event_loops: self.event_loops.into(),
             idle_timeout: nonzero(self.idle_timeout),
             max_memory: self.engine.max_memory,
             call_timeout: self.engine.call_timeout,
@@ -202,7 +203,7 @@ impl RunArgs {
         let mut deny = file.deny.clone();
         deny.extend(self.deny.iter().copied());
         let event_loops = if self.event_loops > 0 {
-            self.event_loops
+            self.event_loops.into()
         } else {
             file.event_loops.unwrap_or(0)
         };
