@@ -12,6 +12,7 @@ use tiny_http::{Header, Response, Server};
 
 use crate::metrics::{ListenerMetrics, Metrics};
 use crate::plugin::CurrentPlugin;
+use crate::plugin::wasm::CurrentDatagram;
 
 /// What `/status` reports about one listener.
 #[derive(Clone)]
@@ -27,8 +28,8 @@ pub struct ListenerStatus {
 pub enum ServingPlugin {
     /// A stream plugin that reloads can swap.
     Swappable(CurrentPlugin),
-    /// A plugin fixed for the process's life (datagram listeners).
-    Fixed(String),
+    /// A datagram plugin that reloads can swap.
+    Datagram(CurrentDatagram),
 }
 
 impl ServingPlugin {
@@ -36,7 +37,7 @@ impl ServingPlugin {
     pub fn version(&self) -> String {
         match self {
             ServingPlugin::Swappable(current) => current.get().version().to_string(),
-            ServingPlugin::Fixed(version) => version.clone(),
+            ServingPlugin::Datagram(current) => current.load().version().to_string(),
         }
     }
 }

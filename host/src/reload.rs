@@ -1,7 +1,8 @@
 //! Reloading the plugin while the server runs: read the source again,
 //! compile and check it off the accept loop, then swap it in for new
-//! connections. Connections already open keep the version they started
-//! with. A plugin that fails to load never replaces a working one.
+//! connections (or datagrams). Connections already open keep the version
+//! they started with. A plugin that fails to load never replaces a working
+//! one.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,34 +12,108 @@ use std::time::Instant;
 use anyhow::Result;
 
 use crate::metrics::ListenerMetrics;
-use crate::plugin::CurrentPlugin;
-use crate::plugin::loader::Loader;
-use crate::plugin::source::PluginSource;
+use crate::plugin::loader::{LoadDetails, Loader};
+use crate::plugin::source::{PluginBytes, PluginSource};
+use crate::plugin::wasm::{CurrentDatagram, WasmRuntime};
+use crate::plugin::{CurrentPlugin, Plugin, PluginVersion};
+
+/// A listener's plugin in service, as a reload sees it: what serves now,
+/// how to load a candidate and how to put it in service.
+pub trait PluginSlot: Send + Sync + 'static {
+    /// A loaded and checked plugin, not serving yet.
+    type Loaded;
+    /// The version serving now.
+    fn serving(&self) -> PluginVersion;
+    /// Loads and checks `bytes`; `what` names them in errors.
+    fn load(&self, bytes: &PluginBytes, what: &str) -> Result<(Self::Loaded, LoadDetails)>;
+    /// Puts `loaded` in service for new connections; returns its version.
+    fn swap(&self, loaded: Self::Loaded) -> PluginVersion;
+}
+
+/// A stream listener's plugin (either kind).
+pub struct StreamSlot {
+    /// Loads plugins the way the listener was started.
+    pub loader: Loader,
+    /// The plugin serving.
+    pub current: CurrentPlugin,
+}
+
+impl PluginSlot for StreamSlot {
+    type Loaded = Box<dyn Plugin>;
+
+    fn serving(&self) -> PluginVersion {
+        self.current.get().version().clone()
+    }
+
+    fn load(&self, bytes: &PluginBytes, what: &str) -> Result<(Self::Loaded, LoadDetails)> {
+        self.loader.load(bytes, what)
+    }
+
+    fn swap(&self, loaded: Self::Loaded) -> PluginVersion {
+        let new = loaded.version().clone();
+        // Connections still running the old version hold their own `Arc`;
+        // it is freed when the last of them ends.
+        drop(self.current.replace(loaded));
+        new
+    }
+}
+
+/// A UDP listener's `datagram-handler` plugin.
+pub struct DatagramSlot {
+    /// Compiles and checks components.
+    pub runtime: WasmRuntime,
+    /// The plugin serving.
+    pub current: CurrentDatagram,
+}
+
+impl PluginSlot for DatagramSlot {
+    type Loaded = crate::plugin::wasm::DatagramPlugin;
+
+    fn serving(&self) -> PluginVersion {
+        self.current.load().version().clone()
+    }
+
+    fn load(&self, bytes: &PluginBytes, what: &str) -> Result<(Self::Loaded, LoadDetails)> {
+        let (plugin, info) = self.runtime.load_datagram(bytes, what)?;
+        Ok((plugin, LoadDetails::Wasm(info)))
+    }
+
+    fn swap(&self, loaded: Self::Loaded) -> PluginVersion {
+        let new = loaded.version().clone();
+        // Datagrams being handled keep their own `Arc` of the old one.
+        self.current.store(Arc::new(loaded));
+        new
+    }
+}
 
 /// Loads a plugin from its source and swaps it into service.
-#[derive(Clone)]
-pub struct Reloader {
-    loader: Loader,
+pub struct Reloader<S> {
+    slot: Arc<S>,
     source: PluginSource,
-    current: CurrentPlugin,
     metrics: ListenerMetrics,
     busy: Arc<AtomicBool>,
     /// A change arrived while a reload ran: reload once more afterwards.
     pending: Arc<AtomicBool>,
 }
 
-impl Reloader {
-    /// A reloader for the plugin at `source`, serving through `current`.
-    pub fn new(
-        loader: Loader,
-        source: PluginSource,
-        current: CurrentPlugin,
-        metrics: ListenerMetrics,
-    ) -> Self {
+impl<S> Clone for Reloader<S> {
+    fn clone(&self) -> Self {
         Self {
-            loader,
+            slot: Arc::clone(&self.slot),
+            source: self.source.clone(),
+            metrics: self.metrics.clone(),
+            busy: Arc::clone(&self.busy),
+            pending: Arc::clone(&self.pending),
+        }
+    }
+}
+
+impl<S: PluginSlot> Reloader<S> {
+    /// A reloader for the plugin at `source`, serving through `slot`.
+    pub fn new(slot: S, source: PluginSource, metrics: ListenerMetrics) -> Self {
+        Self {
+            slot: Arc::new(slot),
             source,
-            current,
             metrics,
             busy: Arc::new(AtomicBool::new(false)),
             pending: Arc::new(AtomicBool::new(false)),
@@ -77,13 +152,13 @@ impl Reloader {
     /// Reloads now: on success the new version serves new connections.
     pub fn reload(&self, why: &str) -> Result<()> {
         let started = Instant::now();
-        let old = self.current.get().version().clone();
+        let old = self.slot.serving();
         let loaded = self.source.read().and_then(|bytes| {
             if bytes.version == old {
                 return Ok(None);
             }
             let what = self.source.to_string();
-            let (plugin, details) = self.loader.load(&bytes, &what)?;
+            let (plugin, details) = self.slot.load(&bytes, &what)?;
             Ok(Some((plugin, details, bytes.build_time)))
         });
         let (plugin, details, build_time) = match loaded {
@@ -103,13 +178,9 @@ impl Reloader {
                 return Err(err);
             }
         };
-        let new = plugin.version().clone();
         let swap_started = Instant::now();
-        let retired = self.current.replace(plugin);
+        let new = self.slot.swap(plugin);
         let swap = swap_started.elapsed();
-        // Connections still running the old version hold their own `Arc`;
-        // it is freed when the last of them ends.
-        drop(retired);
         self.metrics.reloaded("ok");
         self.metrics
             .serving(Some(&old.to_string()), &new.to_string());

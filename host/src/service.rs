@@ -11,6 +11,7 @@ use std::thread;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
 use crate::address::ListenAddr;
@@ -19,8 +20,8 @@ use crate::metrics::Metrics;
 use crate::plugin::CurrentPlugin;
 use crate::plugin::loader::{LoadDetails, Loader, PluginKind};
 use crate::plugin::source::PluginSource;
-use crate::plugin::wasm::{Grants, InstanceLimits, Sandbox, WasmRuntime};
-use crate::reload::Reloader;
+use crate::plugin::wasm::{CurrentDatagram, Grants, InstanceLimits, Sandbox, WasmRuntime};
+use crate::reload::{DatagramSlot, PluginSlot, Reloader, StreamSlot};
 use crate::server::{AccessRules, Server, ServerConfig, ServerHooks, UdpConfig, UdpServer};
 use crate::watch;
 
@@ -100,7 +101,10 @@ pub fn run(plan: ServicePlan) -> Result<()> {
                     let (server, mut hooks) = *stream;
                     server.run(&mut hooks)
                 }
-                Runner::Datagram(server) => server.run(),
+                Runner::Datagram(datagram) => {
+                    let (server, mut hooks) = *datagram;
+                    server.run(&mut hooks)
+                }
             })
             .with_context(|| format!("cannot start the thread of listener {name}"))?;
         threads.push((name, thread));
@@ -126,8 +130,8 @@ struct Started {
 
 /// What runs a listener on its thread.
 enum Runner {
-    Stream(Box<(Server, ReloadOnHup)>),
-    Datagram(Box<UdpServer>),
+    Stream(Box<(Server, ReloadOnHup<StreamSlot>)>),
+    Datagram(Box<(UdpServer, ReloadOnHup<DatagramSlot>)>),
 }
 
 /// Loads the listener's plugin and binds its address.
@@ -190,12 +194,11 @@ fn start(plan: &ListenerPlan, grace: Duration, metrics: &Metrics) -> Result<Star
         reuse_port: plan.reuse_port,
     };
     let server = Server::bind(config, current.clone(), metrics)?;
-    let reloader = Reloader::new(
+    let slot = StreamSlot {
         loader,
-        source.clone(),
-        current.clone(),
-        server.metrics().clone(),
-    );
+        current: current.clone(),
+    };
+    let reloader = Reloader::new(slot, source.clone(), server.metrics().clone());
     if plan.watch {
         watch::spawn(&source, reloader.clone())?;
     }
@@ -221,9 +224,6 @@ fn start_datagram(
     if plan.kind == Some(PluginKind::Native) {
         bail!("udp:{addr}: native plugins serve stream listeners only");
     }
-    if plan.watch {
-        tracing::warn!("udp:{addr}: --watch is not supported for UDP listeners yet; ignored");
-    }
     if plan.event_loops > 0 {
         tracing::warn!("udp:{addr}: event loops serve stream listeners only; ignored");
     }
@@ -246,13 +246,22 @@ fn start_datagram(
         },
         thread_stack: CONNECTION_THREAD_STACK,
     };
-    let server = UdpServer::bind(config, plugin, metrics)?;
+    let current: CurrentDatagram = Arc::new(ArcSwap::from_pointee(plugin));
+    let server = UdpServer::bind(config, current.clone(), metrics)?;
+    let slot = DatagramSlot {
+        runtime: runtime.clone(),
+        current: current.clone(),
+    };
+    let reloader = Reloader::new(slot, source.clone(), server.metrics().clone());
+    if plan.watch {
+        watch::spawn(source, reloader.clone())?;
+    }
     let status = ListenerStatus {
         metrics: server.metrics().clone(),
-        plugin: ServingPlugin::Fixed(bytes.version.to_string()),
+        plugin: ServingPlugin::Datagram(current),
     };
     Ok(Started {
-        runner: Runner::Datagram(Box::new(server)),
+        runner: Runner::Datagram(Box::new((server, ReloadOnHup { reloader }))),
         status,
     })
 }
@@ -287,11 +296,11 @@ fn summary(plan: &ServicePlan) -> serde_json::Value {
     })
 }
 
-struct ReloadOnHup {
-    reloader: Reloader,
+struct ReloadOnHup<S> {
+    reloader: Reloader<S>,
 }
 
-impl ServerHooks for ReloadOnHup {
+impl<S: PluginSlot> ServerHooks for ReloadOnHup<S> {
     fn reload(&mut self) {
         self.reloader.reload_in_background("SIGHUP");
     }

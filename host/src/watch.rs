@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
 
 use crate::plugin::source::PluginSource;
-use crate::reload::Reloader;
+use crate::reload::{PluginSlot, Reloader};
 
 /// Quiet time after the last file event before reloading.
 const DEBOUNCE: Duration = Duration::from_millis(150);
@@ -28,7 +28,7 @@ const IGNORED_DIRS: &[&str] = &["target", ".git", "node_modules", "__pycache__"]
 
 /// Starts watching `source` and reloading through `reloader` on changes.
 /// Built-in plugins cannot change, so there is nothing to watch for them.
-pub fn spawn(source: &PluginSource, reloader: Reloader) -> Result<()> {
+pub fn spawn<S: PluginSlot>(source: &PluginSource, reloader: Reloader<S>) -> Result<()> {
     let (targets, filter): (Vec<(PathBuf, RecursiveMode)>, Filter) = match source {
         PluginSource::Builtin(name) => {
             tracing::warn!("--watch has no effect on the built-in plugin `{name}`");

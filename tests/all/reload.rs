@@ -317,3 +317,80 @@ fn a_real_cargo_rebuild_is_served() {
         thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// `component` with a custom section appended: another build (another
+/// content hash) of the same code.
+fn rebuilt(component: &[u8], label: &str) -> Vec<u8> {
+    let mut content = vec![u8::try_from(label.len()).unwrap()];
+    content.extend_from_slice(label.as_bytes());
+    let mut out = component.to_vec();
+    out.push(0); // custom section id
+    out.push(u8::try_from(content.len()).unwrap());
+    out.extend_from_slice(&content);
+    out
+}
+
+/// A UDP host serving `plugin`, with `extra` flags.
+fn udp_host(plugin: &Path, extra: &[&str]) -> Host {
+    let mut args = vec![
+        "run",
+        "--plugin",
+        plugin.to_str().unwrap(),
+        "--udp",
+        "--port",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    Host::start_with_log_prefix(&args, "listening on udp:")
+}
+
+/// Sends `message` to `host` and checks it comes back.
+fn udp_echoes(client: &std::net::UdpSocket, host: &Host, message: &[u8]) {
+    client.send_to(message, host.addr()).unwrap();
+    let mut buf = vec![0; 1024];
+    let (len, _) = client.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..len], message);
+}
+
+#[test]
+fn udp_listeners_reload_on_change_and_on_sighup() {
+    let dir = temp_dir("reload-udp");
+    let plugin = dir.join("udp.wasm");
+    let original = bytes(&example_plugin("udp-echo.wasm"));
+    fs::write(&plugin, &original).unwrap();
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+
+    let host = udp_host(&plugin, &["--watch"]);
+    udp_echoes(&client, &host, b"before");
+    replace_by_rename(&plugin, &rebuilt(&original, "build-2"));
+    assert!(
+        host.wait_for_log("file changed: swapped", Duration::from_secs(10)),
+        "{}",
+        host.logs()
+    );
+    udp_echoes(&client, &host, b"after the watch reload");
+    // A broken file never replaces the working plugin.
+    replace_by_rename(&plugin, b"not a component");
+    assert!(
+        host.wait_for_log("reload failed", Duration::from_secs(10)),
+        "{}",
+        host.logs()
+    );
+    udp_echoes(&client, &host, b"still served");
+    drop(host);
+
+    // Without --watch, SIGHUP reloads.
+    fs::write(&plugin, &original).unwrap();
+    let host = udp_host(&plugin, &[]);
+    fs::write(&plugin, rebuilt(&original, "build-3")).unwrap();
+    host.signal(libc::SIGHUP);
+    assert!(
+        host.wait_for_log("SIGHUP: swapped", Duration::from_secs(10)),
+        "{}",
+        host.logs()
+    );
+    udp_echoes(&client, &host, b"after SIGHUP");
+}

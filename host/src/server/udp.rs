@@ -1,6 +1,7 @@
 //! The UDP server (socketserver's `UDPServer`): each datagram is handled on
 //! a pooled thread by a fresh instance of a `datagram-handler` plugin, and
-//! the replies go back to the sender from the same socket. UDP has no
+//! the replies go back to the sender from the same socket. A reload swaps
+//! the plugin for the datagrams that arrive afterwards. UDP has no
 //! backpressure, so past `max_in_flight` datagrams being handled at once,
 //! new ones are dropped (and counted), never queued without bound.
 
@@ -15,11 +16,11 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-use super::AccessRules;
 use super::pool::ThreadPool;
+use super::{AccessRules, ServerHooks};
 use crate::metrics::{ListenerMetrics, Metrics};
 use crate::plugin::Outcome;
-use crate::plugin::wasm::DatagramPlugin;
+use crate::plugin::wasm::CurrentDatagram;
 
 const SOCKET: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -48,7 +49,7 @@ pub struct UdpConfig {
 /// A bound UDP server.
 pub struct UdpServer {
     config: UdpConfig,
-    plugin: Arc<DatagramPlugin>,
+    plugin: CurrentDatagram,
     socket: mio::net::UdpSocket,
     replies: Arc<UdpSocket>,
     poll: Poll,
@@ -60,7 +61,7 @@ pub struct UdpServer {
 
 impl UdpServer {
     /// Binds `config.addr`.
-    pub fn bind(config: UdpConfig, plugin: DatagramPlugin, metrics: &Metrics) -> Result<Self> {
+    pub fn bind(config: UdpConfig, plugin: CurrentDatagram, metrics: &Metrics) -> Result<Self> {
         let addr = config.addr;
         let std_socket = UdpSocket::bind(addr).map_err(|err| match err.kind() {
             io::ErrorKind::AddrInUse => {
@@ -92,11 +93,11 @@ impl UdpServer {
             .clone()
             .unwrap_or_else(|| format!("udp:{bound}"));
         let metrics = metrics.listener(&name);
-        metrics.serving(None, &plugin.version().to_string());
+        metrics.serving(None, &plugin.load().version().to_string());
         let pool = ThreadPool::new(config.thread_stack);
         Ok(Self {
             config,
-            plugin: Arc::new(plugin),
+            plugin,
             socket,
             replies,
             poll,
@@ -113,15 +114,16 @@ impl UdpServer {
     }
 
     /// Receives and handles datagrams until SIGINT/SIGTERM, then waits for
-    /// in-flight handlers up to the grace period.
-    pub fn run(mut self) -> Result<()> {
+    /// in-flight handlers up to the grace period. SIGHUP asks `hooks` to
+    /// reload.
+    pub fn run(mut self, hooks: &mut dyn ServerHooks) -> Result<()> {
         let bound = self
             .socket
             .local_addr()
             .context("UDP socket has no address")?;
         tracing::info!(
             listener = self.metrics.name(),
-            plugin = %self.plugin.version(),
+            plugin = %self.plugin.load().version(),
             "listening on udp:{bound}"
         );
         let mut events = Events::with_capacity(64);
@@ -138,9 +140,7 @@ impl UdpServer {
                     SIGNALS => {
                         for signal in self.signals.pending() {
                             if signal == SIGHUP {
-                                tracing::warn!(
-                                    "SIGHUP: reloading is not supported for UDP listeners yet"
-                                );
+                                hooks.reload();
                             } else {
                                 stop = true;
                             }
@@ -185,7 +185,7 @@ impl UdpServer {
     fn dispatch(&self, data: Vec<u8>, sender: SocketAddr) {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.metrics.opened();
-        let plugin = Arc::clone(&self.plugin);
+        let plugin = self.plugin.load_full();
         let replies = Arc::clone(&self.replies);
         let in_flight = Arc::clone(&self.in_flight);
         let metrics = self.metrics.clone();

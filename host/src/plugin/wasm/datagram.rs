@@ -53,6 +53,10 @@ pub(super) fn linker(engine: &WasmEngine) -> Result<Linker<DatagramState>> {
     Ok(linker)
 }
 
+/// The datagram plugin in service, swappable by reloads while datagrams
+/// are being handled (each keeps the `Arc` it started with).
+pub type CurrentDatagram = Arc<arc_swap::ArcSwap<DatagramPlugin>>;
+
 /// A compiled, checked and pre-linked datagram handler.
 pub struct DatagramPlugin {
     version: PluginVersion,

@@ -25,7 +25,7 @@ use wasmtime::{Store, UpdateDeadline};
 pub use self::bindings::WORLD_NAME;
 use self::bindings::{Handler, HandlerPre};
 pub use self::cache::CompileCache;
-pub use self::datagram::{DATAGRAM_WORLD, DatagramPlugin};
+pub use self::datagram::{CurrentDatagram, DATAGRAM_WORLD, DatagramPlugin};
 pub use self::engine::{InstanceLimits, WasmEngine};
 use self::event::{EventPre, EventState};
 pub use self::grants::{DirGrant, Grants, Sandbox};
