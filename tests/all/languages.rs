@@ -89,12 +89,11 @@ fn check_echo_to_eof(host: &Host) {
 /// Runs one guest through its checks; then every connection must have
 /// ended `outcome=ok` (a guest that forgets to drop its borrowed
 /// connection still answers, then traps on return).
-fn check_guest(name: &str, plugin: Plugin) {
+fn check_guest(name: &str, plugin: Plugin, serving: &[&str]) {
     let path = guest_path(name);
-    let host = Host::start_with_timeout(
-        &["run", "--plugin", path.to_str().unwrap(), "--port", "0"],
-        COLD_START,
-    );
+    let mut args = vec!["run", "--plugin", path.to_str().unwrap(), "--port", "0"];
+    args.extend_from_slice(serving);
+    let host = Host::start_with_timeout(&args, COLD_START);
     let connections = match plugin {
         Plugin::Echo => {
             check_echo(&host);
@@ -138,15 +137,17 @@ fn assert_connections_ok(host: &Host, name: &str, connections: usize) {
 fn guests_in_every_language_behave_like_the_rust_examples() {
     let names: Vec<&str> = GUESTS.iter().map(|(name, _)| *name).collect();
     require_built(&names);
-    // Run every guest even if one fails, then report them all.
-    let failed: Vec<&str> = GUESTS
-        .iter()
-        .filter(|(name, plugin)| {
-            eprintln!("--- {name}");
-            catch_unwind(AssertUnwindSafe(|| check_guest(name, *plugin))).is_err()
-        })
-        .map(|(name, _)| *name)
-        .collect();
+    // Run every guest, on threads and on an event loop, even if one
+    // fails; then report them all.
+    let mut failed = Vec::new();
+    for serving in [&[][..], &["--event-loops", "1"][..]] {
+        for (name, plugin) in GUESTS {
+            eprintln!("--- {name} {serving:?}");
+            if catch_unwind(AssertUnwindSafe(|| check_guest(name, *plugin, serving))).is_err() {
+                failed.push(format!("{name} {serving:?}"));
+            }
+        }
+    }
     assert!(
         failed.is_empty(),
         "failed (see the panics above): {}",
