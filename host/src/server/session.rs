@@ -14,12 +14,17 @@ use super::live::LiveGuard;
 
 /// Everything a connection needs from the accept loop.
 pub struct Session {
+    /// The accepted socket.
     pub stream: Stream,
+    /// Who connected.
     pub peer: PeerAddr,
+    /// The plugin version in service when it was accepted.
     pub plugin: Arc<Box<dyn Plugin>>,
     /// Keeps the connection counted as open until the plugin is done.
     pub guard: LiveGuard,
+    /// Longest the client may stay silent.
     pub idle_timeout: Option<Duration>,
+    /// The listener's counters.
     pub metrics: ListenerMetrics,
 }
 
