@@ -325,3 +325,51 @@ fn absurd_event_loop_counts_are_refused_clearly() {
     let line = refused(&["run", "--config", config.to_str().unwrap()]);
     assert!(line.contains("3000 event loops"), "{line}");
 }
+
+/// Connects `count` clients that each send `x` to a spin.wasm host at
+/// `addr` (so each instance computes forever) and returns the threads that
+/// report how long until the host closed them.
+fn spinners(addr: std::net::SocketAddr, count: usize) -> Vec<thread::JoinHandle<Duration>> {
+    (0..count)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut stream = connect(addr);
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(30)))
+                    .unwrap();
+                let started = Instant::now();
+                stream.write_all(b"x").unwrap();
+                let _ = stream.read_to_end(&mut Vec::new());
+                started.elapsed()
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn without_a_call_timeout_computing_plugins_still_yield() {
+    let plugin = test_plugin("spin.wasm");
+    let host = on_one_loop(plugin.to_str().unwrap(), &["--call-timeout", "0"]);
+    let _spinning = spinners(host.addr(), 1);
+    thread::sleep(Duration::from_millis(300));
+    let mut neighbour = connect(host.addr());
+    neighbour.write_all(b"e").unwrap();
+    assert_eq!(round_trip(&mut neighbour, b"served"), b"served");
+}
+
+#[test]
+fn time_parked_for_neighbours_does_not_count_against_the_call_timeout() {
+    // Three instances computing on one loop thread share it: each gets
+    // about a third, so each needs about 3 s of wall time to use up a 1 s
+    // budget. Charging them wall time would stop them all after 1 s.
+    let plugin = test_plugin("spin.wasm");
+    let host = on_one_loop(plugin.to_str().unwrap(), &["--call-timeout", "1s"]);
+    for spinner in spinners(host.addr(), 3) {
+        let took = spinner.join().unwrap();
+        assert!(
+            took >= Duration::from_secs(2),
+            "stopped after {took:?}: charged for time parked"
+        );
+    }
+    assert!(host.stderr_contains("call timeout"), "{}", host.logs());
+}

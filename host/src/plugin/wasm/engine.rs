@@ -38,6 +38,12 @@ impl InstanceLimits {
     pub fn cpu_deadline(&self) -> bool {
         !self.call_timeout.is_zero()
     }
+
+    /// Whether compiled code checks the epoch: for the CPU deadline, and on
+    /// event loops (even without one) so that a computing guest yields.
+    pub fn epoch_checks(&self) -> bool {
+        self.cpu_deadline() || self.event_loop
+    }
 }
 
 impl Default for InstanceLimits {
@@ -86,7 +92,7 @@ impl WasmEngine {
         let engine = Engine::new(&config)
             .map_err(anyhow::Error::from)
             .context("cannot create the WebAssembly engine (pooling allocator)")?;
-        if limits.cpu_deadline() {
+        if limits.epoch_checks() {
             spawn_epoch_ticker(&engine)?;
         }
         Ok(Self {
@@ -124,7 +130,7 @@ impl WasmEngine {
         let mut config = Config::new();
         config
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-            .epoch_interruption(limits.cpu_deadline())
+            .epoch_interruption(limits.epoch_checks())
             .max_wasm_stack(limits.max_wasm_stack)
             // Fibers of event-loop instances: the guest's stack plus room
             // for the host calls it makes.

@@ -291,31 +291,42 @@ impl Plugin for WasmPlugin {
 /// A store for one request, with the memory cap and the CPU deadline
 /// (epoch callback: traps once the guest has computed for longer than the
 /// call timeout since it last returned from a host call). With
-/// `yield_to_loop` the guest also yields to its event loop at every tick.
+/// `yield_to_loop` the guest also yields to its event loop at every tick —
+/// with or without a deadline — and the time it spends parked there does
+/// not count against its budget.
 fn new_store<C: Send + 'static>(
     engine: &WasmEngine,
     state: StoreState<C>,
     yield_to_loop: bool,
 ) -> Store<StoreState<C>> {
-    let budget = engine.limits().call_timeout;
+    let limits = engine.limits();
+    let budget = limits.cpu_deadline().then_some(limits.call_timeout);
     let mut store = Store::new(engine.engine(), state);
     store.limiter(|state| &mut state.limits);
-    if engine.limits().cpu_deadline() {
+    if budget.is_some() || (yield_to_loop && limits.epoch_checks()) {
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |ctx| {
-            if ctx.data().guest_since.elapsed() > budget {
-                Err(wasmtime::Error::new(CallTimeout(budget)))
-            } else if yield_to_loop {
-                // `yield_now` lets the loop poll for I/O before resuming
-                // this guest, so its neighbours are served even when every
-                // other task on the loop computes too.
-                Ok(UpdateDeadline::YieldCustom(
-                    1,
-                    Box::pin(tokio::task::yield_now()),
-                ))
-            } else {
-                Ok(UpdateDeadline::Continue(1))
+            let state = ctx.data();
+            if let Some(budget) = budget
+                && state.computing_for() > budget
+            {
+                return Err(wasmtime::Error::new(CallTimeout(budget)));
             }
+            if !yield_to_loop {
+                return Ok(UpdateDeadline::Continue(1));
+            }
+            // `yield_now` lets the loop poll for I/O before resuming this
+            // guest, so its neighbours are served even when every other
+            // task on the loop computes too.
+            let parked = state.parked_clock();
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(async move {
+                    let started = std::time::Instant::now();
+                    tokio::task::yield_now().await;
+                    parked.add(started.elapsed());
+                }),
+            ))
         });
     }
     store

@@ -5,7 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
@@ -28,7 +29,30 @@ pub struct StoreState<C> {
     pub(super) config: Arc<BTreeMap<String, String>>,
     /// When the guest last (re)gained control: the start of the current
     /// stretch of guest computation that the CPU deadline bounds.
-    pub(super) guest_since: Instant,
+    guest_since: Instant,
+    /// Time of that stretch spent parked on an event loop (not computing).
+    parked: ParkedClock,
+}
+
+/// Time a guest spent yielded to its event loop, added by the yield's
+/// future (which cannot reach the store) and read by the epoch callback.
+#[derive(Clone, Default)]
+pub struct ParkedClock(Arc<AtomicU64>);
+
+impl ParkedClock {
+    /// Adds `time` parked.
+    pub fn add(&self, time: Duration) {
+        let nanos = u64::try_from(time.as_nanos()).unwrap_or(u64::MAX);
+        self.0.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    fn reset(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Duration {
+        Duration::from_nanos(self.0.load(Ordering::Relaxed))
+    }
 }
 
 /// Store data of the stream world: one connection.
@@ -53,6 +77,7 @@ impl<C> StoreState<C> {
             limits,
             config: Arc::clone(&sandbox.config),
             guest_since: Instant::now(),
+            parked: ParkedClock::default(),
         }
     }
 
@@ -64,6 +89,18 @@ impl<C> StoreState<C> {
     /// Marks the moment control returns to the guest.
     pub(super) fn guest_resumes(&mut self) {
         self.guest_since = Instant::now();
+        self.parked.reset();
+    }
+
+    /// How long the guest has been computing since it last returned from
+    /// the host (time parked on an event loop excluded).
+    pub(super) fn computing_for(&self) -> Duration {
+        self.guest_since.elapsed().saturating_sub(self.parked.get())
+    }
+
+    /// The clock a yield adds its parked time to.
+    pub(super) fn parked_clock(&self) -> ParkedClock {
+        self.parked.clone()
     }
 }
 
