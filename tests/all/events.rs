@@ -373,3 +373,33 @@ fn time_parked_for_neighbours_does_not_count_against_the_call_timeout() {
     }
     assert!(host.stderr_contains("call timeout"), "{}", host.logs());
 }
+
+#[test]
+fn the_flag_overrides_the_files_event_loops_even_with_zero() {
+    let dir = temp_dir("events-override");
+    let config = dir.join("host.toml");
+    fs::write(
+        &config,
+        "[[listener]]\naddress = \"127.0.0.1:0\"\nplugin = \"echo\"\nevent_loops = 1\n",
+    )
+    .unwrap();
+    let threads_for = |extra: &[&str]| {
+        let mut args = vec!["run", "--config", config.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let host = Host::start(&args);
+        let mut open: Vec<TcpStream> = (0..20).map(|_| host.connect()).collect();
+        for stream in &mut open {
+            assert_eq!(round_trip(stream, b"x"), b"x");
+        }
+        fs::read_dir(format!("/proc/{}/task", host.pid()))
+            .unwrap()
+            .count()
+    };
+    let on_the_loop = threads_for(&[]);
+    let on_threads = threads_for(&["--event-loops", "0"]);
+    assert!(
+        on_threads >= on_the_loop + 15,
+        "--event-loops 0 did not give each connection a thread \
+         ({on_threads} threads vs {on_the_loop} on the file's loop)"
+    );
+}

@@ -65,10 +65,11 @@ pub struct RunArgs {
     /// connection: a plugin waiting for its client suspends, so N threads
     /// serve every connection (faster for many busy connections; a plugin
     /// computing yields every 10 ms). 0 = a thread per connection. Native
-    /// plugins always get a thread.
-    #[arg(long, value_name = "N", default_value_t = 0,
+    /// plugins always get a thread. [default: the file's `event_loops`,
+    /// else 0]
+    #[arg(long, value_name = "N",
           value_parser = clap::value_parser!(u16).range(0..=service::MAX_EVENT_LOOPS as i64))]
-    event_loops: u16,
+    event_loops: Option<u16>,
 
     /// Close a connection whose client sends nothing for this long
     /// (0 = never).
@@ -165,8 +166,8 @@ impl RunArgs {
             plugin: self.plugin.clone().unwrap_or_else(|| DEFAULT_PLUGIN.into()),
             kind: self.engine.kind,
             watch: self.watch,
-            max_connections: self.max_connections(self.max_connections, self.event_loops > 0),
-            event_loops: self.event_loops.into(),
+            max_connections: self.max_connections(self.max_connections, self.event_loops > Some(0)),
+            event_loops: self.event_loops.map_or(0, usize::from),
             idle_timeout: nonzero(self.idle_timeout),
             max_memory: self.engine.max_memory,
             call_timeout: self.engine.call_timeout,
@@ -202,11 +203,11 @@ impl RunArgs {
         allow.extend(self.allow.iter().copied());
         let mut deny = file.deny.clone();
         deny.extend(self.deny.iter().copied());
-        let event_loops = if self.event_loops > 0 {
-            self.event_loops.into()
-        } else {
-            file.event_loops.unwrap_or(0)
-        };
+        let event_loops = self
+            .event_loops
+            .map(usize::from)
+            .or(file.event_loops)
+            .unwrap_or(0);
         ListenerPlan {
             name: file.name.clone(),
             address,

@@ -82,6 +82,13 @@ impl EventConnection {
     /// Reads up to `max` bytes, waiting for the first one at most
     /// [`Connection::read_wait`]; like [`Connection::read`].
     pub async fn read(&mut self, max: usize) -> Result<Vec<u8>, ConnError> {
+        // What needs no socket is answered without waiting, as on a thread.
+        if max == 0 {
+            return Err(ConnError::InvalidArgument);
+        }
+        if self.conn.read_closed {
+            return Ok(Vec::new());
+        }
         let want = max.min(MAX_READ_CHUNK);
         let limit = self.conn.read_wait();
         let attempt = |conn: &mut Connection| {
@@ -137,7 +144,8 @@ impl EventConnection {
         limit: Option<Duration>,
         mut attempt: impl FnMut(&mut Connection) -> Result<Option<(T, bool)>, ConnError>,
     ) -> Result<Option<T>, ConnError> {
-        let deadline = limit.map(|limit| Instant::now() + limit);
+        // A limit too far away to represent is no limit.
+        let deadline = limit.and_then(|limit| Instant::now().checked_add(limit));
         let Self {
             readiness,
             timer,
@@ -195,5 +203,71 @@ impl Borrow<Connection> for EventConnection {
 impl BorrowMut<Connection> for EventConnection {
     fn borrow_mut(&mut self) -> &mut Connection {
         &mut self.conn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+    use crate::connection::Stream;
+
+    /// Runs `test` with an event connection (idle timeout `idle`) and the
+    /// client's end, on a current-thread runtime, failing after 5 s.
+    fn on_a_loop<F: Future<Output = ()>>(
+        idle: Option<Duration>,
+        test: impl FnOnce(EventConnection, UnixStream) -> F,
+    ) {
+        let (server, client) = UnixStream::pair().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let conn = Connection::new(Stream::Unix(server), idle).unwrap();
+            let conn = EventConnection::new(conn).map_err(|e| e.1).unwrap();
+            tokio::time::timeout(Duration::from_secs(5), test(conn, client))
+                .await
+                .expect("the operation waited instead of answering");
+        });
+    }
+
+    #[test]
+    fn a_zero_byte_read_is_refused_without_waiting() {
+        on_a_loop(None, |mut conn, _client| async move {
+            assert_eq!(conn.read(0).await, Err(ConnError::InvalidArgument));
+        });
+    }
+
+    #[test]
+    fn reads_after_shutdown_end_at_once() {
+        on_a_loop(None, |mut conn, _client| async move {
+            conn.connection_mut()
+                .shutdown(crate::connection::ShutdownDirection::Read)
+                .unwrap();
+            assert_eq!(conn.read(10).await, Ok(Vec::new()));
+        });
+    }
+
+    #[test]
+    fn an_idle_timeout_too_long_to_represent_means_no_limit() {
+        on_a_loop(Some(Duration::MAX), |mut conn, mut client| async move {
+            client.write_all(b"hi").unwrap();
+            assert_eq!(conn.read(10).await, Ok(b"hi".to_vec()));
+        });
+    }
+
+    #[test]
+    fn a_silent_client_times_out_after_the_idle_timeout() {
+        let idle = Some(Duration::from_millis(50));
+        on_a_loop(idle, |mut conn, client| async move {
+            // Keep the client connected (and silent) for the whole wait.
+            let _client = client;
+            let started = std::time::Instant::now();
+            assert_eq!(conn.read(10).await, Err(ConnError::TimedOut));
+            assert!(started.elapsed() >= Duration::from_millis(50));
+        });
     }
 }

@@ -54,16 +54,32 @@ impl EventLoops {
             .iter()
             .min_by_key(|l| l.load.load(Ordering::Relaxed))
             .expect("there is at least one event loop");
-        let load = Arc::clone(&chosen.load);
-        load.fetch_add(1, Ordering::Relaxed);
+        let running = Running::start(&chosen.load);
         let task = Box::pin(async move {
             task.await;
-            load.fetch_sub(1, Ordering::Relaxed);
+            drop(running);
         });
         if chosen.tasks.send(task).is_err() {
             // Only if the loop's thread died; the connection closes.
             tracing::error!("event loop stopped; connection dropped");
         }
+    }
+}
+
+/// Counts a task in its loop's load until dropped (also if the task is
+/// dropped unfinished).
+struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    fn start(load: &Arc<AtomicUsize>) -> Self {
+        load.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(load))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
