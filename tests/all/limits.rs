@@ -334,3 +334,32 @@ fn the_connection_cap_makes_extra_clients_wait_and_says_so_only_then() {
     third.read_exact(&mut reply).unwrap();
     assert_eq!(&reply, b"three");
 }
+
+#[test]
+fn a_client_trickling_bytes_cannot_keep_finish_alive() {
+    // `finish` may do I/O for 5 s in all, not 5 s per read: a client that
+    // sends a byte every 300 ms is cut off after about 5 s, on threads and
+    // on an event loop.
+    let plugin = test_plugin("finish_drains.wasm");
+    for serving in [&[][..], &["--event-loops", "1"][..]] {
+        let mut args = vec!["run", "--plugin", plugin.to_str().unwrap(), "--port", "0"];
+        args.extend_from_slice(serving);
+        let host = Host::start(&args);
+        let mut stream = connect(host.addr());
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(20);
+        while Instant::now() < deadline && stream.write_all(b".").is_ok() {
+            if host.stderr_contains("connection closed") {
+                break;
+            }
+            thread::sleep(Duration::from_millis(300));
+        }
+        let took = started.elapsed();
+        assert!(
+            host.wait_for_log("connection closed", Duration::from_secs(2)),
+            "{serving:?}: finish still running after {took:?}:\n{}",
+            host.logs()
+        );
+        assert!(took < Duration::from_secs(10), "{serving:?}: {took:?}");
+    }
+}

@@ -109,9 +109,9 @@ impl EventConnection {
     /// each time the peer's receive window is full; like
     /// [`Connection::write_all`].
     pub async fn write_all(&mut self, data: &[u8]) -> Result<(), ConnError> {
-        let limit = self.conn.write_wait();
         let mut rest = data;
         while !rest.is_empty() {
+            let limit = self.conn.write_wait();
             // A short write filled the send buffer.
             let attempt =
                 |conn: &mut Connection| Ok(conn.try_write(rest)?.map(|n| (n, n < rest.len())));

@@ -15,7 +15,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::address::PeerAddr;
 
@@ -171,8 +171,8 @@ pub struct Connection {
     local: PeerAddr,
     read_timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
-    /// Set while `finish` runs: bounds every read and write.
-    blocking_limit: Option<Duration>,
+    /// Set while `finish` runs: when its reads and writes must be done.
+    finish_deadline: Option<Instant>,
     read_closed: bool,
     write_closed: bool,
     bytes_in: u64,
@@ -198,7 +198,7 @@ impl Connection {
             local,
             read_timeout: None,
             idle_timeout,
-            blocking_limit: None,
+            finish_deadline: None,
             read_closed: false,
             write_closed: false,
             bytes_in: 0,
@@ -210,6 +210,7 @@ impl Connection {
     /// Reads up to `max` bytes (clamped to [`MAX_READ_CHUNK`]); an empty
     /// vector means the peer closed its side.
     pub fn read(&mut self, max: usize) -> Result<Vec<u8>, ConnError> {
+        self.before_blocking_io();
         self.receive(max, 0)?.ok_or(ConnError::TimedOut)
     }
 
@@ -261,6 +262,7 @@ impl Connection {
         if self.read_closed {
             return Ok(0);
         }
+        self.before_blocking_io();
         loop {
             match self.stream.read(buf) {
                 Ok(n) => {
@@ -277,6 +279,7 @@ impl Connection {
     pub fn write_all(&mut self, data: &[u8]) -> Result<(), ConnError> {
         let mut rest = data;
         while !rest.is_empty() {
+            self.before_blocking_io();
             // A blocking write that would block has timed out: the peer
             // stopped reading.
             let n = self.try_write(rest)?.ok_or(ConnError::BrokenPipe)?;
@@ -347,13 +350,23 @@ impl Connection {
             .map_err(|err| ConnError::from_io(&err))
     }
 
-    /// Bounds every later read and write by `limit` (used while `finish`
-    /// runs, so cleanup cannot hold a connection open indefinitely).
+    /// Bounds all later reads and writes together by `limit` (used while
+    /// `finish` runs, so cleanup cannot hold a connection open
+    /// indefinitely, however slowly the client trickles).
     pub fn limit_blocking(&mut self, limit: Duration) {
-        self.blocking_limit = Some(limit);
-        // Failing to tighten a timeout only means the idle bound applies.
-        let _ = self.stream.set_read_timeout(self.read_wait());
-        let _ = self.stream.set_write_timeout(self.write_wait());
+        // A limit too far away to represent is no limit.
+        self.finish_deadline = Instant::now().checked_add(limit);
+        self.before_blocking_io();
+    }
+
+    /// With a `finish` deadline, sets the socket timeouts (blocking mode)
+    /// to what is left of it before each operation.
+    fn before_blocking_io(&self) {
+        if self.finish_deadline.is_some() {
+            // Failing to tighten a timeout only means the idle bound applies.
+            let _ = self.stream.set_read_timeout(self.read_wait());
+            let _ = self.stream.set_write_timeout(self.write_wait());
+        }
     }
 
     /// Longest a read may wait for the first byte: the plugin's timeout,
@@ -372,9 +385,15 @@ impl Connection {
     }
 
     fn within_limit(&self, wait: Option<Duration>) -> Option<Duration> {
-        match (wait, self.blocking_limit) {
-            (Some(t), Some(limit)) => Some(t.min(limit)),
-            (t, limit) => t.or(limit),
+        // At least 1 ms: a zero socket timeout would mean "no timeout".
+        let left = self.finish_deadline.map(|deadline| {
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1))
+        });
+        match (wait, left) {
+            (Some(t), Some(left)) => Some(t.min(left)),
+            (t, left) => t.or(left),
         }
     }
 
