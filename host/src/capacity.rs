@@ -63,6 +63,24 @@ pub fn default_max_connections(event_loops: bool) -> usize {
     DEFAULT_MAX_CONNECTIONS.min(by_maps).max(1)
 }
 
+/// The connection cap for a listener: `asked`, else the default; asking
+/// for more than `vm.max_map_count` allows is warned about.
+pub fn connection_cap(asked: Option<usize>, event_loops: bool) -> usize {
+    let safe = default_max_connections(event_loops);
+    match asked {
+        None => safe,
+        Some(asked) => {
+            if asked > safe {
+                tracing::warn!(
+                    "a connection cap of {asked} exceeds what vm.max_map_count allows \
+                     (about {safe}); raise it with `sysctl -w vm.max_map_count=262144`"
+                );
+            }
+            asked
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,9 +16,10 @@ use ipnet::IpNet;
 
 use crate::address::ListenAddr;
 use crate::admin::{self, ListenerStatus, ServingPlugin};
+use crate::capacity;
 use crate::metrics::Metrics;
 use crate::plugin::CurrentPlugin;
-use crate::plugin::loader::{LoadDetails, Loader, PluginKind};
+use crate::plugin::loader::{self, LoadDetails, Loader, PluginKind};
 use crate::plugin::source::PluginSource;
 use crate::plugin::wasm::{CurrentDatagram, Grants, InstanceLimits, Sandbox, WasmRuntime};
 use crate::reload::{DatagramSlot, PluginSlot, Reloader, StreamSlot};
@@ -45,8 +46,8 @@ pub struct ListenerPlan {
     pub kind: Option<PluginKind>,
     /// Reload on file changes.
     pub watch: bool,
-    /// Connection cap.
-    pub max_connections: usize,
+    /// Connection cap (`None`: what `vm.max_map_count` allows).
+    pub max_connections: Option<usize>,
     /// Event-loop threads for WASM plugins (0: a thread per connection).
     pub event_loops: usize,
     /// Idle client bound.
@@ -89,10 +90,11 @@ pub fn run(plan: ServicePlan) -> Result<()> {
     }
     if let Some(addr) = plan.admin {
         let statuses = started.iter().map(|s| s.status.clone()).collect();
-        admin::spawn(addr, Arc::clone(&metrics), statuses, summary(&plan))?;
+        let caps: Vec<usize> = started.iter().map(|s| s.max_connections).collect();
+        admin::spawn(addr, Arc::clone(&metrics), statuses, summary(&plan, &caps))?;
     }
     let mut threads = Vec::new();
-    for Started { runner, status } in started {
+    for Started { runner, status, .. } in started {
         let name = status.metrics.name().to_string();
         let thread = thread::Builder::new()
             .name(format!("listener {name}"))
@@ -126,6 +128,8 @@ pub fn run(plan: ServicePlan) -> Result<()> {
 struct Started {
     runner: Runner,
     status: ListenerStatus,
+    /// The connection cap in force (asked, or derived).
+    max_connections: usize,
 }
 
 /// What runs a listener on its thread.
@@ -146,19 +150,24 @@ fn start(plan: &ListenerPlan, grace: Duration, metrics: &Metrics) -> Result<Star
     }
     let source = PluginSource::parse(&plan.plugin)?;
     let sandbox = Sandbox::new(&plan.grants, plan.config.clone())?;
-    let limits = InstanceLimits {
-        max_memory: plan.max_memory,
-        call_timeout: plan.call_timeout,
-        max_instances: u32::try_from(plan.max_connections).unwrap_or(u32::MAX),
-        event_loop: plan.event_loops > 0 && !matches!(plan.address, ListenAddr::Udp(_)),
-        ..InstanceLimits::default()
-    };
-    let runtime = WasmRuntime::new(limits, plan.cache_dir.clone(), sandbox)?;
     if let ListenAddr::Udp(addr) = plan.address {
-        return start_datagram(plan, addr, grace, &source, &runtime, metrics);
+        let max_connections = capacity::connection_cap(plan.max_connections, false);
+        let runtime = runtime_for(plan, sandbox, max_connections, false)?;
+        let datagram = DatagramListener {
+            addr,
+            max_in_flight: max_connections,
+            runtime,
+        };
+        return start_datagram(plan, datagram, grace, &source, metrics);
     }
-    let loader = Loader::new(runtime, plan.kind);
     let bytes = source.read()?;
+    // A native plugin keeps a thread per connection even with event loops,
+    // and its cap must leave room for those threads.
+    let wasm = loader::kind_of(plan.kind, &bytes.bytes) == PluginKind::Wasm;
+    let max_connections =
+        capacity::connection_cap(plan.max_connections, wasm && plan.event_loops > 0);
+    let runtime = runtime_for(plan, sandbox, max_connections, plan.event_loops > 0)?;
+    let loader = Loader::new(runtime, plan.kind);
     let (plugin, details) = loader.load(&bytes, &source.to_string())?;
     tracing::info!(
         plugin = %bytes.version,
@@ -183,7 +192,7 @@ fn start(plan: &ListenerPlan, grace: Duration, metrics: &Metrics) -> Result<Star
         name: plan.name.clone(),
         addrs: vec![plan.address.clone()],
         grace,
-        max_connections: plan.max_connections,
+        max_connections,
         idle_timeout: plan.idle_timeout,
         thread_stack: CONNECTION_THREAD_STACK,
         event_loops: plan.event_loops,
@@ -209,18 +218,48 @@ fn start(plan: &ListenerPlan, grace: Duration, metrics: &Metrics) -> Result<Star
     Ok(Started {
         runner: Runner::Stream(Box::new((server, ReloadOnHup { reloader }))),
         status,
+        max_connections,
     })
+}
+
+/// The WebAssembly runtime of one listener: its limits, with room for
+/// `max_connections` instances (fiber stacks too with `event_loop`).
+fn runtime_for(
+    plan: &ListenerPlan,
+    sandbox: Sandbox,
+    max_connections: usize,
+    event_loop: bool,
+) -> Result<WasmRuntime> {
+    let limits = InstanceLimits {
+        max_memory: plan.max_memory,
+        call_timeout: plan.call_timeout,
+        max_instances: u32::try_from(max_connections).unwrap_or(u32::MAX),
+        event_loop,
+        ..InstanceLimits::default()
+    };
+    WasmRuntime::new(limits, plan.cache_dir.clone(), sandbox)
+}
+
+/// What a UDP listener is started with.
+struct DatagramListener {
+    addr: SocketAddr,
+    max_in_flight: usize,
+    runtime: WasmRuntime,
 }
 
 /// Loads a `datagram-handler` plugin and binds the UDP address.
 fn start_datagram(
     plan: &ListenerPlan,
-    addr: SocketAddr,
+    listener: DatagramListener,
     grace: Duration,
     source: &PluginSource,
-    runtime: &WasmRuntime,
     metrics: &Metrics,
 ) -> Result<Started> {
+    let DatagramListener {
+        addr,
+        max_in_flight,
+        runtime,
+    } = listener;
     if plan.kind == Some(PluginKind::Native) {
         bail!("udp:{addr}: native plugins serve stream listeners only");
     }
@@ -238,7 +277,7 @@ fn start_datagram(
     let config = UdpConfig {
         name: plan.name.clone(),
         addr,
-        max_in_flight: plan.max_connections,
+        max_in_flight,
         grace,
         access: AccessRules {
             allow: plan.allow.clone(),
@@ -249,7 +288,7 @@ fn start_datagram(
     let current: CurrentDatagram = Arc::new(ArcSwap::from_pointee(plugin));
     let server = UdpServer::bind(config, current.clone(), metrics)?;
     let slot = DatagramSlot {
-        runtime: runtime.clone(),
+        runtime,
         current: current.clone(),
     };
     let reloader = Reloader::new(slot, source.clone(), server.metrics().clone());
@@ -263,21 +302,24 @@ fn start_datagram(
     Ok(Started {
         runner: Runner::Datagram(Box::new((server, ReloadOnHup { reloader }))),
         status,
+        max_connections: max_in_flight,
     })
 }
 
-/// The settings `/status` reports.
-fn summary(plan: &ServicePlan) -> serde_json::Value {
+/// The settings `/status` reports (`caps`: each listener's connection cap
+/// in force).
+fn summary(plan: &ServicePlan, caps: &[usize]) -> serde_json::Value {
     let listeners: Vec<_> = plan
         .listeners
         .iter()
-        .map(|l| {
+        .zip(caps)
+        .map(|(l, cap)| {
             serde_json::json!({
                 "name": l.name,
                 "address": l.address.to_string(),
                 "plugin": l.plugin,
                 "watch": l.watch,
-                "max_connections": l.max_connections,
+                "max_connections": cap,
                 "event_loops": l.event_loops,
                 "idle_timeout_ms": l.idle_timeout.map(|t| t.as_millis() as u64),
                 "max_memory": l.max_memory,

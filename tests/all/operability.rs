@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::behaviour::{GREETING, check_echo};
-use crate::support::{Host, connect, run_host, temp_dir, test_plugin};
+use crate::support::{Host, connect, example_plugin, run_host, temp_dir, test_plugin};
 
 fn config_file(label: &str, text: &str) -> std::path::PathBuf {
     let path = temp_dir(label).join("host.toml");
@@ -27,6 +27,29 @@ fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     response
+}
+
+/// The admin listener's address, from the host's log.
+fn admin_addr(host: &Host) -> SocketAddr {
+    assert!(host.wait_for_log("admin listening on", Duration::from_secs(5)));
+    host.logs()
+        .lines()
+        .find_map(|l| {
+            l.split("http://")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .expect("admin address in the log")
+}
+
+/// `/status` as JSON.
+fn status(admin: SocketAddr) -> serde_json::Value {
+    let response = http_get(admin, "/status");
+    let body = response.split("\r\n\r\n").nth(1).unwrap();
+    serde_json::from_str(body).expect("status is JSON")
 }
 
 #[test]
@@ -59,18 +82,7 @@ fn one_process_serves_several_listeners_with_their_own_plugins() {
 
     // The admin listener reports both, with the traffic just sent.
     assert!(host.wait_for_log("admin listening on", Duration::from_secs(5)));
-    let admin: SocketAddr = host
-        .logs()
-        .lines()
-        .find_map(|l| {
-            l.split("http://")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .expect("admin address in the log");
+    let admin = admin_addr(&host);
     drop(stream);
     let metrics = wait_for_metric(
         admin,
@@ -88,9 +100,7 @@ fn one_process_serves_several_listeners_with_their_own_plugins() {
         metrics.contains("plughost_plugin_info{listener=\"echo\",version=\"echo@"),
         "{metrics}"
     );
-    let status = http_get(admin, "/status");
-    let body = status.split("\r\n\r\n").nth(1).unwrap();
-    let status: serde_json::Value = serde_json::from_str(body).expect("status is JSON");
+    let status = status(admin);
     assert_eq!(status["listeners"].as_array().unwrap().len(), 2, "{status}");
     assert!(status["uptime_seconds"].as_f64().unwrap() > 0.0);
 }
@@ -340,4 +350,37 @@ fn udp_datagrams_are_echoed_by_a_datagram_plugin() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("is a stream handler"));
     let out = run_host(&["check", "udp-echo"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("datagram-handler"));
+}
+
+#[test]
+fn the_default_connection_cap_follows_how_the_plugin_is_served() {
+    // On event loops a connection costs 6 memory mappings, on a thread 10;
+    // a native plugin keeps a thread each even with --event-loops.
+    let map_count: usize = fs::read_to_string("/proc/sys/vm/max_map_count")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let cap = |per_connection: usize| (map_count - 4096) / per_connection;
+    let native = example_plugin("libecho.so");
+    let cases = [("echo", 6), (native.to_str().unwrap(), 10)];
+    for (plugin, per_connection) in cases {
+        let host = Host::start(&[
+            "run",
+            "--plugin",
+            plugin,
+            "--port",
+            "0",
+            "--event-loops",
+            "1",
+            "--admin",
+            "127.0.0.1:0",
+        ]);
+        let status = status(admin_addr(&host));
+        assert_eq!(
+            status["config"]["listeners"][0]["max_connections"],
+            cap(per_connection).min(10_000),
+            "{plugin}: {status}"
+        );
+    }
 }

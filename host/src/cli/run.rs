@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use clap::Args;
 use host::address::ListenAddr;
-use host::capacity;
 use host::config::{ConfigFile, ListenerConfig};
 use host::plugin::wasm::Grants;
 use host::service::{self, ListenerPlan, ServicePlan};
@@ -166,7 +165,7 @@ impl RunArgs {
             plugin: self.plugin.clone().unwrap_or_else(|| DEFAULT_PLUGIN.into()),
             kind: self.engine.kind,
             watch: self.watch,
-            max_connections: self.max_connections(self.max_connections, self.event_loops > Some(0)),
+            max_connections: self.max_connections.map(|n| n as usize),
             event_loops: self.event_loops.map_or(0, usize::from),
             idle_timeout: nonzero(self.idle_timeout),
             max_memory: self.engine.max_memory,
@@ -214,10 +213,10 @@ impl RunArgs {
             plugin: self.plugin.clone().unwrap_or_else(|| file.plugin.clone()),
             kind: self.engine.kind.or(file.kind),
             watch: self.watch || file.watch,
-            max_connections: self.max_connections(
-                self.max_connections.or(file.max_connections),
-                event_loops > 0,
-            ),
+            max_connections: self
+                .max_connections
+                .or(file.max_connections)
+                .map(|n| n as usize),
             event_loops,
             idle_timeout: file
                 .idle_timeout
@@ -230,25 +229,6 @@ impl RunArgs {
             reuse_port: self.reuse_port || file.reuse_port,
             grants: file.grants.clone(),
             config: file.config.clone(),
-        }
-    }
-
-    /// The connection cap: as asked, else what `vm.max_map_count` allows
-    /// (more on event loops, where a connection costs fewer mappings).
-    fn max_connections(&self, asked: Option<u32>, event_loops: bool) -> usize {
-        let safe = capacity::default_max_connections(event_loops);
-        match asked {
-            None => safe,
-            Some(asked) => {
-                let asked = asked as usize;
-                if asked > safe {
-                    tracing::warn!(
-                        "a connection cap of {asked} exceeds what vm.max_map_count allows \
-                         (about {safe}); raise it with `sysctl -w vm.max_map_count=262144`"
-                    );
-                }
-                asked
-            }
         }
     }
 }

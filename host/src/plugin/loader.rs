@@ -47,6 +47,15 @@ impl LoadDetails {
     }
 }
 
+/// The kind of `bytes`: `forced`, or recognised by the ELF magic.
+pub fn kind_of(forced: Option<PluginKind>, bytes: &[u8]) -> PluginKind {
+    forced.unwrap_or(if bytes.starts_with(native::ELF_MAGIC) {
+        PluginKind::Native
+    } else {
+        PluginKind::Wasm
+    })
+}
+
 /// Loads plugins of either kind.
 #[derive(Clone)]
 pub struct Loader {
@@ -63,12 +72,7 @@ impl Loader {
 
     /// The kind of `bytes`: forced, or recognised by the ELF magic.
     pub fn kind_of(&self, bytes: &[u8]) -> PluginKind {
-        self.kind
-            .unwrap_or(if bytes.starts_with(native::ELF_MAGIC) {
-                PluginKind::Native
-            } else {
-                PluginKind::Wasm
-            })
+        kind_of(self.kind, bytes)
     }
 
     /// The WebAssembly runtime (for datagram plugins).
