@@ -12,25 +12,11 @@ use std::time::{Duration, Instant};
 
 use crate::behaviour::{check_bot, check_echo, check_http};
 use crate::support::{
-    Host, connect, example_plugin, refused, round_trip, run_host, temp_dir, test_plugin,
+    Host, connect, example_plugin, on_one_loop, refused, round_trip, run_host, temp_dir,
+    test_plugin,
 };
 
 type Check = fn(&Host);
-
-/// `host run --plugin <plugin> --port 0 --event-loops 1 <extra>`.
-fn on_one_loop(plugin: &str, extra: &[&str]) -> Host {
-    let mut args = vec![
-        "run",
-        "--plugin",
-        plugin,
-        "--port",
-        "0",
-        "--event-loops",
-        "1",
-    ];
-    args.extend_from_slice(extra);
-    Host::start(&args)
-}
 
 #[test]
 fn every_example_behaves_the_same_on_an_event_loop() {

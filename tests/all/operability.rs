@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::behaviour::{GREETING, check_echo};
-use crate::support::{Host, connect, example_plugin, run_host, temp_dir, test_plugin};
+use crate::support::{Host, connect, example_plugin, on_one_loop, run_host, temp_dir, test_plugin};
 
 fn config_file(label: &str, text: &str) -> std::path::PathBuf {
     let path = temp_dir(label).join("host.toml");
@@ -365,17 +365,7 @@ fn the_default_connection_cap_follows_how_the_plugin_is_served() {
     let native = example_plugin("libecho.so");
     let cases = [("echo", 6), (native.to_str().unwrap(), 10)];
     for (plugin, per_connection) in cases {
-        let host = Host::start(&[
-            "run",
-            "--plugin",
-            plugin,
-            "--port",
-            "0",
-            "--event-loops",
-            "1",
-            "--admin",
-            "127.0.0.1:0",
-        ]);
+        let host = on_one_loop(plugin, &["--admin", "127.0.0.1:0"]);
         let status = status(admin_addr(&host));
         assert_eq!(
             status["config"]["listeners"][0]["max_connections"],

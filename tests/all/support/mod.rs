@@ -296,6 +296,21 @@ pub fn refused(args: &[&str]) -> String {
     errors[0].to_string()
 }
 
+/// `host run --plugin <plugin> --port 0 --event-loops 1 <extra>`.
+pub fn on_one_loop(plugin: &str, extra: &[&str]) -> Host {
+    let mut args = vec![
+        "run",
+        "--plugin",
+        plugin,
+        "--port",
+        "0",
+        "--event-loops",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    Host::start(&args)
+}
+
 /// Sends `message` on `stream` and reads as many bytes back.
 pub fn round_trip(stream: &mut TcpStream, message: &[u8]) -> Vec<u8> {
     use std::io::{Read, Write};
