@@ -74,7 +74,8 @@ impl EventConnection {
     }
 
     /// The connection, for what does not wait (addresses, timeouts,
-    /// shutdown).
+    /// shutdown). Callers must not swap the connection out: the reactor
+    /// registration refers to its socket.
     pub fn connection_mut(&mut self) -> &mut Connection {
         &mut self.conn
     }
