@@ -46,7 +46,15 @@ impl PluginSlot for StreamSlot {
     }
 
     fn load(&self, bytes: &PluginBytes, what: &str) -> Result<(Self::Loaded, LoadDetails)> {
-        self.loader.load(bytes, what)
+        let (plugin, details) = self.loader.load(bytes, what)?;
+        if self.current.get().serves_events() && !plugin.serves_events() {
+            tracing::warn!(
+                "{what} cannot run on this listener's event loops: each of its connections \
+                 takes a thread, under a connection cap sized for event loops \
+                 (restart the host to size it for threads)"
+            );
+        }
+        Ok((plugin, details))
     }
 
     fn swap(&self, loaded: Self::Loaded) -> PluginVersion {

@@ -389,3 +389,28 @@ fn the_flag_overrides_the_files_event_loops_even_with_zero() {
          ({on_threads} threads vs {on_the_loop} on the file's loop)"
     );
 }
+
+#[test]
+fn swapping_in_a_native_plugin_on_an_event_loop_listener_warns_and_serves() {
+    let dir = temp_dir("events-to-native");
+    let plugin = dir.join("plugin");
+    fs::write(&plugin, fs::read(example_plugin("echo.wasm")).unwrap()).unwrap();
+    let host = on_one_loop(plugin.to_str().unwrap(), &[]);
+    assert_eq!(round_trip(&mut host.connect(), b"wasm"), b"wasm");
+    fs::write(&plugin, fs::read(example_plugin("libecho.so")).unwrap()).unwrap();
+    host.signal(libc::SIGHUP);
+    assert!(
+        host.wait_for_log(
+            "cannot run on this listener's event loops",
+            Duration::from_secs(10)
+        ),
+        "{}",
+        host.logs()
+    );
+    assert!(
+        host.wait_for_log("SIGHUP: swapped", Duration::from_secs(10)),
+        "{}",
+        host.logs()
+    );
+    assert_eq!(round_trip(&mut host.connect(), b"native"), b"native");
+}
