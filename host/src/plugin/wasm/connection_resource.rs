@@ -1,11 +1,15 @@
 //! The host implementation of the WIT `connection` resource. A store serves
 //! exactly one connection, so the resource table holds only a
 //! [`ConnectionHandle`] marker (checked on every call) and the methods act on
-//! the store's [`Connection`]. The helpers here are shared with the
-//! event-loop implementation in `event::connection_resource`.
+//! the store's [`Connection`].
+//!
+//! The blocking bindings and the event-loop bindings
+//! (`event::connection_resource`) each generate their own `HostConnection`
+//! trait and `error-code` type; the macros here give both the same
+//! conversion and the same methods that never wait, so only `read` and
+//! `write` differ between them.
 
 use std::borrow::BorrowMut;
-use std::time::Duration;
 
 use wasmtime::component::Resource;
 
@@ -13,14 +17,14 @@ use super::bindings::plughost::handler::connections::{Host, HostConnection};
 use super::bindings::{ErrorCode, ShutdownHow, SocketAddress};
 use super::state::{ConnState, ConnectionHandle, StoreState};
 use crate::address::PeerAddr;
-use crate::connection::{ConnError, Connection, ShutdownDirection};
+use crate::connection::Connection;
 
-/// `From<ConnError>` for a bindings' `error-code` (the blocking and the
-/// event-loop bindings each generate one).
+/// `From<ConnError>` for a bindings' `error-code`.
 macro_rules! error_code_from_conn_error {
     ($code:ty) => {
-        impl From<ConnError> for $code {
-            fn from(err: ConnError) -> Self {
+        impl From<$crate::connection::ConnError> for $code {
+            fn from(err: $crate::connection::ConnError) -> Self {
+                use $crate::connection::ConnError;
                 match err {
                     ConnError::Closed => Self::Closed,
                     ConnError::TimedOut => Self::TimedOut,
@@ -35,6 +39,80 @@ macro_rules! error_code_from_conn_error {
 }
 pub(super) use error_code_from_conn_error;
 
+/// The `connection` methods that never wait (shutdown, addresses, the read
+/// timeout, drop), for inside a bindings' `impl HostConnection`. `ErrorCode`,
+/// `ShutdownHow` and `SocketAddress` are that bindings' types, in scope where
+/// the macro is used.
+macro_rules! non_waiting_connection_methods {
+    () => {
+        fn shutdown(
+            &mut self,
+            handle: ::wasmtime::component::Resource<$crate::plugin::wasm::state::ConnectionHandle>,
+            how: ShutdownHow,
+        ) -> ::wasmtime::Result<Result<(), ErrorCode>> {
+            use $crate::connection::ShutdownDirection;
+            let how = match how {
+                ShutdownHow::Read => ShutdownDirection::Read,
+                ShutdownHow::Write => ShutdownDirection::Write,
+                ShutdownHow::Both => ShutdownDirection::Both,
+            };
+            Ok(self.conn(&handle)?.shutdown(how).map_err(ErrorCode::from))
+        }
+
+        fn peer_address(
+            &mut self,
+            handle: ::wasmtime::component::Resource<$crate::plugin::wasm::state::ConnectionHandle>,
+        ) -> ::wasmtime::Result<SocketAddress> {
+            let (ip, port) = $crate::plugin::wasm::connection_resource::ip_and_port(
+                self.conn(&handle)?.peer_addr(),
+            );
+            Ok(SocketAddress { ip, port })
+        }
+
+        fn local_address(
+            &mut self,
+            handle: ::wasmtime::component::Resource<$crate::plugin::wasm::state::ConnectionHandle>,
+        ) -> ::wasmtime::Result<SocketAddress> {
+            let (ip, port) = $crate::plugin::wasm::connection_resource::ip_and_port(
+                self.conn(&handle)?.local_addr(),
+            );
+            Ok(SocketAddress { ip, port })
+        }
+
+        fn set_timeout(
+            &mut self,
+            handle: ::wasmtime::component::Resource<$crate::plugin::wasm::state::ConnectionHandle>,
+            timeout_ms: Option<u64>,
+        ) -> ::wasmtime::Result<()> {
+            // A failure leaves the previous timeout in force; the next read
+            // reports any real socket problem.
+            let _ = self
+                .conn(&handle)?
+                .set_read_timeout(timeout_ms.map(::std::time::Duration::from_millis));
+            Ok(())
+        }
+
+        fn timeout(
+            &mut self,
+            handle: ::wasmtime::component::Resource<$crate::plugin::wasm::state::ConnectionHandle>,
+        ) -> ::wasmtime::Result<Option<u64>> {
+            Ok(self
+                .conn(&handle)?
+                .read_timeout()
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)))
+        }
+
+        fn drop(
+            &mut self,
+            _handle: ::wasmtime::component::Resource<$crate::plugin::wasm::state::ConnectionHandle>,
+        ) -> ::wasmtime::Result<()> {
+            // The host owns the connection; guests only ever hold borrows.
+            Ok(())
+        }
+    };
+}
+pub(super) use non_waiting_connection_methods;
+
 error_code_from_conn_error!(ErrorCode);
 
 /// The WIT `socket-address` fields for `addr`: Unix peers appear as
@@ -46,17 +124,6 @@ pub(super) fn ip_and_port(addr: &PeerAddr) -> (String, u16) {
     }
 }
 
-fn socket_address(addr: &PeerAddr) -> SocketAddress {
-    let (ip, port) = ip_and_port(addr);
-    SocketAddress { ip, port }
-}
-
-/// The plugin's read timeout in milliseconds.
-pub(super) fn timeout_ms(conn: &Connection) -> Option<u64> {
-    conn.read_timeout()
-        .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl<C: BorrowMut<Connection>> StoreState<C> {
     /// The connection behind `handle` (checked against the table).
     pub(super) fn conn(
@@ -65,19 +132,6 @@ impl<C: BorrowMut<Connection>> StoreState<C> {
     ) -> wasmtime::Result<&mut Connection> {
         self.table.get(handle)?;
         Ok(self.io.borrow_mut())
-    }
-
-    /// Sets the read timeout. A failure leaves the previous one in force;
-    /// the next read reports any real socket problem.
-    pub(super) fn set_conn_timeout(
-        &mut self,
-        handle: &Resource<ConnectionHandle>,
-        timeout_ms: Option<u64>,
-    ) -> wasmtime::Result<()> {
-        let _ = self
-            .conn(handle)?
-            .set_read_timeout(timeout_ms.map(Duration::from_millis));
-        Ok(())
     }
 }
 
@@ -104,47 +158,5 @@ impl HostConnection for ConnState {
         Ok(result.map_err(ErrorCode::from))
     }
 
-    fn shutdown(
-        &mut self,
-        handle: Resource<ConnectionHandle>,
-        how: ShutdownHow,
-    ) -> wasmtime::Result<Result<(), ErrorCode>> {
-        let how = match how {
-            ShutdownHow::Read => ShutdownDirection::Read,
-            ShutdownHow::Write => ShutdownDirection::Write,
-            ShutdownHow::Both => ShutdownDirection::Both,
-        };
-        Ok(self.conn(&handle)?.shutdown(how).map_err(ErrorCode::from))
-    }
-
-    fn peer_address(
-        &mut self,
-        handle: Resource<ConnectionHandle>,
-    ) -> wasmtime::Result<SocketAddress> {
-        Ok(socket_address(self.conn(&handle)?.peer_addr()))
-    }
-
-    fn local_address(
-        &mut self,
-        handle: Resource<ConnectionHandle>,
-    ) -> wasmtime::Result<SocketAddress> {
-        Ok(socket_address(self.conn(&handle)?.local_addr()))
-    }
-
-    fn set_timeout(
-        &mut self,
-        handle: Resource<ConnectionHandle>,
-        timeout_ms: Option<u64>,
-    ) -> wasmtime::Result<()> {
-        self.set_conn_timeout(&handle, timeout_ms)
-    }
-
-    fn timeout(&mut self, handle: Resource<ConnectionHandle>) -> wasmtime::Result<Option<u64>> {
-        Ok(timeout_ms(self.conn(&handle)?))
-    }
-
-    fn drop(&mut self, _handle: Resource<ConnectionHandle>) -> wasmtime::Result<()> {
-        // The host owns the connection; guests only ever hold borrows.
-        Ok(())
-    }
+    non_waiting_connection_methods!();
 }

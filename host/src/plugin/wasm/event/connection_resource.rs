@@ -1,16 +1,17 @@
 //! The `connection` resource for instances on an event-loop thread: `read`
 //! and `write` wait on the loop; the other methods are the blocking
-//! implementation's (nothing in them waits).
+//! implementation's (`non_waiting_connection_methods`).
 
 use wasmtime::component::Resource;
 
-use super::super::connection_resource::{error_code_from_conn_error, ip_and_port, timeout_ms};
+use super::super::connection_resource::{
+    error_code_from_conn_error, non_waiting_connection_methods,
+};
 use super::super::state::ConnectionHandle;
 use super::EventState;
 use super::bindings::plughost::handler::connections::{
     ErrorCode, Host, HostConnection, ShutdownHow, SocketAddress,
 };
-use crate::connection::{ConnError, ShutdownDirection};
 
 error_code_from_conn_error!(ErrorCode);
 
@@ -39,49 +40,5 @@ impl HostConnection for EventState {
         Ok(result.map_err(ErrorCode::from))
     }
 
-    fn shutdown(
-        &mut self,
-        handle: Resource<ConnectionHandle>,
-        how: ShutdownHow,
-    ) -> wasmtime::Result<Result<(), ErrorCode>> {
-        let how = match how {
-            ShutdownHow::Read => ShutdownDirection::Read,
-            ShutdownHow::Write => ShutdownDirection::Write,
-            ShutdownHow::Both => ShutdownDirection::Both,
-        };
-        Ok(self.conn(&handle)?.shutdown(how).map_err(ErrorCode::from))
-    }
-
-    fn peer_address(
-        &mut self,
-        handle: Resource<ConnectionHandle>,
-    ) -> wasmtime::Result<SocketAddress> {
-        let (ip, port) = ip_and_port(self.conn(&handle)?.peer_addr());
-        Ok(SocketAddress { ip, port })
-    }
-
-    fn local_address(
-        &mut self,
-        handle: Resource<ConnectionHandle>,
-    ) -> wasmtime::Result<SocketAddress> {
-        let (ip, port) = ip_and_port(self.conn(&handle)?.local_addr());
-        Ok(SocketAddress { ip, port })
-    }
-
-    fn set_timeout(
-        &mut self,
-        handle: Resource<ConnectionHandle>,
-        timeout_ms: Option<u64>,
-    ) -> wasmtime::Result<()> {
-        self.set_conn_timeout(&handle, timeout_ms)
-    }
-
-    fn timeout(&mut self, handle: Resource<ConnectionHandle>) -> wasmtime::Result<Option<u64>> {
-        Ok(timeout_ms(self.conn(&handle)?))
-    }
-
-    fn drop(&mut self, _handle: Resource<ConnectionHandle>) -> wasmtime::Result<()> {
-        // The host owns the connection; guests only ever hold borrows.
-        Ok(())
-    }
+    non_waiting_connection_methods!();
 }
