@@ -1,8 +1,8 @@
 //! `--event-loops`: connections served as tasks on a few threads instead of
 //! a thread each. The examples behave exactly as on threads; a plugin that
 //! computes cannot starve the connections sharing its loop; timeouts,
-//! never-reading clients, the SIGTERM drain and reloads work the same;
-//! native plugins still get a thread each.
+//! never-reading clients and reloads work the same (the SIGTERM drain is
+//! tested on both in `foundation`); native plugins still get a thread each.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -36,11 +36,7 @@ fn every_example_behaves_the_same_on_an_event_loop() {
             "{file}:\n{}",
             host.logs()
         );
-        let logs = host.logs();
-        let host_panic = logs
-            .lines()
-            .any(|line| line.contains("panicked") && !line.contains(" plugin: "));
-        assert!(!host_panic, "{file}:\n{logs}");
+        host.assert_no_host_panic(file);
     }
 }
 
@@ -112,11 +108,7 @@ fn a_computing_plugin_does_not_starve_its_neighbours() {
             "spinner closed after {took:?}"
         );
     }
-    assert!(
-        host.wait_for_log("call timeout", Duration::from_secs(5)),
-        "{}",
-        host.logs()
-    );
+    host.expect_log("call timeout", Duration::from_secs(5));
 }
 
 #[test]
@@ -159,11 +151,7 @@ fn a_plugins_own_read_timeout_fires_on_the_loop() {
     let mut response = Vec::new();
     stream.read_to_end(&mut response).unwrap();
     assert!(response.starts_with(b"HTTP/1.1 200"));
-    assert!(
-        host.wait_for_log("outcome=ok", Duration::from_secs(3)),
-        "{}",
-        host.logs()
-    );
+    host.expect_log("outcome=ok", Duration::from_secs(3));
     drop(stream);
 }
 
@@ -182,35 +170,9 @@ fn a_client_that_never_reads_is_given_up_on() {
             Err(_) => break,
         }
     }
-    assert!(
-        host.wait_for_log("outcome=", Duration::from_secs(15)),
-        "{}",
-        host.logs()
-    );
+    host.expect_log("outcome=", Duration::from_secs(15));
     let mut other = host.connect();
     assert_eq!(round_trip(&mut other, b"others fine"), b"others fine");
-}
-
-#[test]
-fn sigterm_drains_event_loop_connections() {
-    let mut host = on_one_loop("echo", &["--grace", "1s"]);
-    let mut open = host.connect();
-    assert_eq!(round_trip(&mut open, b"before"), b"before");
-    host.terminate();
-    assert!(
-        host.wait_for_log("shutting down", Duration::from_secs(5)),
-        "{}",
-        host.logs()
-    );
-    assert_eq!(round_trip(&mut open, b"during"), b"during");
-    let status = host
-        .wait_exit(Duration::from_secs(6))
-        .expect("host exits after the grace period");
-    assert!(status.success(), "{status}");
-    let mut rest = Vec::new();
-    let _ = open.read_to_end(&mut rest);
-    assert!(rest.is_empty());
-    assert!(host.stderr_contains("grace period over"), "{}", host.logs());
 }
 
 #[test]
@@ -219,11 +181,7 @@ fn a_reload_keeps_open_event_loop_connections_on_their_version() {
     let plugin = dir.join("plugin.wasm");
     fs::write(&plugin, fs::read(example_plugin("echo.wasm")).unwrap()).unwrap();
     let host = on_one_loop(plugin.to_str().unwrap(), &["--watch"]);
-    assert!(
-        host.wait_for_log("watching", Duration::from_secs(10)),
-        "{}",
-        host.logs()
-    );
+    host.expect_log("watching", Duration::from_secs(10));
     let mut old = host.connect();
     assert_eq!(round_trip(&mut old, b"hello"), b"hello");
     let staged = dir.join("staged.wasm");
@@ -286,11 +244,7 @@ fn hostile_plugins_on_an_event_loop_are_stopped_with_their_reason() {
             "{file}:\n{}",
             host.logs()
         );
-        let logs = host.logs();
-        let host_panic = logs
-            .lines()
-            .any(|line| line.contains("panicked") && !line.contains(" plugin: "));
-        assert!(!host_panic, "{file}:\n{logs}");
+        host.assert_no_host_panic(file);
     }
 }
 
@@ -399,18 +353,10 @@ fn swapping_in_a_native_plugin_on_an_event_loop_listener_warns_and_serves() {
     assert_eq!(round_trip(&mut host.connect(), b"wasm"), b"wasm");
     fs::write(&plugin, fs::read(example_plugin("libecho.so")).unwrap()).unwrap();
     host.signal(libc::SIGHUP);
-    assert!(
-        host.wait_for_log(
-            "cannot run on this listener's event loops",
-            Duration::from_secs(10)
-        ),
-        "{}",
-        host.logs()
+    host.expect_log(
+        "cannot run on this listener's event loops",
+        Duration::from_secs(10),
     );
-    assert!(
-        host.wait_for_log("SIGHUP: swapped", Duration::from_secs(10)),
-        "{}",
-        host.logs()
-    );
+    host.expect_log("SIGHUP: swapped", Duration::from_secs(10));
     assert_eq!(round_trip(&mut host.connect(), b"native"), b"native");
 }

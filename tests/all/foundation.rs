@@ -33,13 +33,9 @@ fn ten_mib_round_trip_intact_while_reading_and_writing() {
     assert_eq!(echoed.len(), payload.len());
     assert!(echoed == payload, "10 MiB came back changed");
     let bytes = payload.len().to_string();
-    assert!(
-        host.wait_for_log(
-            &format!("bytes_in={bytes} bytes_out={bytes}"),
-            Duration::from_secs(5)
-        ),
-        "{}",
-        host.logs()
+    host.expect_log(
+        &format!("bytes_in={bytes} bytes_out={bytes}"),
+        Duration::from_secs(5),
     );
 }
 
@@ -183,11 +179,7 @@ fn a_trap_or_panic_closes_only_its_own_connection() {
         let mut rest = Vec::new();
         let _ = bad.read_to_end(&mut rest);
         assert!(rest.is_empty());
-        assert!(
-            host.wait_for_log(logged, Duration::from_secs(5)),
-            "{}",
-            host.logs()
-        );
+        host.expect_log(logged, Duration::from_secs(5));
         assert_eq!(round_trip(&mut good, b"still here"), b"still here");
         assert_eq!(round_trip(&mut host.connect(), b"new one"), b"new one");
     }
@@ -200,11 +192,7 @@ fn finish_runs_after_a_failing_handle_and_setup_errors_skip_both() {
     let mut text = String::new();
     host.connect().read_to_string(&mut text).unwrap();
     assert_eq!(text, "partial\nfinished\n");
-    assert!(
-        host.wait_for_log("handler gave up", Duration::from_secs(5)),
-        "{}",
-        host.logs()
-    );
+    host.expect_log("handler gave up", Duration::from_secs(5));
     assert!(host.stderr_contains("outcome=error"));
 
     let plugin = test_plugin("setup_fails.wasm");
@@ -212,11 +200,7 @@ fn finish_runs_after_a_failing_handle_and_setup_errors_skip_both() {
     let mut text = String::new();
     let _ = host.connect().read_to_string(&mut text);
     assert!(!text.contains("should not run"), "{text}");
-    assert!(
-        host.wait_for_log("no thanks", Duration::from_secs(5)),
-        "{}",
-        host.logs()
-    );
+    host.expect_log("no thanks", Duration::from_secs(5));
     assert!(host.stderr_contains("outcome=setup-error"));
 }
 
@@ -311,11 +295,7 @@ fn sigterm_stops_accepting_and_lets_open_connections_finish() {
     let mut open = host.connect();
     assert_eq!(round_trip(&mut open, b"before"), b"before");
     host.terminate();
-    assert!(
-        host.wait_for_log("shutting down", Duration::from_secs(5)),
-        "{}",
-        host.logs()
-    );
+    host.expect_log("shutting down", Duration::from_secs(5));
     // New connections are refused (the listener is closed).
     let refused = TcpStream::connect_timeout(&host.addr(), Duration::from_secs(2));
     assert!(
@@ -335,10 +315,26 @@ fn sigterm_stops_accepting_and_lets_open_connections_finish() {
 
 #[test]
 fn the_grace_period_ends_with_stragglers_closed_and_exit_zero() {
-    let mut host = Host::start(&["run", "--plugin", "echo", "--port", "0", "--grace", "1s"]);
+    grace_period_against(&[]);
+}
+
+#[test]
+fn the_grace_period_ends_the_same_on_an_event_loop() {
+    grace_period_against(&["--event-loops", "1"]);
+}
+
+/// SIGTERM with a connection open (host started with `serving` flags): it
+/// is still served while draining, then closed when the 1 s grace ends,
+/// and the host exits 0.
+fn grace_period_against(serving: &[&str]) {
+    let mut args = vec!["run", "--plugin", "echo", "--port", "0", "--grace", "1s"];
+    args.extend_from_slice(serving);
+    let mut host = Host::start(&args);
     let mut idle = host.connect();
     assert_eq!(round_trip(&mut idle, b"hi"), b"hi");
     host.terminate();
+    host.expect_log("shutting down", Duration::from_secs(5));
+    assert_eq!(round_trip(&mut idle, b"during"), b"during");
     let status = host
         .wait_exit(Duration::from_secs(6))
         .expect("host exits after the grace period");

@@ -64,27 +64,15 @@ fn an_infinite_loop_is_stopped_by_the_call_timeout() {
     echo_works(echo);
     let took = spinner.join().unwrap();
     assert!(took < Duration::from_secs(10), "took {took:?}");
-    assert!(
-        host.wait_for_log("call timeout", Duration::from_secs(5)),
-        "{}",
-        host.logs()
-    );
+    host.expect_log("call timeout", Duration::from_secs(5));
 }
 
 #[test]
 fn unbounded_allocation_hits_the_memory_cap() {
     let (host, hostile, echo) = hostile_host("hog.wasm", "max_memory = \"16MiB\"");
     closed_after(hostile);
-    assert!(
-        host.wait_for_log("memory limit", Duration::from_secs(5)),
-        "{}",
-        host.logs()
-    );
-    assert!(
-        host.wait_for_log("outcome=trap", Duration::from_secs(5)),
-        "{}",
-        host.logs()
-    );
+    host.expect_log("memory limit", Duration::from_secs(5));
+    host.expect_log("outcome=trap", Duration::from_secs(5));
     echo_works(echo);
 }
 
@@ -92,11 +80,7 @@ fn unbounded_allocation_hits_the_memory_cap() {
 fn a_stack_overflow_traps_only_its_instance() {
     let (host, hostile, echo) = hostile_host("recurse.wasm", "");
     closed_after(hostile);
-    assert!(
-        host.wait_for_log("outcome=trap", Duration::from_secs(5)),
-        "{}",
-        host.logs()
-    );
+    host.expect_log("outcome=trap", Duration::from_secs(5));
     echo_works(echo);
 }
 
@@ -105,11 +89,7 @@ fn a_finish_that_never_returns_is_stopped() {
     let (host, hostile, echo) = hostile_host("finish_hangs.wasm", "call_timeout = \"1s\"");
     let took = closed_after(hostile);
     assert!(took < Duration::from_secs(10), "took {took:?}");
-    assert!(
-        host.wait_for_log("call timeout", Duration::from_secs(5)),
-        "{}",
-        host.logs()
-    );
+    host.expect_log("call timeout", Duration::from_secs(5));
     echo_works(echo);
 }
 
@@ -219,11 +199,7 @@ fn a_client_that_never_reads_costs_bounded_memory() {
         "host memory grew from {before} KiB to {during} KiB for a client that never reads"
     );
     // The host gives up on the stalled writer after the idle timeout.
-    assert!(
-        host.wait_for_log("outcome=", Duration::from_secs(15)),
-        "{}",
-        host.logs()
-    );
+    host.expect_log("outcome=", Duration::from_secs(15));
     echo_works(host.addr());
 }
 
@@ -323,11 +299,7 @@ fn the_connection_cap_makes_extra_clients_wait_and_says_so_only_then() {
     // A third client waits in the backlog, and that is logged.
     let mut third = host.connect();
     third.write_all(b"three").unwrap();
-    assert!(
-        host.wait_for_log("connection limit reached", Duration::from_secs(5)),
-        "{}",
-        host.logs()
-    );
+    host.expect_log("connection limit reached", Duration::from_secs(5));
     // It is served as soon as a slot frees.
     drop(first);
     let mut reply = [0; 5];

@@ -282,11 +282,7 @@ fn a_tcp_echo_and_a_unix_socket_bot_are_served_at_once() {
     )
     .unwrap();
     let mut host = Host::start(&["run", "--config", config.to_str().unwrap()]);
-    assert!(
-        host.wait_for_log("removed stale socket", Duration::from_secs(5)),
-        "{}",
-        host.logs()
-    );
+    host.expect_log("removed stale socket", Duration::from_secs(5));
     let echo = host.listener_addr("echo");
     assert!(host.wait_for_log(
         &format!("listening on unix:{}", socket.display()),

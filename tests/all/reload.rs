@@ -68,11 +68,7 @@ fn watched_echo(label: &str) -> (Host, PathBuf) {
         "0",
         "--watch",
     ]);
-    assert!(
-        host.wait_for_log("watching", Duration::from_secs(10)),
-        "{}",
-        host.logs()
-    );
+    host.expect_log("watching", Duration::from_secs(10));
     (host, plugin)
 }
 
@@ -110,18 +106,10 @@ fn in_place_writes_and_delete_then_create_are_picked_up() {
 fn a_broken_plugin_never_replaces_a_working_one() {
     let (host, plugin) = watched_echo("reload-broken");
     replace_by_rename(&plugin, b"this is not wasm");
-    assert!(
-        host.wait_for_log("reload failed", Duration::from_secs(10)),
-        "{}",
-        host.logs()
-    );
+    host.expect_log("reload failed", Duration::from_secs(10));
     assert_eq!(ask(&host, b"abc"), b"abc");
     replace_by_rename(&plugin, &bytes(&test_plugin("wrong_world.wasm")));
-    assert!(
-        host.wait_for_log("missing export", Duration::from_secs(10)),
-        "{}",
-        host.logs()
-    );
+    host.expect_log("missing export", Duration::from_secs(10));
     assert_eq!(ask(&host, b"abc"), b"abc");
     assert!(!host.logs().contains("panicked"));
 }
@@ -237,11 +225,7 @@ fn a_plugin_directory_is_rebuilt_with_its_manifest() {
     fs::write(dir.join("variant"), "shout").unwrap();
     wait_for_reply(&host, b"abc", b"ABC");
     fs::write(dir.join("variant"), "broken").unwrap();
-    assert!(
-        host.wait_for_log("cannot find value", Duration::from_secs(10)),
-        "{}",
-        host.logs()
-    );
+    host.expect_log("cannot find value", Duration::from_secs(10));
     assert_eq!(
         ask(&host, b"abc"),
         b"ABC",
@@ -366,19 +350,11 @@ fn udp_listeners_reload_on_change_and_on_sighup() {
     let host = udp_host(&plugin, &["--watch"]);
     udp_echoes(&client, &host, b"before");
     replace_by_rename(&plugin, &rebuilt(&original, "build-2"));
-    assert!(
-        host.wait_for_log("file changed: swapped", Duration::from_secs(10)),
-        "{}",
-        host.logs()
-    );
+    host.expect_log("file changed: swapped", Duration::from_secs(10));
     udp_echoes(&client, &host, b"after the watch reload");
     // A broken file never replaces the working plugin.
     replace_by_rename(&plugin, b"not a component");
-    assert!(
-        host.wait_for_log("reload failed", Duration::from_secs(10)),
-        "{}",
-        host.logs()
-    );
+    host.expect_log("reload failed", Duration::from_secs(10));
     udp_echoes(&client, &host, b"still served");
     drop(host);
 
@@ -387,10 +363,6 @@ fn udp_listeners_reload_on_change_and_on_sighup() {
     let host = udp_host(&plugin, &[]);
     fs::write(&plugin, rebuilt(&original, "build-3")).unwrap();
     host.signal(libc::SIGHUP);
-    assert!(
-        host.wait_for_log("SIGHUP: swapped", Duration::from_secs(10)),
-        "{}",
-        host.logs()
-    );
+    host.expect_log("SIGHUP: swapped", Duration::from_secs(10));
     udp_echoes(&client, &host, b"after SIGHUP");
 }

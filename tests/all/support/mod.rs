@@ -245,6 +245,26 @@ impl Host {
         false
     }
 
+    /// Waits (bounded) for a log line containing `needle`; fails the test,
+    /// showing the whole log, if none comes.
+    pub fn expect_log(&self, needle: &str, timeout: Duration) {
+        assert!(
+            self.wait_for_log(needle, timeout),
+            "no log line with {needle:?} within {timeout:?}:\n{}",
+            self.logs()
+        );
+    }
+
+    /// Fails the test if the host itself panicked (a plugin's own panic
+    /// message, logged under target `plugin`, does not count).
+    pub fn assert_no_host_panic(&self, what: &str) {
+        let logs = self.logs();
+        let host_panic = logs
+            .lines()
+            .any(|line| line.contains("panicked") && !line.contains(" plugin: "));
+        assert!(!host_panic, "{what}:\n{logs}");
+    }
+
     /// Sends a signal to the host.
     pub fn signal(&self, signal: i32) {
         // SAFETY: sending a signal to our own child process.
