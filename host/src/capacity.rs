@@ -2,10 +2,11 @@
 //!
 //! Each open connection costs a thread (stack, guard page, signal stacks)
 //! — or, on an event loop, a fiber stack — and an instance (memory and
-//! table slots), and every one of those is a memory mapping. Linux caps mappings per process at `vm.max_map_count`
-//! (65530 by default); past it, thread creation or mmap fails and the whole
-//! process can abort. The host therefore derives its default connection cap
-//! from the live limit, and refuses to go above it.
+//! table slots), and every one of those is a memory mapping. Linux caps
+//! mappings per process at `vm.max_map_count` (65530 by default); past it,
+//! thread creation or mmap fails and the whole process can abort. The host
+//! therefore derives its default connection cap from the live limit, and
+//! warns when asked to go above it.
 
 use std::fs;
 

@@ -1,8 +1,8 @@
 //! The server: `mio` owns the listening sockets and the accept loop; each
 //! accepted connection is handed to a pooled thread where a fresh plugin
 //! instance serves it — or, with event loops enabled, to the least busy
-//! event-loop thread, where it is one task among many. Signals stop it gracefully (SIGINT/SIGTERM) or ask
-//! for a reload (SIGHUP).
+//! event-loop thread, where it is one task among many. Signals stop it
+//! gracefully (SIGINT/SIGTERM) or ask for a reload (SIGHUP).
 
 mod access;
 mod bind;

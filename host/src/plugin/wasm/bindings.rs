@@ -1,7 +1,8 @@
 //! Host-side bindings for the `plughost:handler/handler` world, generated
 //! from `wit/handler.wit` at compile time.
 //!
-//! The `connection` resource is a [`ConnectionHandle`](super::state::ConnectionHandle) in the store's table;
+//! The `connection` resource is a
+//! [`ConnectionHandle`](super::state::ConnectionHandle) in the store's table;
 //! the socket itself stays in host memory, so a guest only ever holds a
 //! handle to it.
 

@@ -303,7 +303,8 @@ fn new_store<C: Send + 'static>(
     let budget = limits.cpu_deadline().then_some(limits.call_timeout);
     let mut store = Store::new(engine.engine(), state);
     store.limiter(|state| &mut state.limits);
-    if budget.is_some() || (yield_to_loop && limits.epoch_checks()) {
+    // Event-loop instances only exist when epoch checks are on.
+    if budget.is_some() || yield_to_loop {
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |ctx| {
             let state = ctx.data();
