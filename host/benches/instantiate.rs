@@ -30,14 +30,11 @@ fn closed_connection() -> Result<Connection> {
     Connection::new(Stream::Unix(server), None).context("wrap socket")
 }
 
-fn measure(plugin: &dyn Plugin) -> Result<Vec<Duration>> {
+/// Runs `once` WARMUP + ROUNDS times; the last ROUNDS timings, sorted.
+fn sample(mut once: impl FnMut() -> Result<Duration>) -> Result<Vec<Duration>> {
     let mut samples = Vec::with_capacity(ROUNDS);
     for round in 0..WARMUP + ROUNDS {
-        let conn = closed_connection()?;
-        let started = Instant::now();
-        let (_conn, outcome) = plugin.serve(conn);
-        let took = started.elapsed();
-        anyhow::ensure!(outcome.label() == "ok", "serve failed: {outcome:?}");
+        let took = once()?;
         if round >= WARMUP {
             samples.push(took);
         }
@@ -46,18 +43,25 @@ fn measure(plugin: &dyn Plugin) -> Result<Vec<Duration>> {
     Ok(samples)
 }
 
+/// A whole connection whose client already closed.
+fn measure(plugin: &dyn Plugin) -> Result<Vec<Duration>> {
+    sample(|| {
+        let conn = closed_connection()?;
+        let started = Instant::now();
+        let (_conn, outcome) = plugin.serve(conn);
+        let took = started.elapsed();
+        anyhow::ensure!(outcome.label() == "ok", "serve failed: {outcome:?}");
+        Ok(took)
+    })
+}
+
+/// Instance creation alone.
 fn measure_instantiation(plugin: &dyn Plugin) -> Result<Vec<Duration>> {
-    let mut samples = Vec::with_capacity(ROUNDS);
-    for round in 0..WARMUP + ROUNDS {
-        let took = plugin
+    sample(|| {
+        plugin
             .time_instantiation()?
-            .context("the plugin creates no instance per connection")?;
-        if round >= WARMUP {
-            samples.push(took);
-        }
-    }
-    samples.sort();
-    Ok(samples)
+            .context("the plugin creates no instance per connection")
+    })
 }
 
 fn report(name: &str, samples: &[Duration], reference: Option<Duration>) -> Duration {
