@@ -145,18 +145,14 @@ impl EventConnection {
         limit: Option<Duration>,
         mut attempt: impl FnMut(&mut Connection) -> Result<Option<(T, bool)>, ConnError>,
     ) -> Result<Option<T>, ConnError> {
-        // A limit too far away to represent is no limit.
-        let deadline = limit.and_then(|limit| Instant::now().checked_add(limit));
         let Self {
             readiness,
             timer,
             conn,
         } = self;
-        if let Some(deadline) = deadline
-            && deadline < timer.deadline()
-        {
-            timer.as_mut().reset(deadline);
-        }
+        // Fixed when the operation first has to wait (most reads and writes
+        // of a busy connection never do, and need no clock reading).
+        let mut waiting_until: Option<Option<Instant>> = None;
         poll_fn(|cx| {
             loop {
                 let ready = if interest.is_readable() {
@@ -180,6 +176,16 @@ impl EventConnection {
                     Err(err) => return Poll::Ready(Err(err)),
                 }
             }
+            let deadline = *waiting_until.get_or_insert_with(|| {
+                // A limit too far away to represent is no limit.
+                let deadline = limit.and_then(|limit| Instant::now().checked_add(limit));
+                if let Some(deadline) = deadline
+                    && deadline < timer.deadline()
+                {
+                    timer.as_mut().reset(deadline);
+                }
+                deadline
+            });
             let Some(deadline) = deadline else {
                 return Poll::Pending;
             };

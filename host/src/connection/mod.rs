@@ -22,6 +22,10 @@ use crate::address::PeerAddr;
 /// The most bytes a single `read` hands to a plugin.
 pub const MAX_READ_CHUNK: usize = 1024 * 1024;
 
+/// From this many bytes on, a read gives the plugin its receive buffer
+/// rather than a copy of it.
+const HAND_OVER_READ: usize = 16 * 1024;
+
 /// Why a connection operation failed, as the plugin contract names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ConnError {
@@ -246,6 +250,11 @@ impl Connection {
                 // SAFETY: `recv` initialised the first `n` bytes.
                 unsafe { self.scratch.set_len(n) };
                 self.bytes_in += n as u64;
+                // A large read hands the buffer over instead: one
+                // allocation for the next read costs less than copying it.
+                if n >= HAND_OVER_READ {
+                    return Ok(Some(std::mem::take(&mut self.scratch)));
+                }
                 return Ok(Some(self.scratch.clone()));
             }
             let err = io::Error::last_os_error();
@@ -416,5 +425,34 @@ impl Connection {
     /// Bytes sent to the peer so far.
     pub fn bytes_out(&self) -> u64 {
         self.bytes_out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+
+    #[test]
+    fn reads_return_exactly_what_arrived_before_and_after_a_large_one() {
+        let (server, mut client) = UnixStream::pair().unwrap();
+        let mut conn = Connection::new(Stream::Unix(server), Some(Duration::from_secs(5))).unwrap();
+        let read = |conn: &mut Connection, len: usize| {
+            let mut got = Vec::new();
+            while got.len() < len {
+                got.extend(conn.read(64 * 1024).unwrap());
+            }
+            got
+        };
+        client.write_all(b"small").unwrap();
+        assert_eq!(read(&mut conn, 5), b"small");
+        // Large enough that the read hands its buffer over.
+        let big: Vec<u8> = (0..48 * 1024u32).map(|i| (i % 251) as u8).collect();
+        client.write_all(&big).unwrap();
+        assert_eq!(read(&mut conn, big.len()), big);
+        client.write_all(b"again").unwrap();
+        assert_eq!(read(&mut conn, 5), b"again");
+        assert_eq!(conn.bytes_in(), 10 + big.len() as u64);
     }
 }

@@ -78,6 +78,7 @@ impl WasmRuntime {
             .map_err(anyhow::Error::from)
             .context("cannot link WASI")?;
         Handler::add_to_linker::<ConnState, HasSelf<ConnState>>(&mut linker, |state| state)
+            .and_then(|()| connection_resource::link_write_from_guest_memory(&mut linker))
             .map_err(anyhow::Error::from)
             .context("cannot link the connection interface")?;
         let datagram_linker = datagram::linker(&engine)?;

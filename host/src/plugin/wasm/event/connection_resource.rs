@@ -1,11 +1,14 @@
 //! The `connection` resource for instances on an event-loop thread: `read`
-//! and `write` wait on the loop; the other methods are the blocking
-//! implementation's (`non_waiting_connection_methods`).
+//! and `write` wait on the loop (`write` from the guest's memory, without a
+//! copy); the other methods are the blocking implementation's
+//! (`non_waiting_connection_methods`).
 
-use wasmtime::component::Resource;
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, Resource, WasmList};
 
 use super::super::connection_resource::{
-    error_code_from_conn_error, non_waiting_connection_methods,
+    CONNECTIONS_INSTANCE, WRITE_METHOD, data_and_guest_bytes, error_code_from_conn_error,
+    non_waiting_connection_methods,
 };
 use super::super::state::ConnectionHandle;
 use super::EventState;
@@ -16,6 +19,41 @@ use super::bindings::plughost::handler::connections::{
 error_code_from_conn_error!(ErrorCode);
 
 impl Host for EventState {}
+
+impl EventState {
+    async fn write_guest_bytes(
+        &mut self,
+        handle: &Resource<ConnectionHandle>,
+        data: &[u8],
+    ) -> wasmtime::Result<Result<(), ErrorCode>> {
+        self.table.get(handle)?;
+        let result = self.io.write_all(data).await;
+        self.guest_resumes();
+        Ok(result.map_err(ErrorCode::from))
+    }
+}
+
+/// The event-loop twin of the blocking path's
+/// [`link_write_from_guest_memory`](super::super::connection_resource::link_write_from_guest_memory):
+/// `write` sends straight from the guest's linear memory, waiting on the
+/// loop while the peer's window is full.
+pub(super) fn link_write_from_guest_memory(
+    linker: &mut Linker<EventState>,
+) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let linked = linker.instance(CONNECTIONS_INSTANCE)?.func_wrap_async(
+        WRITE_METHOD,
+        |mut store: StoreContextMut<'_, EventState>,
+         (handle, data): (Resource<ConnectionHandle>, WasmList<u8>)| {
+            Box::new(async move {
+                let (state, data) = data_and_guest_bytes(&mut store, &data);
+                Ok((state.write_guest_bytes(&handle, data).await?,))
+            })
+        },
+    );
+    linker.allow_shadowing(false);
+    linked
+}
 
 impl HostConnection for EventState {
     async fn read(
@@ -29,15 +67,14 @@ impl HostConnection for EventState {
         Ok(result.map_err(ErrorCode::from))
     }
 
+    /// Only reached if [`link_write_from_guest_memory`] was not applied;
+    /// the same write, from the copy the bindings made.
     async fn write(
         &mut self,
         handle: Resource<ConnectionHandle>,
         data: Vec<u8>,
     ) -> wasmtime::Result<Result<(), ErrorCode>> {
-        self.table.get(&handle)?;
-        let result = self.io.write_all(&data).await;
-        self.guest_resumes();
-        Ok(result.map_err(ErrorCode::from))
+        self.write_guest_bytes(&handle, &data).await
     }
 
     non_waiting_connection_methods!();
