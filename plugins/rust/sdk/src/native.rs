@@ -31,6 +31,10 @@ fn error_from_code(code: i64) -> Error {
     }
 }
 
+/// From this many bytes on, a read returns its receive buffer rather than
+/// a copy of it.
+const HAND_OVER_READ: usize = 16 * 1024;
+
 /// [`Transport`] over the host's callbacks.
 struct Native {
     api: &'static HostApi,
@@ -63,7 +67,9 @@ impl Transport for Native {
     fn read(&mut self, max: u32) -> Result<Vec<u8>, Error> {
         // The host reads straight into the spare capacity of this call's
         // reusable buffer (never zeroed, so an idle connection's buffer
-        // costs no resident memory); only what arrived is copied out.
+        // costs no resident memory); only what arrived is copied out, or,
+        // for a large read, the buffer itself is handed over (allocating
+        // the next one costs less than the copy).
         let max = max as usize;
         self.scratch.clear();
         self.scratch.reserve(max);
@@ -76,6 +82,9 @@ impl Transport for Native {
         let n = (n as usize).min(max);
         // SAFETY: the host initialised the first `n` (at most `max`) bytes.
         unsafe { self.scratch.set_len(n) };
+        if n >= HAND_OVER_READ {
+            return Ok(std::mem::take(&mut self.scratch));
+        }
         Ok(self.scratch.clone())
     }
 
