@@ -10,7 +10,10 @@
 //! ```
 //!
 //! Environment:
-//! - `BENCH_SECS` (default 3): measured seconds per point.
+//! - `BENCH_SECS` (default 3): measured seconds per point and round.
+//! - `BENCH_ROUNDS` (default 3): rounds per point. Each round measures
+//!   every target once, in turn; a row shows the round with the median
+//!   figure and the spread (max - min, as a share of the median) of all.
 //! - `BENCH_ONLY`: comma-separated workloads out of `pingpong`, `bulk`,
 //!   `churn`, `http`, `idle` (default: all).
 //! - `BENCH_IDLE_CONNS` (default 10000): connections the `idle` workload
@@ -51,6 +54,8 @@ const WORKLOADS: &[&str] = &["pingpong", "bulk", "churn", "http", "idle"];
 pub struct Settings {
     /// Measured time per point.
     pub duration: Duration,
+    /// How many times each point is measured (the median is reported).
+    pub rounds: usize,
     /// Workloads to run.
     pub only: Vec<String>,
     /// Connections the idle workload opens.
@@ -64,6 +69,10 @@ impl Settings {
         let secs: u64 = env_number("BENCH_SECS", 3)?;
         if secs == 0 || secs > 600 {
             bail!("BENCH_SECS must be between 1 and 600, not {secs}");
+        }
+        let rounds: usize = env_number("BENCH_ROUNDS", 3)?;
+        if rounds == 0 || rounds > 20 {
+            bail!("BENCH_ROUNDS must be between 1 and 20, not {rounds}");
         }
         let only = match std::env::var("BENCH_ONLY") {
             Ok(list) if !list.trim().is_empty() => {
@@ -85,6 +94,7 @@ impl Settings {
         let pin: u8 = env_number("BENCH_PIN", 1)?;
         Ok(Settings {
             duration: Duration::from_secs(secs),
+            rounds,
             only,
             idle_conns,
             placement: targets::Placement::new(pin != 0),

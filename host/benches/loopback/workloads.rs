@@ -11,7 +11,7 @@
 //! - `idle`: many idle connections held open against a fresh server of
 //!   each kind, its RSS before and while holding them.
 
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -23,6 +23,8 @@ use crate::reference::Kind;
 use crate::report::{Table, micros};
 use crate::targets::{NativePlugins, Server, which};
 
+/// The column with the spread of a target's rounds.
+const SPREAD: &str = "spread";
 /// Client threads of the churn workload.
 const CHURN_CLIENTS: usize = 4;
 /// Longest the idle workload spends opening connections, per server.
@@ -82,21 +84,61 @@ fn echo_targets(settings: &Settings, plugins: &NativePlugins) -> Vec<Target> {
     targets
 }
 
-/// Measures every target with `measure` and adds the rows to `table`.
-fn measure_all<T>(
+/// Measures every target with `measure`, `rounds` times over (each round
+/// goes through all targets, so a slow spell of the machine hits them all),
+/// and adds one row per target to `table`: the round with the median
+/// `rate`, with the spread of the rounds as the last column.
+fn measure_all<S, T>(
     table: &mut Table,
-    targets: &[Target],
-    mut measure: impl FnMut(&Server) -> Result<T>,
-    mut row: impl FnMut(&mut Table, &str, T),
+    targets: &[(String, Result<S>)],
+    rounds: usize,
+    mut measure: impl FnMut(&S) -> Result<T>,
+    rate: impl Fn(&T) -> f64,
+    mut row: impl FnMut(&mut Table, &str, T, String),
 ) {
-    for (name, server) in targets {
-        eprintln!("    {name}");
-        match server.as_ref().map_err(|e| anyhow::anyhow!("{e:#}")) {
-            Ok(server) => match measure(server) {
-                Ok(figure) => row(table, name, figure),
-                Err(err) => table.failed(name, &err),
-            },
-            Err(err) => table.failed(name, &err.context("did not start")),
+    let mut results: Vec<Result<Vec<T>>> = targets
+        .iter()
+        .map(|(_, server)| match server {
+            Ok(_) => Ok(Vec::new()),
+            Err(err) => Err(anyhow::anyhow!("did not start: {err:#}")),
+        })
+        .collect();
+    for round in 1..=rounds {
+        for ((name, server), result) in targets.iter().zip(&mut results) {
+            let (Ok(server), Ok(figures)) = (server, &mut *result) else {
+                continue;
+            };
+            eprintln!("    {name} (round {round}/{rounds})");
+            match measure(server) {
+                Ok(figure) => figures.push(figure),
+                // A target that failed once is not measured again.
+                Err(err) => *result = Err(err),
+            }
+        }
+    }
+    for ((name, _), result) in targets.iter().zip(results) {
+        match result {
+            Ok(mut figures) if !figures.is_empty() => {
+                figures.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
+                let spread = spread(rate(&figures[0]), rate(&figures[figures.len() - 1]));
+                let median = figures.swap_remove(figures.len() / 2);
+                let spread = spread(rate(&median));
+                row(table, name, median, spread);
+            }
+            Ok(_) => table.failed(name, &anyhow::anyhow!("no rounds")),
+            Err(err) => table.failed(name, &err),
+        }
+    }
+}
+
+/// The spread of a target's rounds, `max - min` as a percentage of the
+/// median it is given.
+fn spread(min: f64, max: f64) -> impl Fn(f64) -> String {
+    move |median| {
+        if median > 0.0 {
+            format!("{:.0}%", (max - min) / median * 100.0)
+        } else {
+            "-".to_string()
         }
     }
 }
@@ -105,7 +147,7 @@ fn measure_all<T>(
 pub fn echo(settings: &Settings, plugins: &NativePlugins) {
     eprintln!("echo workloads: starting servers");
     let targets = echo_targets(settings, plugins);
-    let duration = settings.duration;
+    let (duration, rounds) = (settings.duration, settings.rounds);
     if settings.runs("pingpong") {
         for conns in [1, 50] {
             let plural = if conns == 1 { "" } else { "s" };
@@ -113,17 +155,19 @@ pub fn echo(settings: &Settings, plugins: &NativePlugins) {
             let mut table = Table::new(
                 &format!("echo ping-pong, {MESSAGE} B messages, {conns} connection{plural}"),
                 "round trips/s, higher is better",
-                &["p50 µs", "p99 µs"],
+                &["p50 µs", "p99 µs", SPREAD],
             );
             measure_all(
                 &mut table,
                 &targets,
+                rounds,
                 |server| load::pingpong(server.addr, conns, duration),
-                |table, name, figure| {
+                |figure| figure.rate,
+                |table, name, figure, spread| {
                     table.row(
                         name,
                         figure.rate,
-                        vec![micros(figure.p50_us), micros(figure.p99_us)],
+                        vec![micros(figure.p50_us), micros(figure.p99_us), spread],
                     );
                 },
             );
@@ -138,13 +182,15 @@ pub fn echo(settings: &Settings, plugins: &NativePlugins) {
                 CHUNK / 1024
             ),
             "MB/s echoed, higher is better",
-            &[],
+            &[SPREAD],
         );
         measure_all(
             &mut table,
             &targets,
+            rounds,
             |server| load::bulk(server.addr, duration),
-            |table, name, mbps| table.row(name, mbps, Vec::new()),
+            |mbps| *mbps,
+            |table, name, mbps, spread| table.row(name, mbps, vec![spread]),
         );
         table.print();
     }
@@ -155,13 +201,17 @@ pub fn echo(settings: &Settings, plugins: &NativePlugins) {
                 "connection churn: connect, {MESSAGE} B echo, close; {CHURN_CLIENTS} client threads"
             ),
             "connections/s, higher is better",
-            &["errors"],
+            &["errors", SPREAD],
         );
         measure_all(
             &mut table,
             &targets,
+            rounds,
             |server| load::churn(server.addr, CHURN_CLIENTS, duration),
-            |table, name, figure| table.row(name, figure.rate, vec![figure.errors.to_string()]),
+            |figure| figure.rate,
+            |table, name, figure, spread| {
+                table.row(name, figure.rate, vec![figure.errors.to_string(), spread]);
+            },
         );
         table.print();
     }
@@ -202,49 +252,56 @@ pub fn http(settings: &Settings, plugins: &NativePlugins) {
                 .to_string(),
         ),
     }
-    let mut rows = Vec::new();
-    for (name, server) in &targets {
-        eprintln!("    {name}");
-        let result = match server {
-            Ok(server) => http::wrk(server.addr, settings.duration, &settings.placement),
-            Err(err) => Err(anyhow::anyhow!("did not start: {err:#}")),
-        };
-        rows.push((name.clone(), result));
-    }
-    drop(targets);
     let nginx_name = "nginx (master + 2 workers)";
-    let mut nginx_rate = None;
-    if which("nginx").is_some() {
-        eprintln!("    {nginx_name}");
-        let result = Nginx::start(&settings.placement)
-            .and_then(|nginx| http::wrk(nginx.addr, settings.duration, &settings.placement));
-        if let Ok(result) = &result {
-            nginx_rate = Some(result.ok_rate);
-        }
-        rows.push((nginx_name.to_string(), result));
+    let mut servers: Vec<(String, Result<SocketAddr>)> = targets
+        .iter()
+        .map(|(name, server)| {
+            let addr = server.as_ref().map(|s| s.addr);
+            (name.clone(), addr.map_err(|e| anyhow::anyhow!("{e:#}")))
+        })
+        .collect();
+    // nginx serves alongside the others, so that each round measures it
+    // too.
+    let nginx = if which("nginx").is_some() {
+        eprintln!("  starting {nginx_name}");
+        let nginx = Nginx::start(&settings.placement);
+        let addr = nginx.as_ref().map(|n| n.addr);
+        servers.push((
+            nginx_name.to_string(),
+            addr.map_err(|e| anyhow::anyhow!("{e:#}")),
+        ));
+        Some(nginx)
     } else {
         notes.push(
             "nginx: not installed (install it with `apt-get install -y nginx`); no nginx column"
                 .to_string(),
         );
-    }
+        None
+    };
     let mut table = Table::new(
         &title,
         "2xx requests/s, higher is better",
-        &["non-2xx", "sock errs"],
+        &["non-2xx", "sock errs", SPREAD],
     );
+    let mut nginx_rate = None;
+    measure_all(
+        &mut table,
+        &servers,
+        settings.rounds,
+        |addr| http::wrk(*addr, settings.duration, &settings.placement),
+        |result| result.ok_rate,
+        |table, name, r, spread| {
+            if name == nginx_name {
+                nginx_rate = Some(r.ok_rate);
+            }
+            let extras = vec![r.non_2xx.to_string(), r.socket_errors.to_string(), spread];
+            table.row(name, r.ok_rate, extras);
+        },
+    );
+    drop(nginx);
+    drop(targets);
     if let Some(rate) = nginx_rate {
         table.baseline("nginx", rate);
-    }
-    for (name, result) in rows {
-        match result {
-            Ok(r) => table.row(
-                &name,
-                r.ok_rate,
-                vec![r.non_2xx.to_string(), r.socket_errors.to_string()],
-            ),
-            Err(err) => table.failed(&name, &err),
-        }
     }
     for note in notes {
         table.note(note);
