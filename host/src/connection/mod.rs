@@ -181,7 +181,8 @@ pub struct Connection {
     write_closed: bool,
     bytes_in: u64,
     bytes_out: u64,
-    /// Reused receive buffer for [`Connection::read`].
+    /// Receive buffer for [`Connection::read`], reused until a large read
+    /// hands it over.
     scratch: Vec<u8>,
 }
 
@@ -233,11 +234,11 @@ impl Connection {
         if self.read_closed {
             return Ok(Some(Vec::new()));
         }
-        // Receive into the spare capacity of a buffer reused for the whole
-        // connection and copy out only what arrived: a request/response
-        // protocol reads a few bytes at a time, and allocating (or zeroing)
-        // a buffer for the largest read on every call costs more than the
-        // copy.
+        // Receive into the spare capacity of a reused buffer and copy out
+        // only what arrived: a request/response protocol reads a few bytes
+        // at a time, and allocating (or zeroing) a buffer for the largest
+        // read on every call costs more than that copy. A large read is
+        // the exception (see `HAND_OVER_READ`).
         let want = max.min(MAX_READ_CHUNK);
         self.scratch.clear();
         self.scratch.reserve(want);
@@ -438,21 +439,24 @@ mod tests {
     fn reads_return_exactly_what_arrived_before_and_after_a_large_one() {
         let (server, mut client) = UnixStream::pair().unwrap();
         let mut conn = Connection::new(Stream::Unix(server), Some(Duration::from_secs(5))).unwrap();
-        let read = |conn: &mut Connection, len: usize| {
-            let mut got = Vec::new();
-            while got.len() < len {
-                got.extend(conn.read(64 * 1024).unwrap());
-            }
-            got
-        };
         client.write_all(b"small").unwrap();
-        assert_eq!(read(&mut conn, 5), b"small");
-        // Large enough that the read hands its buffer over.
+        assert_eq!(conn.read(64 * 1024).unwrap(), b"small");
+        assert!(
+            conn.scratch.capacity() >= 64 * 1024,
+            "a small read keeps its buffer"
+        );
+        // Queued whole on the socket pair, so one read takes all of it,
+        // and it is large enough that the read hands its buffer over.
         let big: Vec<u8> = (0..48 * 1024u32).map(|i| (i % 251) as u8).collect();
         client.write_all(&big).unwrap();
-        assert_eq!(read(&mut conn, big.len()), big);
+        assert_eq!(conn.read(64 * 1024).unwrap(), big);
+        assert_eq!(
+            conn.scratch.capacity(),
+            0,
+            "the large read handed its buffer over"
+        );
         client.write_all(b"again").unwrap();
-        assert_eq!(read(&mut conn, 5), b"again");
+        assert_eq!(conn.read(64 * 1024).unwrap(), b"again");
         assert_eq!(conn.bytes_in(), 10 + big.len() as u64);
     }
 }

@@ -17,8 +17,17 @@ wasmtime::component::bindgen!({
 
 pub use plughost::handler::connections::{ErrorCode, ShutdownHow, SocketAddress};
 
+/// The version of the `plughost:handler` package in `wit/`, as a literal
+/// for `concat!`.
+macro_rules! contract_version {
+    () => {
+        "0.1.1"
+    };
+}
+pub(super) use contract_version;
+
 /// The fully qualified name of the world every handler plugin implements.
-pub const WORLD_NAME: &str = "plughost:handler/handler@0.1.1";
+pub const WORLD_NAME: &str = concat!("plughost:handler/handler@", contract_version!());
 
 /// The exports the world requires, in call order.
 pub const REQUIRED_EXPORTS: [&str; 3] = ["setup", "handle", "finish"];

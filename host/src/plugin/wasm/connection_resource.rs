@@ -139,7 +139,7 @@ impl<C: BorrowMut<Connection>> StoreState<C> {
 impl Host for ConnState {}
 
 impl ConnState {
-    fn write_guest_bytes(
+    fn write_bytes(
         &mut self,
         handle: &Resource<ConnectionHandle>,
         data: &[u8],
@@ -151,7 +151,10 @@ impl ConnState {
 }
 
 /// The linker instance that holds the `connection` resource.
-pub(super) const CONNECTIONS_INSTANCE: &str = "plughost:handler/connections@0.1.1";
+pub(super) const CONNECTIONS_INSTANCE: &str = concat!(
+    "plughost:handler/connections@",
+    super::bindings::contract_version!()
+);
 /// The `write` method's name in that instance.
 pub(super) const WRITE_METHOD: &str = "[method]connection.write";
 
@@ -165,7 +168,7 @@ pub(super) fn link_write_from_guest_memory(linker: &mut Linker<ConnState>) -> wa
         |mut store: StoreContextMut<'_, ConnState>,
          (handle, data): (Resource<ConnectionHandle>, WasmList<u8>)| {
             let (state, data) = data_and_guest_bytes(&mut store, &data);
-            Ok((state.write_guest_bytes(&handle, data)?,))
+            Ok((state.write_bytes(&handle, data)?,))
         },
     );
     linker.allow_shadowing(false);
@@ -180,12 +183,15 @@ pub(super) fn data_and_guest_bytes<'a, T: 'static>(
 ) -> (&'a mut T, &'a [u8]) {
     let bytes = list.as_le_slice(&*store);
     let (start, len) = (bytes.as_ptr(), bytes.len());
-    // SAFETY: the bytes live in the instance's linear memory, which is
-    // allocated outside the store's data `T`, so the two never overlap.
-    // The memory stays mapped, unmoved and unwritten for as long as the
-    // returned borrows live: that is within the host call that received
-    // `list`, which holds the store exclusively (no guest code runs, and
-    // nothing reachable from `T` can grow or write guest memory).
+    // SAFETY: lifting `list` checked that it lies within the memory. That
+    // memory is a separate mapping, not part of the store's data `T`, so
+    // the two borrows never overlap. It cannot change while they live:
+    // both borrow `store` exclusively, so no guest code runs and nothing
+    // can grow, shrink or recycle it (growing, and freeing the pooling
+    // slot, need the store; nothing in `T` holds pointers into it), and a
+    // component's memory is never shared with another thread. On an event
+    // loop, a host future holding the bytes is dropped inside its fiber,
+    // before the store can go away.
     let bytes = unsafe { std::slice::from_raw_parts(start, len) };
     (store.data_mut(), bytes)
 }
@@ -208,7 +214,7 @@ impl HostConnection for ConnState {
         handle: Resource<ConnectionHandle>,
         data: Vec<u8>,
     ) -> wasmtime::Result<Result<(), ErrorCode>> {
-        self.write_guest_bytes(&handle, &data)
+        self.write_bytes(&handle, &data)
     }
 
     non_waiting_connection_methods!();

@@ -32,7 +32,10 @@ use bindings::plughost::handler::datagrams::{Host, Peer};
 use bindings::{DatagramHandler, DatagramHandlerPre};
 
 /// The world datagram plugins implement.
-pub const DATAGRAM_WORLD: &str = "plughost:handler/datagram-handler@0.1.1";
+pub const DATAGRAM_WORLD: &str = concat!(
+    "plughost:handler/datagram-handler@",
+    super::bindings::contract_version!()
+);
 
 /// Most datagrams one call may send back.
 pub const MAX_REPLIES: usize = 64;

@@ -39,7 +39,8 @@ const HAND_OVER_READ: usize = 16 * 1024;
 struct Native {
     api: &'static HostApi,
     conn: *mut c_void,
-    /// Receive buffer reused by every read of one call.
+    /// Receive buffer of one call, reused by its reads until a large read
+    /// hands it over.
     scratch: Vec<u8>,
 }
 
@@ -82,7 +83,9 @@ impl Transport for Native {
         let n = (n as usize).min(max);
         // SAFETY: the host initialised the first `n` (at most `max`) bytes.
         unsafe { self.scratch.set_len(n) };
-        if n >= HAND_OVER_READ {
+        // Only when it is at least half full: a plugin may keep what it
+        // reads, and should not keep much more memory than bytes.
+        if n >= HAND_OVER_READ && n >= self.scratch.capacity() / 2 {
             return Ok(std::mem::take(&mut self.scratch));
         }
         Ok(self.scratch.clone())

@@ -21,7 +21,7 @@ error_code_from_conn_error!(ErrorCode);
 impl Host for EventState {}
 
 impl EventState {
-    async fn write_guest_bytes(
+    async fn write_bytes(
         &mut self,
         handle: &Resource<ConnectionHandle>,
         data: &[u8],
@@ -47,7 +47,7 @@ pub(super) fn link_write_from_guest_memory(
          (handle, data): (Resource<ConnectionHandle>, WasmList<u8>)| {
             Box::new(async move {
                 let (state, data) = data_and_guest_bytes(&mut store, &data);
-                Ok((state.write_guest_bytes(&handle, data).await?,))
+                Ok((state.write_bytes(&handle, data).await?,))
             })
         },
     );
@@ -74,8 +74,35 @@ impl HostConnection for EventState {
         handle: Resource<ConnectionHandle>,
         data: Vec<u8>,
     ) -> wasmtime::Result<Result<(), ErrorCode>> {
-        self.write_guest_bytes(&handle, &data).await
+        self.write_bytes(&handle, &data).await
     }
 
     non_waiting_connection_methods!();
+}
+
+#[cfg(test)]
+mod tests {
+    use wasmtime::component::HasSelf;
+
+    use super::super::bindings::Handler;
+    use super::*;
+
+    #[test]
+    fn the_zero_copy_write_replaces_the_generated_one() {
+        let engine = wasmtime::Engine::default();
+        let mut linker = Linker::<EventState>::new(&engine);
+        Handler::add_to_linker::<EventState, HasSelf<EventState>>(&mut linker, |state| state)
+            .unwrap();
+        // Without shadowing, a second definition is refused only if the
+        // generated `write` sits under exactly this name.
+        let again = linker.instance(CONNECTIONS_INSTANCE).unwrap().func_wrap(
+            WRITE_METHOD,
+            |_: StoreContextMut<'_, EventState>, (): ()| Ok(()),
+        );
+        assert!(
+            again.is_err(),
+            "no generated write at {CONNECTIONS_INSTANCE}/{WRITE_METHOD}"
+        );
+        link_write_from_guest_memory(&mut linker).unwrap();
+    }
 }
