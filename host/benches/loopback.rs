@@ -11,9 +11,10 @@
 //!
 //! Environment:
 //! - `BENCH_SECS` (default 3): measured seconds per point and round.
-//! - `BENCH_ROUNDS` (default 3): rounds per point. Each round measures
-//!   every target once, in turn; a row shows the round with the median
-//!   figure and the spread (max - min, as a share of the median) of all.
+//! - `BENCH_ROUNDS` (default 3, odd): rounds per point. Each round
+//!   measures every target once, in turn, starting one target further on
+//!   than the last; a row shows the round with the median figure and the
+//!   spread (max - min, as a share of the median) of all.
 //! - `BENCH_ONLY`: comma-separated workloads out of `pingpong`, `bulk`,
 //!   `churn`, `http`, `idle` (default: all).
 //! - `BENCH_IDLE_CONNS` (default 10000): connections the `idle` workload
@@ -71,8 +72,10 @@ impl Settings {
             bail!("BENCH_SECS must be between 1 and 600, not {secs}");
         }
         let rounds: usize = env_number("BENCH_ROUNDS", 3)?;
-        if rounds == 0 || rounds > 20 {
-            bail!("BENCH_ROUNDS must be between 1 and 20, not {rounds}");
+        if rounds.is_multiple_of(2) || rounds > 19 {
+            bail!(
+                "BENCH_ROUNDS must be odd (a row is the median round) and at most 19, not {rounds}"
+            );
         }
         let only = match std::env::var("BENCH_ONLY") {
             Ok(list) if !list.trim().is_empty() => {

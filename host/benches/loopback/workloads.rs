@@ -85,7 +85,8 @@ fn echo_targets(settings: &Settings, plugins: &NativePlugins) -> Vec<Target> {
 }
 
 /// Measures every target with `measure`, `rounds` times over (each round
-/// goes through all targets, so a slow spell of the machine hits them all),
+/// goes through all targets, starting one further on each time, so a slow
+/// spell of the machine hits them all),
 /// and adds one row per target to `table`: the round with the median
 /// `rate`, with the spread of the rounds as the last column.
 fn measure_all<S, T>(
@@ -104,7 +105,12 @@ fn measure_all<S, T>(
         })
         .collect();
     for round in 1..=rounds {
-        for ((name, server), result) in targets.iter().zip(&mut results) {
+        // Each round starts one target further on, so that no target is
+        // always measured first or last.
+        let start = (round - 1) % targets.len().max(1);
+        let order = (start..targets.len()).chain(0..start);
+        for at in order {
+            let ((name, server), result) = (&targets[at], &mut results[at]);
             let (Ok(server), Ok(figures)) = (server, &mut *result) else {
                 continue;
             };
@@ -120,9 +126,10 @@ fn measure_all<S, T>(
         match result {
             Ok(mut figures) if !figures.is_empty() => {
                 figures.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
-                let spread = spread(rate(&figures[0]), rate(&figures[figures.len() - 1]));
+                let (min, max) = (rate(&figures[0]), rate(&figures[figures.len() - 1]));
+                // The rounds are odd in number: this is the median.
                 let median = figures.swap_remove(figures.len() / 2);
-                let spread = spread(rate(&median));
+                let spread = spread(min, max, rate(&median));
                 row(table, name, median, spread);
             }
             Ok(_) => table.failed(name, &anyhow::anyhow!("no rounds")),
@@ -131,15 +138,13 @@ fn measure_all<S, T>(
     }
 }
 
-/// The spread of a target's rounds, `max - min` as a percentage of the
-/// median it is given.
-fn spread(min: f64, max: f64) -> impl Fn(f64) -> String {
-    move |median| {
-        if median > 0.0 {
-            format!("{:.0}%", (max - min) / median * 100.0)
-        } else {
-            "-".to_string()
-        }
+/// The spread of a target's rounds: `max - min` as a percentage of the
+/// median.
+fn spread(min: f64, max: f64, median: f64) -> String {
+    if median > 0.0 {
+        format!("{:.0}%", (max - min) / median * 100.0)
+    } else {
+        "-".to_string()
     }
 }
 
