@@ -17,7 +17,7 @@ use ipnet::IpNet;
 use crate::address::ListenAddr;
 use crate::admin::{self, ListenerStatus, ServingPlugin};
 use crate::capacity;
-use crate::metrics::Metrics;
+use crate::metrics::{ListenerMetrics, Metrics};
 use crate::plugin::CurrentPlugin;
 use crate::plugin::loader::{self, LoadDetails, Loader, PluginKind};
 use crate::plugin::source::PluginSource;
@@ -207,16 +207,13 @@ fn start(plan: &ListenerPlan, grace: Duration, metrics: &Metrics) -> Result<Star
         loader,
         current: current.clone(),
     };
-    let reloader = Reloader::new(slot, source.clone(), server.metrics().clone());
-    if plan.watch {
-        watch::spawn(&source, reloader.clone())?;
-    }
+    let hooks = ReloadOnHup::start(slot, &source, server.metrics(), plan.watch)?;
     let status = ListenerStatus {
         metrics: server.metrics().clone(),
         plugin: ServingPlugin::Swappable(current),
     };
     Ok(Started {
-        runner: Runner::Stream(Box::new((server, ReloadOnHup { reloader }))),
+        runner: Runner::Stream(Box::new((server, hooks))),
         status,
         max_connections,
     })
@@ -291,16 +288,13 @@ fn start_datagram(
         runtime,
         current: current.clone(),
     };
-    let reloader = Reloader::new(slot, source.clone(), server.metrics().clone());
-    if plan.watch {
-        watch::spawn(source, reloader.clone())?;
-    }
+    let hooks = ReloadOnHup::start(slot, source, server.metrics(), plan.watch)?;
     let status = ListenerStatus {
         metrics: server.metrics().clone(),
         plugin: ServingPlugin::Datagram(current),
     };
     Ok(Started {
-        runner: Runner::Datagram(Box::new((server, ReloadOnHup { reloader }))),
+        runner: Runner::Datagram(Box::new((server, hooks))),
         status,
         max_connections: max_in_flight,
     })
@@ -340,6 +334,23 @@ fn summary(plan: &ServicePlan, caps: &[usize]) -> serde_json::Value {
 
 struct ReloadOnHup<S> {
     reloader: Reloader<S>,
+}
+
+impl<S: PluginSlot> ReloadOnHup<S> {
+    /// Reloads `slot` from `source` on SIGHUP, and on file changes too
+    /// when `watch`.
+    fn start(
+        slot: S,
+        source: &PluginSource,
+        metrics: &ListenerMetrics,
+        watch: bool,
+    ) -> Result<Self> {
+        let reloader = Reloader::new(slot, source.clone(), metrics.clone());
+        if watch {
+            watch::spawn(source, reloader.clone())?;
+        }
+        Ok(Self { reloader })
+    }
 }
 
 impl<S: PluginSlot> ServerHooks for ReloadOnHup<S> {
