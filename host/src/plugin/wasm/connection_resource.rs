@@ -12,7 +12,7 @@
 use std::borrow::BorrowMut;
 
 use wasmtime::StoreContextMut;
-use wasmtime::component::{Linker, Resource, WasmList};
+use wasmtime::component::{Linker, LinkerInstance, Resource, WasmList};
 
 use super::bindings::plughost::handler::connections::{Host, HostConnection};
 use super::bindings::{ErrorCode, ShutdownHow, SocketAddress};
@@ -162,17 +162,31 @@ pub(super) const WRITE_METHOD: &str = "[method]connection.write";
 /// into a host vector) with one that sends them straight from the guest's
 /// linear memory: one copy less per write, which bulk transfers feel.
 pub(super) fn link_write_from_guest_memory(linker: &mut Linker<ConnState>) -> wasmtime::Result<()> {
+    replace_generated_write(linker, |connections| {
+        connections.func_wrap(
+            WRITE_METHOD,
+            |mut store: StoreContextMut<'_, ConnState>,
+             (handle, data): (Resource<ConnectionHandle>, WasmList<u8>)| {
+                let (state, data) = data_and_guest_bytes(&mut store, &data);
+                Ok((state.write_bytes(&handle, data)?,))
+            },
+        )
+    })
+}
+
+/// Runs `define` on the `connections` instance of `linker` (already
+/// holding the generated bindings) with shadowing allowed, so that it
+/// replaces the generated [`WRITE_METHOD`].
+pub(super) fn replace_generated_write<T: 'static>(
+    linker: &mut Linker<T>,
+    define: impl FnOnce(&mut LinkerInstance<'_, T>) -> wasmtime::Result<()>,
+) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
-    let linked = linker.instance(CONNECTIONS_INSTANCE)?.func_wrap(
-        WRITE_METHOD,
-        |mut store: StoreContextMut<'_, ConnState>,
-         (handle, data): (Resource<ConnectionHandle>, WasmList<u8>)| {
-            let (state, data) = data_and_guest_bytes(&mut store, &data);
-            Ok((state.write_bytes(&handle, data)?,))
-        },
-    );
+    let replaced = linker
+        .instance(CONNECTIONS_INSTANCE)
+        .and_then(|mut connections| define(&mut connections));
     linker.allow_shadowing(false);
-    linked
+    replaced
 }
 
 /// The store's data together with the bytes of `list` in the guest's
@@ -220,6 +234,26 @@ impl HostConnection for ConnState {
     non_waiting_connection_methods!();
 }
 
+/// Checks that `link` replaces the generated `write` in `linker`, which
+/// holds the generated bindings: one test per linker (blocking, event loop).
+#[cfg(test)]
+pub(super) fn assert_replaces_generated_write<T: 'static>(
+    mut linker: Linker<T>,
+    link: fn(&mut Linker<T>) -> wasmtime::Result<()>,
+) {
+    // Without shadowing, a second definition is refused only if the
+    // generated `write` sits under exactly this name.
+    let again = linker
+        .instance(CONNECTIONS_INSTANCE)
+        .unwrap()
+        .func_wrap(WRITE_METHOD, |_: StoreContextMut<'_, T>, (): ()| Ok(()));
+    assert!(
+        again.is_err(),
+        "no generated write at {CONNECTIONS_INSTANCE}/{WRITE_METHOD}"
+    );
+    link(&mut linker).unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     use wasmtime::component::HasSelf;
@@ -229,22 +263,9 @@ mod tests {
 
     #[test]
     fn the_zero_copy_write_replaces_the_generated_one() {
-        let engine = wasmtime::Engine::default();
-        let mut linker = Linker::<ConnState>::new(&engine);
+        let mut linker = Linker::<ConnState>::new(&wasmtime::Engine::default());
         Handler::add_to_linker::<ConnState, HasSelf<ConnState>>(&mut linker, |state| state)
             .unwrap();
-        // Without shadowing, a second definition is refused only if the
-        // generated `write` sits under exactly this name.
-        let again = linker
-            .instance(CONNECTIONS_INSTANCE)
-            .unwrap()
-            .func_wrap(WRITE_METHOD, |_: StoreContextMut<'_, ConnState>, (): ()| {
-                Ok(())
-            });
-        assert!(
-            again.is_err(),
-            "no generated write at {CONNECTIONS_INSTANCE}/{WRITE_METHOD}"
-        );
-        link_write_from_guest_memory(&mut linker).unwrap();
+        assert_replaces_generated_write(linker, link_write_from_guest_memory);
     }
 }

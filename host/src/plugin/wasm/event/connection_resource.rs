@@ -7,8 +7,8 @@ use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, Resource, WasmList};
 
 use super::super::connection_resource::{
-    CONNECTIONS_INSTANCE, WRITE_METHOD, data_and_guest_bytes, error_code_from_conn_error,
-    non_waiting_connection_methods,
+    WRITE_METHOD, data_and_guest_bytes, error_code_from_conn_error, non_waiting_connection_methods,
+    replace_generated_write,
 };
 use super::super::state::ConnectionHandle;
 use super::EventState;
@@ -40,19 +40,18 @@ impl EventState {
 pub(super) fn link_write_from_guest_memory(
     linker: &mut Linker<EventState>,
 ) -> wasmtime::Result<()> {
-    linker.allow_shadowing(true);
-    let linked = linker.instance(CONNECTIONS_INSTANCE)?.func_wrap_async(
-        WRITE_METHOD,
-        |mut store: StoreContextMut<'_, EventState>,
-         (handle, data): (Resource<ConnectionHandle>, WasmList<u8>)| {
-            Box::new(async move {
-                let (state, data) = data_and_guest_bytes(&mut store, &data);
-                Ok((state.write_bytes(&handle, data).await?,))
-            })
-        },
-    );
-    linker.allow_shadowing(false);
-    linked
+    replace_generated_write(linker, |connections| {
+        connections.func_wrap_async(
+            WRITE_METHOD,
+            |mut store: StoreContextMut<'_, EventState>,
+             (handle, data): (Resource<ConnectionHandle>, WasmList<u8>)| {
+                Box::new(async move {
+                    let (state, data) = data_and_guest_bytes(&mut store, &data);
+                    Ok((state.write_bytes(&handle, data).await?,))
+                })
+            },
+        )
+    })
 }
 
 impl HostConnection for EventState {
@@ -84,25 +83,15 @@ impl HostConnection for EventState {
 mod tests {
     use wasmtime::component::HasSelf;
 
+    use super::super::super::connection_resource::assert_replaces_generated_write;
     use super::super::bindings::Handler;
     use super::*;
 
     #[test]
     fn the_zero_copy_write_replaces_the_generated_one() {
-        let engine = wasmtime::Engine::default();
-        let mut linker = Linker::<EventState>::new(&engine);
+        let mut linker = Linker::<EventState>::new(&wasmtime::Engine::default());
         Handler::add_to_linker::<EventState, HasSelf<EventState>>(&mut linker, |state| state)
             .unwrap();
-        // Without shadowing, a second definition is refused only if the
-        // generated `write` sits under exactly this name.
-        let again = linker.instance(CONNECTIONS_INSTANCE).unwrap().func_wrap(
-            WRITE_METHOD,
-            |_: StoreContextMut<'_, EventState>, (): ()| Ok(()),
-        );
-        assert!(
-            again.is_err(),
-            "no generated write at {CONNECTIONS_INSTANCE}/{WRITE_METHOD}"
-        );
-        link_write_from_guest_memory(&mut linker).unwrap();
+        assert_replaces_generated_write(linker, link_write_from_guest_memory);
     }
 }
