@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::behaviour::{check_bot, check_echo, check_http};
 use crate::support::{
     Host, connect, example_plugin, on_one_loop, refused, round_trip, run_host, temp_dir,
-    test_plugin,
+    test_plugin, write_without_reading,
 };
 
 type Check = fn(&Host);
@@ -159,17 +159,7 @@ fn a_plugins_own_read_timeout_fires_on_the_loop() {
 fn a_client_that_never_reads_is_given_up_on() {
     let host = on_one_loop("echo", &["--idle-timeout", "2s"]);
     let mut stream = host.connect();
-    stream
-        .set_write_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let chunk = vec![b'x'; 1 << 20];
-    let mut sent = 0usize;
-    while sent < 64 << 20 {
-        match stream.write(&chunk) {
-            Ok(n) => sent += n,
-            Err(_) => break,
-        }
-    }
+    write_without_reading(&mut stream);
     host.expect_log("outcome=", Duration::from_secs(15));
     let mut other = host.connect();
     assert_eq!(round_trip(&mut other, b"others fine"), b"others fine");

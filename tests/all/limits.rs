@@ -13,7 +13,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::{Host, connect, round_trip, temp_dir, test_plugin};
+use crate::support::{Host, connect, round_trip, temp_dir, test_plugin, write_without_reading};
 
 /// A host with `hostile` on its first listener and echo on its second.
 fn hostile_host(hostile: &str, limits: &str) -> (Host, SocketAddr, SocketAddr) {
@@ -180,19 +180,8 @@ fn a_client_that_never_reads_costs_bounded_memory() {
     ]);
     let before = rss_kib(host.pid());
     let mut stream = connect(host.addr());
-    stream
-        .set_write_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let chunk = vec![b'x'; 1 << 20];
-    let mut sent = 0usize;
-    // Keep writing without reading until the socket buffers fill up and
-    // writes stall (the echo blocks writing back), or 64 MiB went through.
-    while sent < 64 << 20 {
-        match stream.write(&chunk) {
-            Ok(n) => sent += n,
-            Err(_) => break,
-        }
-    }
+    // The echo blocks writing back once the socket buffers fill up.
+    write_without_reading(&mut stream);
     let during = rss_kib(host.pid());
     assert!(
         during < before + 64 * 1024,

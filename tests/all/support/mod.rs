@@ -349,3 +349,20 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     stream.set_nodelay(true).unwrap();
     stream
 }
+
+/// Writes to `stream` without ever reading, until the peer's echo stalls
+/// the socket buffers (a write fails after 5 s) or 64 MiB went through.
+pub fn write_without_reading(stream: &mut TcpStream) {
+    use std::io::Write;
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let chunk = vec![b'x'; 1 << 20];
+    let mut sent = 0usize;
+    while sent < 64 << 20 {
+        match stream.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
+}
