@@ -16,7 +16,21 @@ use crate::support::{
 
 #[test]
 fn ten_mib_round_trip_intact_while_reading_and_writing() {
-    let host = Host::start(&["run", "--plugin", "echo", "--port", "0"]);
+    ten_mib_round_trip(&[]);
+}
+
+#[test]
+fn ten_mib_round_trip_intact_on_an_event_loop() {
+    ten_mib_round_trip(&["--event-loops", "1"]);
+}
+
+/// 10 MiB through the echo plugin while the client writes and reads at
+/// once: a bulk transfer, so reads after the first large one receive
+/// queued bytes straight into the guest's memory.
+fn ten_mib_round_trip(serving: &[&str]) {
+    let mut args = vec!["run", "--plugin", "echo", "--port", "0"];
+    args.extend_from_slice(serving);
+    let host = Host::start(&args);
     let stream = host.connect();
     let payload: Vec<u8> = (0..10 * 1024 * 1024u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
@@ -37,6 +51,40 @@ fn ten_mib_round_trip_intact_while_reading_and_writing() {
         &format!("bytes_in={bytes} bytes_out={bytes}"),
         Duration::from_secs(5),
     );
+}
+
+#[test]
+fn urgent_data_stays_in_the_stream() {
+    for serving in [&[][..], &["--event-loops", "1"][..]] {
+        let mut args = vec!["run", "--plugin", "echo", "--port", "0"];
+        args.extend_from_slice(serving);
+        let host = Host::start(&args);
+        let stream = host.connect();
+        // Large enough that the echo is in bulk mode when the urgent
+        // byte arrives.
+        let chunk: Vec<u8> = (0..256 * 1024u32).map(|i| (i % 241) as u8).collect();
+        let mut writer = stream.try_clone().unwrap();
+        let sent = chunk.clone();
+        let sender = thread::spawn(move || {
+            writer.write_all(&sent).unwrap();
+            let urgent = socket2::SockRef::from(&writer).send_out_of_band(b"!");
+            assert_eq!(urgent.unwrap(), 1);
+            writer.write_all(&sent).unwrap();
+            writer.shutdown(std::net::Shutdown::Write).unwrap();
+        });
+        let mut echoed = Vec::new();
+        (&stream).read_to_end(&mut echoed).unwrap();
+        sender.join().unwrap();
+        let mut expected = chunk.clone();
+        expected.push(b'!');
+        expected.extend_from_slice(&chunk);
+        assert_eq!(echoed.len(), expected.len(), "{serving:?}");
+        assert!(
+            echoed == expected,
+            "{serving:?}: the stream came back changed"
+        );
+        host.expect_log("outcome=ok", Duration::from_secs(5));
+    }
 }
 
 #[test]

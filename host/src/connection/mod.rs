@@ -23,7 +23,8 @@ use crate::address::PeerAddr;
 pub const MAX_READ_CHUNK: usize = 1024 * 1024;
 
 /// From this many bytes on, a read gives the plugin its receive buffer
-/// rather than a copy of it.
+/// rather than a copy of it, and the connection counts as streaming (see
+/// [`Connection::queued_for_read`]).
 const HAND_OVER_READ: usize = 16 * 1024;
 
 /// Why a connection operation failed, as the plugin contract names it.
@@ -130,7 +131,13 @@ impl Stream {
     fn prepare(&self) -> io::Result<()> {
         self.set_nonblocking(false)?;
         match self {
-            Stream::Tcp(s) => s.set_nodelay(true),
+            Stream::Tcp(s) => {
+                s.set_nodelay(true)?;
+                // Urgent (out-of-band) bytes stay in the stream, where the
+                // plugin reads them like any other, instead of vanishing
+                // from it.
+                socket2::SockRef::from(s).set_out_of_band_inline(true)
+            }
             Stream::Unix(_) => Ok(()),
         }
     }
@@ -184,6 +191,9 @@ pub struct Connection {
     /// Receive buffer for [`Connection::read`], reused until a large read
     /// hands it over.
     scratch: Vec<u8>,
+    /// Whether the last read was large (see [`HAND_OVER_READ`]): the peer
+    /// is sending a bulk transfer.
+    streaming: bool,
 }
 
 impl Connection {
@@ -209,6 +219,7 @@ impl Connection {
             bytes_in: 0,
             bytes_out: 0,
             scratch: Vec::new(),
+            streaming: false,
         })
     }
 
@@ -251,9 +262,10 @@ impl Connection {
                 // SAFETY: `recv` initialised the first `n` bytes.
                 unsafe { self.scratch.set_len(n) };
                 self.bytes_in += n as u64;
+                self.streaming = n >= HAND_OVER_READ;
                 // A large read hands the buffer over instead: one
                 // allocation for the next read costs less than copying it.
-                if n >= HAND_OVER_READ {
+                if self.streaming {
                     return Ok(Some(std::mem::take(&mut self.scratch)));
                 }
                 return Ok(Some(self.scratch.clone()));
@@ -265,6 +277,59 @@ impl Connection {
                 _ => return Err(ConnError::from_io(&err)),
             }
         }
+    }
+
+    /// While the connection carries a bulk transfer (its last read was
+    /// large), how many bytes a read of up to `max` can take from the
+    /// socket at once: they are already queued, so a caller can size a
+    /// buffer for exactly them and [`Connection::receive_queued`] them.
+    /// `None` when nothing is queued, or the transfer is not bulk (one
+    /// system call more per read would cost small messages more than it
+    /// saves them), or the read would not reach the socket.
+    pub fn queued_for_read(&self, max: usize) -> Option<usize> {
+        if !self.streaming || max == 0 || self.read_closed {
+            return None;
+        }
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD stores one `c_int` through the pointer.
+        let status = unsafe { libc::ioctl(self.stream.as_raw_fd(), libc::FIONREAD, &mut queued) };
+        let queued = usize::try_from(queued)
+            .ok()
+            .filter(|&q| status == 0 && q > 0)?;
+        Some(queued.min(max).min(MAX_READ_CHUNK))
+    }
+
+    /// Receives exactly `buf.len()` bytes that
+    /// [`Connection::queued_for_read`] reported as queued, without waiting.
+    /// Nobody else reads the socket and urgent data arrives inline, so the
+    /// bytes are all there; if the kernel ever delivers fewer, the read
+    /// fails with [`ConnError::Other`].
+    pub fn receive_queued(&mut self, buf: &mut [u8]) -> Result<(), ConnError> {
+        let fd = self.stream.as_raw_fd();
+        let mut filled = 0;
+        while filled < buf.len() {
+            let rest = &mut buf[filled..];
+            // SAFETY: `recv` writes at most `rest.len()` bytes into `rest`.
+            let n =
+                unsafe { libc::recv(fd, rest.as_mut_ptr().cast(), rest.len(), libc::MSG_DONTWAIT) };
+            match usize::try_from(n) {
+                Ok(0) => return Err(ConnError::Other),
+                Ok(n) => {
+                    filled += n;
+                    self.bytes_in += n as u64;
+                }
+                Err(_) => {
+                    let err = io::Error::last_os_error();
+                    match err.kind() {
+                        io::ErrorKind::Interrupted => continue,
+                        io::ErrorKind::WouldBlock => return Err(ConnError::Other),
+                        _ => return Err(ConnError::from_io(&err)),
+                    }
+                }
+            }
+        }
+        self.streaming = filled >= HAND_OVER_READ;
+        Ok(())
     }
 
     /// Reads into `buf`, returning how many bytes arrived (0 = end of stream).
@@ -458,5 +523,69 @@ mod tests {
         client.write_all(b"again").unwrap();
         assert_eq!(conn.read(64 * 1024).unwrap(), b"again");
         assert_eq!(conn.bytes_in(), 10 + big.len() as u64);
+    }
+
+    #[test]
+    fn queued_bytes_are_offered_only_while_a_bulk_transfer_runs() {
+        let (server, mut client) = UnixStream::pair().unwrap();
+        let mut conn = Connection::new(Stream::Unix(server), Some(Duration::from_secs(5))).unwrap();
+        client.write_all(b"small").unwrap();
+        assert_eq!(conn.read(64 * 1024).unwrap(), b"small");
+        client.write_all(b"queued").unwrap();
+        assert_eq!(
+            conn.queued_for_read(64 * 1024),
+            None,
+            "after a small read, reads go the usual way"
+        );
+        assert_eq!(conn.read(64 * 1024).unwrap(), b"queued");
+
+        let big: Vec<u8> = (0..20 * 1024u32).map(|i| (i % 251) as u8).collect();
+        client.write_all(&big).unwrap();
+        assert_eq!(conn.read(64 * 1024).unwrap(), big);
+        assert_eq!(conn.queued_for_read(64 * 1024), None, "nothing queued");
+        client.write_all(&big).unwrap();
+        assert_eq!(conn.queued_for_read(0), None, "a zero-byte read");
+        // At most what the read asks for, then what is left.
+        assert_eq!(conn.queued_for_read(8 * 1024), Some(8 * 1024));
+        let mut first = vec![0; 8 * 1024];
+        conn.receive_queued(&mut first).unwrap();
+        assert_eq!(first, big[..8 * 1024]);
+        // A small receive ends the bulk mode until the next large read.
+        assert_eq!(conn.queued_for_read(64 * 1024), None);
+        let rest = conn.read(64 * 1024).unwrap();
+        assert_eq!(rest, big[8 * 1024..]);
+        assert_eq!(conn.bytes_in(), 11 + 2 * big.len() as u64);
+
+        client.write_all(&big).unwrap();
+        conn.read(64 * 1024).unwrap();
+        client.write_all(&big).unwrap();
+        let queued = conn.queued_for_read(64 * 1024).unwrap();
+        assert_eq!(queued, big.len());
+        let mut whole = vec![0; queued];
+        conn.receive_queued(&mut whole).unwrap();
+        assert_eq!(whole, big);
+        assert_eq!(
+            conn.queued_for_read(64 * 1024),
+            None,
+            "nothing queued after all of it was received"
+        );
+        client.write_all(b"x").unwrap();
+        conn.shutdown(ShutdownDirection::Read).unwrap();
+        assert_eq!(
+            conn.queued_for_read(64 * 1024),
+            None,
+            "the read side is closed"
+        );
+    }
+
+    #[test]
+    fn receiving_more_than_is_queued_fails_instead_of_waiting() {
+        let (server, mut client) = UnixStream::pair().unwrap();
+        let mut conn = Connection::new(Stream::Unix(server), Some(Duration::from_secs(5))).unwrap();
+        client.write_all(b"abc").unwrap();
+        let mut buf = [0; 4];
+        assert_eq!(conn.receive_queued(&mut buf), Err(ConnError::Other));
+        assert_eq!(&buf[..3], b"abc");
+        assert_eq!(conn.bytes_in(), 3);
     }
 }

@@ -16,6 +16,7 @@ use wasmtime::component::{Linker, LinkerInstance, Resource, WasmList};
 
 use super::bindings::plughost::handler::connections::{Host, HostConnection};
 use super::bindings::{ErrorCode, ShutdownHow, SocketAddress};
+use super::guest_receive::ReadOutcome;
 use super::state::{ConnState, ConnectionHandle, StoreState};
 use crate::address::PeerAddr;
 use crate::connection::Connection;
@@ -139,6 +140,18 @@ impl<C: BorrowMut<Connection>> StoreState<C> {
 impl Host for ConnState {}
 
 impl ConnState {
+    fn read_outcome(
+        &mut self,
+        handle: &Resource<ConnectionHandle>,
+        max: usize,
+    ) -> wasmtime::Result<ReadOutcome<Connection, ErrorCode>> {
+        let conn = self.conn(handle)?;
+        let outcome = ReadOutcome::queued(conn, max)
+            .unwrap_or_else(|| ReadOutcome::Read(conn.read(max).map_err(ErrorCode::from)));
+        self.guest_resumes();
+        Ok(outcome)
+    }
+
     fn write_bytes(
         &mut self,
         handle: &Resource<ConnectionHandle>,
@@ -155,14 +168,27 @@ pub(super) const CONNECTIONS_INSTANCE: &str = concat!(
     "plughost:handler/connections@",
     super::bindings::contract_version!()
 );
+/// The `read` method's name in that instance.
+pub(super) const READ_METHOD: &str = "[method]connection.read";
 /// The `write` method's name in that instance.
 pub(super) const WRITE_METHOD: &str = "[method]connection.write";
 
-/// Replaces the generated `write` (which first copies the guest's bytes
-/// into a host vector) with one that sends them straight from the guest's
-/// linear memory: one copy less per write, which bulk transfers feel.
-pub(super) fn link_write_from_guest_memory(linker: &mut Linker<ConnState>) -> wasmtime::Result<()> {
-    replace_generated_write(linker, |connections| {
+/// Replaces the generated `read` and `write`, which copy the bytes between
+/// a host vector and the guest's memory, with ones that move them between
+/// the socket and the guest's memory directly where they can: `write`
+/// always sends from the guest's memory, `read` receives into it when the
+/// bytes are already queued ([`ReadOutcome`]). One copy less per call,
+/// which bulk transfers feel.
+pub(super) fn link_guest_memory_io(linker: &mut Linker<ConnState>) -> wasmtime::Result<()> {
+    replace_generated_io(linker, |connections| {
+        connections.func_wrap(
+            READ_METHOD,
+            |mut store: StoreContextMut<'_, ConnState>,
+             (handle, max_bytes): (Resource<ConnectionHandle>, u32)| {
+                let state = store.data_mut();
+                Ok((state.read_outcome(&handle, max_bytes as usize)?,))
+            },
+        )?;
         connections.func_wrap(
             WRITE_METHOD,
             |mut store: StoreContextMut<'_, ConnState>,
@@ -176,8 +202,8 @@ pub(super) fn link_write_from_guest_memory(linker: &mut Linker<ConnState>) -> wa
 
 /// Runs `define` on the `connections` instance of `linker` (already
 /// holding the generated bindings) with shadowing allowed, so that it
-/// replaces the generated [`WRITE_METHOD`].
-pub(super) fn replace_generated_write<T: 'static>(
+/// replaces the generated [`READ_METHOD`] and [`WRITE_METHOD`].
+pub(super) fn replace_generated_io<T: 'static>(
     linker: &mut Linker<T>,
     define: impl FnOnce(&mut LinkerInstance<'_, T>) -> wasmtime::Result<()>,
 ) -> wasmtime::Result<()> {
@@ -211,6 +237,8 @@ pub(super) fn data_and_guest_bytes<'a, T: 'static>(
 }
 
 impl HostConnection for ConnState {
+    /// Only reached if [`link_guest_memory_io`] was not applied; the same
+    /// read, always through a copy.
     fn read(
         &mut self,
         handle: Resource<ConnectionHandle>,
@@ -221,8 +249,8 @@ impl HostConnection for ConnState {
         Ok(result.map_err(ErrorCode::from))
     }
 
-    /// Only reached if [`link_write_from_guest_memory`] was not applied;
-    /// the same write, from the copy the bindings made.
+    /// Only reached if [`link_guest_memory_io`] was not applied; the same
+    /// write, from the copy the bindings made.
     fn write(
         &mut self,
         handle: Resource<ConnectionHandle>,
@@ -234,23 +262,26 @@ impl HostConnection for ConnState {
     non_waiting_connection_methods!();
 }
 
-/// Checks that `link` replaces the generated `write` in `linker`, which
-/// holds the generated bindings: one test per linker (blocking, event loop).
+/// Checks that `link` replaces the generated `read` and `write` in
+/// `linker`, which holds the generated bindings: one test per linker
+/// (blocking, event loop).
 #[cfg(test)]
-pub(super) fn assert_replaces_generated_write<T: 'static>(
+pub(super) fn assert_replaces_generated_io<T: 'static>(
     mut linker: Linker<T>,
     link: fn(&mut Linker<T>) -> wasmtime::Result<()>,
 ) {
-    // Without shadowing, a second definition is refused only if the
-    // generated `write` sits under exactly this name.
-    let again = linker
-        .instance(CONNECTIONS_INSTANCE)
-        .unwrap()
-        .func_wrap(WRITE_METHOD, |_: StoreContextMut<'_, T>, (): ()| Ok(()));
-    assert!(
-        again.is_err(),
-        "no generated write at {CONNECTIONS_INSTANCE}/{WRITE_METHOD}"
-    );
+    // Without shadowing, a second definition is refused only if a
+    // generated function sits under exactly this name.
+    for method in [READ_METHOD, WRITE_METHOD] {
+        let again = linker
+            .instance(CONNECTIONS_INSTANCE)
+            .unwrap()
+            .func_wrap(method, |_: StoreContextMut<'_, T>, (): ()| Ok(()));
+        assert!(
+            again.is_err(),
+            "nothing generated at {CONNECTIONS_INSTANCE}/{method}"
+        );
+    }
     link(&mut linker).unwrap();
 }
 
@@ -262,10 +293,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_zero_copy_write_replaces_the_generated_one() {
+    fn the_guest_memory_read_and_write_replace_the_generated_ones() {
         let mut linker = Linker::<ConnState>::new(&wasmtime::Engine::default());
         Handler::add_to_linker::<ConnState, HasSelf<ConnState>>(&mut linker, |state| state)
             .unwrap();
-        assert_replaces_generated_write(linker, link_write_from_guest_memory);
+        assert_replaces_generated_io(linker, link_guest_memory_io);
     }
 }

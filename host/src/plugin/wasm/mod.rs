@@ -11,6 +11,7 @@ mod engine;
 mod event;
 mod grants;
 mod guest_output;
+mod guest_receive;
 mod inspect;
 mod state;
 
@@ -78,7 +79,7 @@ impl WasmRuntime {
             .map_err(anyhow::Error::from)
             .context("cannot link WASI")?;
         Handler::add_to_linker::<ConnState, HasSelf<ConnState>>(&mut linker, |state| state)
-            .and_then(|()| connection_resource::link_write_from_guest_memory(&mut linker))
+            .and_then(|()| connection_resource::link_guest_memory_io(&mut linker))
             .map_err(anyhow::Error::from)
             .context("cannot link the connection interface")?;
         let datagram_linker = datagram::linker(&engine)?;

@@ -1,26 +1,43 @@
 //! The `connection` resource for instances on an event-loop thread: `read`
-//! and `write` wait on the loop (`write` from the guest's memory, without a
-//! copy); the other methods are the blocking implementation's
+//! and `write` wait on the loop, moving bytes between the socket and the
+//! guest's memory as the blocking path does (`link_guest_memory_io`); the
+//! other methods are the blocking implementation's
 //! (`non_waiting_connection_methods`).
 
 use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, Resource, WasmList};
 
 use super::super::connection_resource::{
-    WRITE_METHOD, data_and_guest_bytes, error_code_from_conn_error, non_waiting_connection_methods,
-    replace_generated_write,
+    READ_METHOD, WRITE_METHOD, data_and_guest_bytes, error_code_from_conn_error,
+    non_waiting_connection_methods, replace_generated_io,
 };
+use super::super::guest_receive::ReadOutcome;
 use super::super::state::ConnectionHandle;
 use super::EventState;
 use super::bindings::plughost::handler::connections::{
     ErrorCode, Host, HostConnection, ShutdownHow, SocketAddress,
 };
+use crate::connection::event::EventConnection;
 
 error_code_from_conn_error!(ErrorCode);
 
 impl Host for EventState {}
 
 impl EventState {
+    async fn read_outcome(
+        &mut self,
+        handle: &Resource<ConnectionHandle>,
+        max: usize,
+    ) -> wasmtime::Result<ReadOutcome<EventConnection, ErrorCode>> {
+        self.table.get(handle)?;
+        let outcome = match ReadOutcome::queued(self.io.connection_mut(), max) {
+            Some(queued) => queued,
+            None => ReadOutcome::Read(self.io.read(max).await.map_err(ErrorCode::from)),
+        };
+        self.guest_resumes();
+        Ok(outcome)
+    }
+
     async fn write_bytes(
         &mut self,
         handle: &Resource<ConnectionHandle>,
@@ -34,13 +51,21 @@ impl EventState {
 }
 
 /// The event-loop twin of the blocking path's
-/// [`link_write_from_guest_memory`](super::super::connection_resource::link_write_from_guest_memory):
-/// `write` sends straight from the guest's linear memory, waiting on the
-/// loop while the peer's window is full.
-pub(super) fn link_write_from_guest_memory(
-    linker: &mut Linker<EventState>,
-) -> wasmtime::Result<()> {
-    replace_generated_write(linker, |connections| {
+/// [`link_guest_memory_io`](super::super::connection_resource::link_guest_memory_io):
+/// `read` receives queued bytes into the guest's memory, `write` sends from
+/// it, both waiting on the loop when the socket is not ready.
+pub(super) fn link_guest_memory_io(linker: &mut Linker<EventState>) -> wasmtime::Result<()> {
+    replace_generated_io(linker, |connections| {
+        connections.func_wrap_async(
+            READ_METHOD,
+            |mut store: StoreContextMut<'_, EventState>,
+             (handle, max_bytes): (Resource<ConnectionHandle>, u32)| {
+                Box::new(async move {
+                    let state = store.data_mut();
+                    Ok((state.read_outcome(&handle, max_bytes as usize).await?,))
+                })
+            },
+        )?;
         connections.func_wrap_async(
             WRITE_METHOD,
             |mut store: StoreContextMut<'_, EventState>,
@@ -55,6 +80,8 @@ pub(super) fn link_write_from_guest_memory(
 }
 
 impl HostConnection for EventState {
+    /// Only reached if [`link_guest_memory_io`] was not applied; the same
+    /// read, always through a copy.
     async fn read(
         &mut self,
         handle: Resource<ConnectionHandle>,
@@ -66,8 +93,8 @@ impl HostConnection for EventState {
         Ok(result.map_err(ErrorCode::from))
     }
 
-    /// Only reached if [`link_write_from_guest_memory`] was not applied;
-    /// the same write, from the copy the bindings made.
+    /// Only reached if [`link_guest_memory_io`] was not applied; the same
+    /// write, from the copy the bindings made.
     async fn write(
         &mut self,
         handle: Resource<ConnectionHandle>,
@@ -83,15 +110,15 @@ impl HostConnection for EventState {
 mod tests {
     use wasmtime::component::HasSelf;
 
-    use super::super::super::connection_resource::assert_replaces_generated_write;
+    use super::super::super::connection_resource::assert_replaces_generated_io;
     use super::super::bindings::Handler;
     use super::*;
 
     #[test]
-    fn the_zero_copy_write_replaces_the_generated_one() {
+    fn the_guest_memory_read_and_write_replace_the_generated_ones() {
         let mut linker = Linker::<EventState>::new(&wasmtime::Engine::default());
         Handler::add_to_linker::<EventState, HasSelf<EventState>>(&mut linker, |state| state)
             .unwrap();
-        assert_replaces_generated_write(linker, link_write_from_guest_memory);
+        assert_replaces_generated_io(linker, link_guest_memory_io);
     }
 }

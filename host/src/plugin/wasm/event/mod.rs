@@ -28,7 +28,7 @@ pub fn linker(engine: &WasmEngine) -> Result<Linker<EventState>> {
         .map_err(anyhow::Error::from)
         .context("cannot link WASI")?;
     Handler::add_to_linker::<EventState, HasSelf<EventState>>(&mut linker, |state| state)
-        .and_then(|()| connection_resource::link_write_from_guest_memory(&mut linker))
+        .and_then(|()| connection_resource::link_guest_memory_io(&mut linker))
         .map_err(anyhow::Error::from)
         .context("cannot link the connection interface")?;
     Ok(linker)
