@@ -66,10 +66,12 @@ fn require_built(names: &[&str]) {
     );
 }
 
-/// echo, beyond the shared checks: exactly 1 MiB sent, then end of stream;
-/// the guest must echo everything and close.
+/// echo, beyond the shared checks: exactly 16 MiB sent, then end of
+/// stream; the guest must echo everything and close. Enough for a guest's
+/// garbage collector to run while the host hands it data (Go's used to
+/// start inside `cabi_realloc` and trap after about 4 MiB).
 fn check_echo_to_eof(host: &Host) {
-    let payload: Vec<u8> = (0..1u32 << 20).map(|i| (i % 253) as u8).collect();
+    let payload: Vec<u8> = (0..16u32 << 20).map(|i| (i % 253) as u8).collect();
     let mut stream = host.connect();
     let mut writer = stream.try_clone().unwrap();
     let sent = payload.clone();
@@ -82,8 +84,8 @@ fn check_echo_to_eof(host: &Host) {
         .read_to_end(&mut echoed)
         .expect("echo closes after the client's end of stream");
     sender.join().unwrap();
-    assert_eq!(echoed.len(), payload.len(), "1 MiB echo length");
-    assert!(echoed == payload, "1 MiB payload came back changed");
+    assert_eq!(echoed.len(), payload.len(), "16 MiB echo length");
+    assert!(echoed == payload, "16 MiB payload came back changed");
 }
 
 /// Runs one guest through its checks; then every connection must have

@@ -3,6 +3,8 @@ package runtime
 import (
 	"fmt"
 	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
 	"unsafe"
 )
 
@@ -50,6 +52,10 @@ func MakeHandle(value int32) *Handle {
 }
 
 func Allocate(pinner *runtime.Pinner, size, align uintptr) unsafe.Pointer {
+	// plughost: generated code calls Allocate from export bodies (for an import's
+	// return area, just before calling it), where imports are allowed:
+	// the safe point for what cabi_realloc must not do.
+	atSafePoint()
 	pointer := allocateRaw(size, align)
 	pinner.Pin(pointer)
 	return pointer
@@ -91,6 +97,53 @@ var useGCAllocations = false
 
 func init() {
 	useGCAllocations = true
+	// plughost: no automatic collection. One that starts inside
+	// cabi_realloc (when a host call's result tips the heap over its goal)
+	// calls imports, `poll_oneoff` and the wall clock, which the component
+	// model forbids there: wasmtime traps "cannot leave component
+	// instance". Collections run at safe points instead (atSafePoint).
+	debug.SetGCPercent(-1)
+}
+
+// plughost: collection at safe points, with automatic collection off.
+//
+// Every few import calls, the heap allocated since the last collection is
+// compared with what survived it (as GOGC=100 would, but at least
+// minHeapGrowth), and a collection runs if it grew past that. A plugin
+// that allocates a lot between two host calls can call runtime.GC itself.
+const (
+	minHeapGrowth     = 4 << 20
+	safePointsPerTest = 16
+)
+
+var (
+	safePointsToTest  = safePointsPerTest
+	allocsAtLastGC    uint64
+	heapGrowthAllowed uint64 = minHeapGrowth
+	heapSamples              = []metrics.Sample{
+		{Name: "/gc/heap/allocs:bytes"},
+		{Name: "/gc/heap/live:bytes"},
+	}
+)
+
+func atSafePoint() {
+	// Whatever cabi_realloc handed out before now has been lifted into Go
+	// values by the generated code that asked for it, so the pins (which
+	// would keep it alive for ever) can go.
+	pinner.Unpin()
+	safePointsToTest--
+	if safePointsToTest > 0 || !useGCAllocations {
+		return
+	}
+	safePointsToTest = safePointsPerTest
+	metrics.Read(heapSamples[:1])
+	if heapSamples[0].Value.Uint64()-allocsAtLastGC < heapGrowthAllowed {
+		return
+	}
+	runtime.GC()
+	metrics.Read(heapSamples)
+	allocsAtLastGC = heapSamples[0].Value.Uint64()
+	heapGrowthAllowed = max(heapSamples[1].Value.Uint64(), minHeapGrowth)
 }
 
 //nolint:unused
@@ -128,7 +181,9 @@ func cabiRealloc(oldPointer unsafe.Pointer, oldSize, align, newSize uintptr) uns
 		// See https://github.com/bytecodealliance/wasmtime/pull/13563
 		// for more details.
 		adapterMonotonicClockSetPaused(true)
-		pointer := Allocate(&pinner, newSize, align)
+		// plughost: not Allocate, whose safe point is not one here.
+		pointer := allocateRaw(newSize, align)
+		pinner.Pin(pointer)
 		adapterMonotonicClockSetPaused(false)
 		return pointer
 	} else {
