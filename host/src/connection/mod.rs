@@ -135,10 +135,11 @@ impl Stream {
                 s.set_nodelay(true)?;
                 // Urgent (out-of-band) bytes stay in the stream, where the
                 // plugin reads them like any other, instead of vanishing
-                // from it.
+                // from it (Unix stream sockets have them too, since Linux
+                // 5.15).
                 socket2::SockRef::from(s).set_out_of_band_inline(true)
             }
-            Stream::Unix(_) => Ok(()),
+            Stream::Unix(s) => socket2::SockRef::from(s).set_out_of_band_inline(true),
         }
     }
 }
@@ -299,21 +300,26 @@ impl Connection {
         Some(queued.min(max).min(MAX_READ_CHUNK))
     }
 
-    /// Receives exactly `buf.len()` bytes that
-    /// [`Connection::queued_for_read`] reported as queued, without waiting.
-    /// Nobody else reads the socket and urgent data arrives inline, so the
-    /// bytes are all there; if the kernel ever delivers fewer, the read
-    /// fails with [`ConnError::Other`].
-    pub fn receive_queued(&mut self, buf: &mut [u8]) -> Result<(), ConnError> {
+    /// Receives the `buf.len()` bytes that [`Connection::queued_for_read`]
+    /// reported as queued, without waiting; returns how many arrived.
+    /// Nobody else reads the socket and urgent data arrives inline, so
+    /// that is all of them unless the connection fails part-way: then the
+    /// bytes that did arrive are returned (the next read reports the
+    /// failure), and only a failure before the first byte is an error.
+    pub fn receive_queued(&mut self, buf: &mut [u8]) -> Result<usize, ConnError> {
         let fd = self.stream.as_raw_fd();
         let mut filled = 0;
-        while filled < buf.len() {
+        let failure = loop {
             let rest = &mut buf[filled..];
+            if rest.is_empty() {
+                break None;
+            }
             // SAFETY: `recv` writes at most `rest.len()` bytes into `rest`.
             let n =
                 unsafe { libc::recv(fd, rest.as_mut_ptr().cast(), rest.len(), libc::MSG_DONTWAIT) };
             match usize::try_from(n) {
-                Ok(0) => return Err(ConnError::Other),
+                // The queued bytes stopped short of what was counted.
+                Ok(0) => break Some(ConnError::Other),
                 Ok(n) => {
                     filled += n;
                     self.bytes_in += n as u64;
@@ -322,14 +328,17 @@ impl Connection {
                     let err = io::Error::last_os_error();
                     match err.kind() {
                         io::ErrorKind::Interrupted => continue,
-                        io::ErrorKind::WouldBlock => return Err(ConnError::Other),
-                        _ => return Err(ConnError::from_io(&err)),
+                        io::ErrorKind::WouldBlock => break Some(ConnError::Other),
+                        _ => break Some(ConnError::from_io(&err)),
                     }
                 }
             }
-        }
+        };
         self.streaming = filled >= HAND_OVER_READ;
-        Ok(())
+        match failure {
+            Some(err) if filled == 0 => Err(err),
+            _ => Ok(filled),
+        }
     }
 
     /// Reads into `buf`, returning how many bytes arrived (0 = end of stream).
@@ -548,7 +557,7 @@ mod tests {
         // At most what the read asks for, then what is left.
         assert_eq!(conn.queued_for_read(8 * 1024), Some(8 * 1024));
         let mut first = vec![0; 8 * 1024];
-        conn.receive_queued(&mut first).unwrap();
+        assert_eq!(conn.receive_queued(&mut first), Ok(first.len()));
         assert_eq!(first, big[..8 * 1024]);
         // A small receive ends the bulk mode until the next large read.
         assert_eq!(conn.queued_for_read(64 * 1024), None);
@@ -562,7 +571,7 @@ mod tests {
         let queued = conn.queued_for_read(64 * 1024).unwrap();
         assert_eq!(queued, big.len());
         let mut whole = vec![0; queued];
-        conn.receive_queued(&mut whole).unwrap();
+        assert_eq!(conn.receive_queued(&mut whole), Ok(queued));
         assert_eq!(whole, big);
         assert_eq!(
             conn.queued_for_read(64 * 1024),
@@ -579,13 +588,33 @@ mod tests {
     }
 
     #[test]
-    fn receiving_more_than_is_queued_fails_instead_of_waiting() {
+    fn a_queued_receive_that_stops_short_keeps_what_arrived_and_never_waits() {
         let (server, mut client) = UnixStream::pair().unwrap();
         let mut conn = Connection::new(Stream::Unix(server), Some(Duration::from_secs(5))).unwrap();
         client.write_all(b"abc").unwrap();
         let mut buf = [0; 4];
-        assert_eq!(conn.receive_queued(&mut buf), Err(ConnError::Other));
+        assert_eq!(conn.receive_queued(&mut buf), Ok(3));
         assert_eq!(&buf[..3], b"abc");
         assert_eq!(conn.bytes_in(), 3);
+        assert_eq!(
+            conn.receive_queued(&mut buf),
+            Err(ConnError::Other),
+            "nothing queued at all"
+        );
+    }
+
+    #[test]
+    fn urgent_bytes_on_a_unix_socket_stay_in_the_stream() {
+        let (server, client) = UnixStream::pair().unwrap();
+        let mut conn = Connection::new(Stream::Unix(server), Some(Duration::from_secs(5))).unwrap();
+        let client = socket2::SockRef::from(&client);
+        client.send(b"ab").unwrap();
+        client.send_out_of_band(b"!").unwrap();
+        client.send(b"cd").unwrap();
+        let mut received = Vec::new();
+        while received.len() < 5 {
+            received.extend(conn.read(64).unwrap());
+        }
+        assert_eq!(received, b"ab!cd");
     }
 }

@@ -40,7 +40,7 @@ pub(super) enum ReadOutcome<C, E> {
     /// `len` bytes queued in the socket, received while lowering.
     Queued {
         len: usize,
-        store: PhantomData<fn() -> C>,
+        conn: PhantomData<fn() -> C>,
     },
 }
 
@@ -51,7 +51,7 @@ impl<C, E> ReadOutcome<C, E> {
     pub(super) fn queued(conn: &Connection, max: usize) -> Option<Self> {
         conn.queued_for_read(max).map(|len| Self::Queued {
             len,
-            store: PhantomData,
+            conn: PhantomData,
         })
     }
 }
@@ -67,10 +67,12 @@ where
     C: BorrowMut<Connection> + 'static,
     E: From<ConnError>,
 {
-    /// Receives `len` queued bytes into a fresh guest allocation. Should
-    /// the kernel deliver fewer, the guest gets an error and keeps an
-    /// allocation it never sees (at most `len` bytes, gone with the
-    /// instance).
+    /// Receives `len` queued bytes into a fresh guest allocation. If the
+    /// connection fails part-way, the bytes that arrived move to an
+    /// allocation of their size (the guest frees a list by its length);
+    /// the first one stays allocated, unseen by the guest, until the
+    /// instance ends. If it fails before the first byte, the guest gets
+    /// the error and the allocation stays the same way.
     fn receive_queued<U: 'static>(
         cx: &mut LowerContext<'_, U>,
         len: usize,
@@ -91,10 +93,19 @@ where
         // holds exclusively. A component's memory is never shared with
         // another thread.
         let buf = unsafe { std::slice::from_raw_parts_mut(dst, len) };
-        Ok(conn
-            .receive_queued(buf)
-            .map(|()| GuestBytes { ptr, len })
-            .map_err(E::from))
+        let received = match conn.receive_queued(buf) {
+            Ok(received) => received,
+            Err(err) => return Ok(Err(E::from(err))),
+        };
+        if received == len {
+            return Ok(Ok(GuestBytes { ptr, len }));
+        }
+        let exact = cx.realloc(0, 0, 1, received)?;
+        cx.as_slice_mut().copy_within(ptr..ptr + received, exact);
+        Ok(Ok(GuestBytes {
+            ptr: exact,
+            len: received,
+        }))
     }
 }
 
@@ -181,6 +192,7 @@ unsafe impl Lower for GuestBytes {
         _ty: InterfaceType,
         offset: usize,
     ) -> wasmtime::Result<()> {
+        debug_assert!(offset.is_multiple_of(Self::ALIGN32 as usize));
         *cx.get::<4>(offset) = u32::try_from(self.ptr)?.to_le_bytes();
         *cx.get::<4>(offset + 4) = u32::try_from(self.len)?.to_le_bytes();
         Ok(())

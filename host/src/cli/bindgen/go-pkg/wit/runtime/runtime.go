@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"fmt"
+	"math"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
@@ -102,21 +103,32 @@ func init() {
 	// calls imports, `poll_oneoff` and the wall clock, which the component
 	// model forbids there: wasmtime traps "cannot leave component
 	// instance". Collections run at safe points instead (atSafePoint).
+	// This overrides GOGC, and GOMEMLIMIT too, whose limit would start a
+	// collection wherever the heap reaches it.
 	debug.SetGCPercent(-1)
+	debug.SetMemoryLimit(math.MaxInt64)
 }
 
 // plughost: collection at safe points, with automatic collection off.
 //
-// Every few import calls, the heap allocated since the last collection is
+// Every few import calls, or sooner once cabi_realloc has handed out
+// reallocBytesPerTest, the heap allocated since the last collection is
 // compared with what survived it (as GOGC=100 would, but at least
 // minHeapGrowth), and a collection runs if it grew past that. A plugin
 // that allocates a lot between two host calls can call runtime.GC itself.
+//
+// This relies on the synchronous canonical ABI: whatever cabi_realloc
+// allocates for a host call is turned into Go values before the next
+// Allocate. Async lifts (streams, futures) would break that and need
+// their own pins.
 const (
-	minHeapGrowth     = 4 << 20
-	safePointsPerTest = 16
+	minHeapGrowth       = 4 << 20
+	safePointsPerTest   = 16
+	reallocBytesPerTest = 1 << 20
 )
 
 var (
+	reallocBytes      uintptr
 	safePointsToTest  = safePointsPerTest
 	allocsAtLastGC    uint64
 	heapGrowthAllowed uint64 = minHeapGrowth
@@ -132,10 +144,11 @@ func atSafePoint() {
 	// would keep it alive for ever) can go.
 	pinner.Unpin()
 	safePointsToTest--
-	if safePointsToTest > 0 || !useGCAllocations {
+	if (safePointsToTest > 0 && reallocBytes < reallocBytesPerTest) || !useGCAllocations {
 		return
 	}
 	safePointsToTest = safePointsPerTest
+	reallocBytes = 0
 	metrics.Read(heapSamples[:1])
 	if heapSamples[0].Value.Uint64()-allocsAtLastGC < heapGrowthAllowed {
 		return
@@ -184,6 +197,7 @@ func cabiRealloc(oldPointer unsafe.Pointer, oldSize, align, newSize uintptr) uns
 		// plughost: not Allocate, whose safe point is not one here.
 		pointer := allocateRaw(newSize, align)
 		pinner.Pin(pointer)
+		reallocBytes += newSize
 		adapterMonotonicClockSetPaused(false)
 		return pointer
 	} else {
