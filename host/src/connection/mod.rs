@@ -254,28 +254,42 @@ impl Connection {
         let want = max.min(MAX_READ_CHUNK);
         self.scratch.clear();
         self.scratch.reserve(want);
-        let fd = self.stream.as_raw_fd();
-        loop {
-            // SAFETY: `recv` writes at most `want` bytes into the spare
-            // capacity, which `reserve` made valid for `want` bytes.
-            let n = unsafe { libc::recv(fd, self.scratch.as_mut_ptr().cast(), want, flags) };
-            if let Ok(n) = usize::try_from(n) {
+        let spare = self.scratch.as_mut_ptr();
+        // SAFETY: `reserve` made the spare capacity valid for `want` bytes.
+        match unsafe { self.recv(spare, want, flags) } {
+            Ok(n) => {
                 // SAFETY: `recv` initialised the first `n` bytes.
                 unsafe { self.scratch.set_len(n) };
-                self.bytes_in += n as u64;
                 self.streaming = n >= HAND_OVER_READ;
                 // A large read hands the buffer over instead: one
                 // allocation for the next read costs less than copying it.
                 if self.streaming {
                     return Ok(Some(std::mem::take(&mut self.scratch)));
                 }
-                return Ok(Some(self.scratch.clone()));
+                Ok(Some(self.scratch.clone()))
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(err) => Err(ConnError::from_io(&err)),
+        }
+    }
+
+    /// One `recv` of up to `len` bytes into `buf` with `flags`, repeated
+    /// when a signal interrupts it; counts the bytes that arrived.
+    ///
+    /// # Safety
+    ///
+    /// `buf` must be valid for writes of `len` bytes.
+    unsafe fn recv(&mut self, buf: *mut u8, len: usize, flags: libc::c_int) -> io::Result<usize> {
+        loop {
+            // SAFETY: the caller vouches for `buf` and `len`.
+            let n = unsafe { libc::recv(self.stream.as_raw_fd(), buf.cast(), len, flags) };
+            if let Ok(n) = usize::try_from(n) {
+                self.bytes_in += n as u64;
+                return Ok(n);
             }
             let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => return Ok(None),
-                _ => return Err(ConnError::from_io(&err)),
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
             }
         }
     }
@@ -307,31 +321,21 @@ impl Connection {
     /// bytes that did arrive are returned (the next read reports the
     /// failure), and only a failure before the first byte is an error.
     pub fn receive_queued(&mut self, buf: &mut [u8]) -> Result<usize, ConnError> {
-        let fd = self.stream.as_raw_fd();
         let mut filled = 0;
         let failure = loop {
             let rest = &mut buf[filled..];
             if rest.is_empty() {
                 break None;
             }
-            // SAFETY: `recv` writes at most `rest.len()` bytes into `rest`.
-            let n =
-                unsafe { libc::recv(fd, rest.as_mut_ptr().cast(), rest.len(), libc::MSG_DONTWAIT) };
-            match usize::try_from(n) {
+            // SAFETY: `rest` is valid for writes of `rest.len()` bytes.
+            match unsafe { self.recv(rest.as_mut_ptr(), rest.len(), libc::MSG_DONTWAIT) } {
+                Ok(n) if n > 0 => filled += n,
                 // The queued bytes stopped short of what was counted.
-                Ok(0) => break Some(ConnError::Other),
-                Ok(n) => {
-                    filled += n;
-                    self.bytes_in += n as u64;
+                Ok(_) => break Some(ConnError::Other),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    break Some(ConnError::Other);
                 }
-                Err(_) => {
-                    let err = io::Error::last_os_error();
-                    match err.kind() {
-                        io::ErrorKind::Interrupted => continue,
-                        io::ErrorKind::WouldBlock => break Some(ConnError::Other),
-                        _ => break Some(ConnError::from_io(&err)),
-                    }
-                }
+                Err(err) => break Some(ConnError::from_io(&err)),
             }
         };
         self.streaming = filled >= HAND_OVER_READ;
@@ -509,10 +513,17 @@ mod tests {
 
     use super::*;
 
+    /// A connection over one end of a Unix socket pair (5 s idle timeout)
+    /// and the client's end.
+    fn connection_and_client() -> (Connection, UnixStream) {
+        let (server, client) = UnixStream::pair().unwrap();
+        let conn = Connection::new(Stream::Unix(server), Some(Duration::from_secs(5))).unwrap();
+        (conn, client)
+    }
+
     #[test]
     fn reads_return_exactly_what_arrived_before_and_after_a_large_one() {
-        let (server, mut client) = UnixStream::pair().unwrap();
-        let mut conn = Connection::new(Stream::Unix(server), Some(Duration::from_secs(5))).unwrap();
+        let (mut conn, mut client) = connection_and_client();
         client.write_all(b"small").unwrap();
         assert_eq!(conn.read(64 * 1024).unwrap(), b"small");
         assert!(
@@ -536,8 +547,7 @@ mod tests {
 
     #[test]
     fn queued_bytes_are_offered_only_while_a_bulk_transfer_runs() {
-        let (server, mut client) = UnixStream::pair().unwrap();
-        let mut conn = Connection::new(Stream::Unix(server), Some(Duration::from_secs(5))).unwrap();
+        let (mut conn, mut client) = connection_and_client();
         client.write_all(b"small").unwrap();
         assert_eq!(conn.read(64 * 1024).unwrap(), b"small");
         client.write_all(b"queued").unwrap();
@@ -589,8 +599,7 @@ mod tests {
 
     #[test]
     fn a_queued_receive_that_stops_short_keeps_what_arrived_and_never_waits() {
-        let (server, mut client) = UnixStream::pair().unwrap();
-        let mut conn = Connection::new(Stream::Unix(server), Some(Duration::from_secs(5))).unwrap();
+        let (mut conn, mut client) = connection_and_client();
         client.write_all(b"abc").unwrap();
         let mut buf = [0; 4];
         assert_eq!(conn.receive_queued(&mut buf), Ok(3));
@@ -605,8 +614,7 @@ mod tests {
 
     #[test]
     fn urgent_bytes_on_a_unix_socket_stay_in_the_stream() {
-        let (server, client) = UnixStream::pair().unwrap();
-        let mut conn = Connection::new(Stream::Unix(server), Some(Duration::from_secs(5))).unwrap();
+        let (mut conn, client) = connection_and_client();
         let client = socket2::SockRef::from(&client);
         client.send(b"ab").unwrap();
         client.send_out_of_band(b"!").unwrap();

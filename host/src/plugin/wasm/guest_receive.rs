@@ -44,18 +44,6 @@ pub(super) enum ReadOutcome<C, E> {
     },
 }
 
-impl<C, E> ReadOutcome<C, E> {
-    /// The bytes queued for a read of up to `max` from `conn`, if it is
-    /// streaming and has some (see [`Connection::queued_for_read`]);
-    /// otherwise the caller reads as usual.
-    pub(super) fn queued(conn: &Connection, max: usize) -> Option<Self> {
-        conn.queued_for_read(max).map(|len| Self::Queued {
-            len,
-            conn: PhantomData,
-        })
-    }
-}
-
 /// A list of bytes that already lies in the guest's memory.
 struct GuestBytes {
     ptr: usize,
@@ -67,6 +55,16 @@ where
     C: BorrowMut<Connection> + 'static,
     E: From<ConnError>,
 {
+    /// The bytes queued for a read of up to `max` from `conn`, if it is
+    /// streaming and has some (see [`Connection::queued_for_read`]);
+    /// otherwise the caller reads as usual.
+    pub(super) fn queued(conn: &Connection, max: usize) -> Option<Self> {
+        conn.queued_for_read(max).map(|len| Self::Queued {
+            len,
+            conn: PhantomData,
+        })
+    }
+
     /// Receives `len` queued bytes into a fresh guest allocation. If the
     /// connection fails part-way, the bytes that arrived move to an
     /// allocation of their size (the guest frees a list by its length);
