@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use crate::behaviour::{check_bot, check_echo, check_http};
 use crate::support::{
-    Host, connect, example_plugin, on_one_loop, refused, round_trip, run_host, temp_dir,
-    test_plugin, write_without_reading,
+    Host, closed_after, connect, example_plugin, on_one_loop, refused, round_trip, run_host,
+    temp_dir, test_plugin, write_without_reading,
 };
 
 type Check = fn(&Host);
@@ -69,20 +69,7 @@ fn a_computing_plugin_does_not_starve_its_neighbours() {
     let host = on_one_loop(plugin.to_str().unwrap(), &["--call-timeout", "2s"]);
     let addr = host.addr();
     // Two spinning instances on the only loop thread...
-    let spinners: Vec<_> = (0..2)
-        .map(|_| {
-            thread::spawn(move || {
-                let mut stream = connect(addr);
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(20)))
-                    .unwrap();
-                let started = Instant::now();
-                stream.write_all(b"x").unwrap();
-                let _ = stream.read_to_end(&mut Vec::new());
-                started.elapsed()
-            })
-        })
-        .collect();
+    let spinners = spinners(addr, 2);
     thread::sleep(Duration::from_millis(300));
     // ...and a well-behaved connection on the same loop is still served,
     // long before the spinners hit their call timeout.
@@ -261,18 +248,7 @@ fn absurd_event_loop_counts_are_refused_clearly() {
 /// report how long until the host closed them.
 fn spinners(addr: std::net::SocketAddr, count: usize) -> Vec<thread::JoinHandle<Duration>> {
     (0..count)
-        .map(|_| {
-            thread::spawn(move || {
-                let mut stream = connect(addr);
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(30)))
-                    .unwrap();
-                let started = Instant::now();
-                stream.write_all(b"x").unwrap();
-                let _ = stream.read_to_end(&mut Vec::new());
-                started.elapsed()
-            })
-        })
+        .map(|_| thread::spawn(move || closed_after(addr)))
         .collect()
 }
 

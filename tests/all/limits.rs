@@ -13,7 +13,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::{Host, connect, round_trip, temp_dir, test_plugin, write_without_reading};
+use crate::support::{
+    Host, closed_after, connect, round_trip, temp_dir, test_plugin, write_without_reading,
+};
 
 /// A host with `hostile` on its first listener and echo on its second.
 fn hostile_host(hostile: &str, limits: &str) -> (Host, SocketAddr, SocketAddr) {
@@ -40,20 +42,6 @@ fn echo_works(addr: SocketAddr) {
     let mut reply = [0; 10];
     stream.read_exact(&mut reply).unwrap();
     assert_eq!(&reply, b"still here");
-}
-
-/// Sends a byte to `addr` and returns how long until the host closed it.
-fn closed_after(addr: SocketAddr) -> Duration {
-    let mut stream = connect(addr);
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let started = Instant::now();
-    stream.write_all(b"x").unwrap();
-    let mut sink = Vec::new();
-    // A reset (unread input at close) ends the stream as well as a FIN.
-    let _ = stream.read_to_end(&mut sink);
-    started.elapsed()
 }
 
 #[test]

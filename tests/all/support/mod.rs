@@ -366,3 +366,18 @@ pub fn write_without_reading(stream: &mut TcpStream) {
         }
     }
 }
+
+/// Sends `x` to `addr` and returns how long until the host closed the
+/// connection (a reset, from unread input at close, counts as well as a
+/// FIN); gives up waiting after 30 s.
+pub fn closed_after(addr: SocketAddr) -> Duration {
+    use std::io::{Read, Write};
+    let mut stream = connect(addr);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let started = Instant::now();
+    stream.write_all(b"x").unwrap();
+    let _ = stream.read_to_end(&mut Vec::new());
+    started.elapsed()
+}
