@@ -28,9 +28,7 @@ fn ten_mib_round_trip_intact_on_an_event_loop() {
 /// once: a bulk transfer, so reads after the first large one receive
 /// queued bytes straight into the guest's memory.
 fn ten_mib_round_trip(serving: &[&str]) {
-    let mut args = vec!["run", "--plugin", "echo", "--port", "0"];
-    args.extend_from_slice(serving);
-    let host = Host::start(&args);
+    let host = Host::serving("echo", serving);
     let stream = host.connect();
     let payload: Vec<u8> = (0..10 * 1024 * 1024u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
@@ -56,9 +54,7 @@ fn ten_mib_round_trip(serving: &[&str]) {
 #[test]
 fn urgent_data_stays_in_the_stream() {
     for serving in [&[][..], &["--event-loops", "1"][..]] {
-        let mut args = vec!["run", "--plugin", "echo", "--port", "0"];
-        args.extend_from_slice(serving);
-        let host = Host::start(&args);
+        let host = Host::serving("echo", serving);
         let stream = host.connect();
         // Large enough that the echo is in bulk mode when the urgent
         // byte arrives.
@@ -375,9 +371,7 @@ fn the_grace_period_ends_the_same_on_an_event_loop() {
 /// is still served while draining, then closed when the 1 s grace ends,
 /// and the host exits 0.
 fn grace_period_against(serving: &[&str]) {
-    let mut args = vec!["run", "--plugin", "echo", "--port", "0", "--grace", "1s"];
-    args.extend_from_slice(serving);
-    let mut host = Host::start(&args);
+    let mut host = Host::serving("echo", &[&["--grace", "1s"], serving].concat());
     let mut idle = host.connect();
     assert_eq!(round_trip(&mut idle, b"hi"), b"hi");
     host.terminate();

@@ -191,9 +191,7 @@ fn two_thousand_connections_at_once_are_all_served_on_an_event_loop() {
 }
 
 fn two_thousand_connections_against(serving: &[&str]) {
-    let mut args = vec!["run", "--plugin", "echo", "--port", "0"];
-    args.extend_from_slice(serving);
-    let host = Host::start(&args);
+    let host = Host::serving("echo", serving);
     let addr = host.addr();
     let mut streams: Vec<TcpStream> = (0..2000).map(|_| connect(addr)).collect();
     for (i, stream) in streams.iter_mut().enumerate() {
@@ -219,9 +217,7 @@ fn the_sandbox_grants_nothing_by_default_on_an_event_loop() {
 
 fn sandbox_probes_against(serving: &[&str]) {
     let plugin = test_plugin("sandbox.wasm");
-    let mut args = vec!["run", "--plugin", plugin.to_str().unwrap(), "--port", "0"];
-    args.extend_from_slice(serving);
-    let host = Host::start(&args);
+    let host = Host::serving(plugin.to_str().unwrap(), serving);
     let mut stream = host.connect();
     let mut report = String::new();
     let _ = stream.read_to_string(&mut report);
@@ -291,9 +287,7 @@ fn a_client_trickling_bytes_cannot_keep_finish_alive() {
     // on an event loop.
     let plugin = test_plugin("finish_drains.wasm");
     for serving in [&[][..], &["--event-loops", "1"][..]] {
-        let mut args = vec!["run", "--plugin", plugin.to_str().unwrap(), "--port", "0"];
-        args.extend_from_slice(serving);
-        let host = Host::start(&args);
+        let host = Host::serving(plugin.to_str().unwrap(), serving);
         let mut stream = connect(host.addr());
         let started = Instant::now();
         let deadline = started + Duration::from_secs(20);

@@ -115,6 +115,14 @@ impl Host {
         Self::start_with_timeout(args, START_TIMEOUT)
     }
 
+    /// Starts `host run --plugin PLUGIN --port 0` followed by `extra`
+    /// (e.g. `--event-loops 1`).
+    pub fn serving(plugin: &str, extra: &[&str]) -> Host {
+        let mut args = vec!["run", "--plugin", plugin, "--port", "0"];
+        args.extend_from_slice(extra);
+        Self::start(&args)
+    }
+
     /// Like [`Host::start`], waiting up to `timeout` (e.g. for a build).
     pub fn start_with_timeout(args: &[&str], timeout: Duration) -> Host {
         Self::start_inner(args, timeout, "listening on ")
