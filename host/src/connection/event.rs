@@ -84,11 +84,8 @@ impl EventConnection {
     /// [`Connection::read_wait`]; like [`Connection::read`].
     pub async fn read(&mut self, max: usize) -> Result<Vec<u8>, ConnError> {
         // What needs no socket is answered without waiting, as on a thread.
-        if max == 0 {
-            return Err(ConnError::InvalidArgument);
-        }
-        if self.conn.read_closed {
-            return Ok(Vec::new());
+        if let Some(answer) = self.conn.read_without_socket(max) {
+            return answer;
         }
         let want = max.min(MAX_READ_CHUNK);
         let limit = self.conn.read_wait();

@@ -240,11 +240,8 @@ impl Connection {
     /// Receives up to `max` bytes with `recv` `flags`; `None` when the
     /// socket would block (a read timeout on a blocking socket).
     fn receive(&mut self, max: usize, flags: libc::c_int) -> Result<Option<Vec<u8>>, ConnError> {
-        if max == 0 {
-            return Err(ConnError::InvalidArgument);
-        }
-        if self.read_closed {
-            return Ok(Some(Vec::new()));
+        if let Some(answer) = self.read_without_socket(max) {
+            return answer.map(Some);
         }
         // Receive into the spare capacity of a reused buffer and copy out
         // only what arrived: a request/response protocol reads a few bytes
@@ -270,6 +267,19 @@ impl Connection {
             }
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(None),
             Err(err) => Err(ConnError::from_io(&err)),
+        }
+    }
+
+    /// The answer to a read of up to `max` bytes when it needs no socket:
+    /// a zero-byte read is refused, a read after shutting the read side
+    /// down is at end of stream.
+    fn read_without_socket(&self, max: usize) -> Option<Result<Vec<u8>, ConnError>> {
+        if max == 0 {
+            Some(Err(ConnError::InvalidArgument))
+        } else if self.read_closed {
+            Some(Ok(Vec::new()))
+        } else {
+            None
         }
     }
 
@@ -302,7 +312,7 @@ impl Connection {
     /// system call more per read would cost small messages more than it
     /// saves them), or the read would not reach the socket.
     pub fn queued_for_read(&self, max: usize) -> Option<usize> {
-        if !self.streaming || max == 0 || self.read_closed {
+        if !self.streaming || self.read_without_socket(max).is_some() {
             return None;
         }
         let mut queued: libc::c_int = 0;
