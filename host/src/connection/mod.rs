@@ -128,8 +128,9 @@ impl Stream {
         }
     }
 
+    /// What every connection gets, however its plugin waits: no Nagle
+    /// delay, urgent bytes inline.
     fn prepare(&self) -> io::Result<()> {
-        self.set_nonblocking(false)?;
         match self {
             Stream::Tcp(s) => {
                 s.set_nodelay(true)?;
@@ -197,17 +198,45 @@ pub struct Connection {
     streaming: bool,
 }
 
+/// Where a connection's plugin waits for its socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waits {
+    /// On a thread of its own: the socket blocks, and the idle timeout is
+    /// set on it as socket options.
+    OnThread,
+    /// On an event loop: the socket stays non-blocking (as accepted), and
+    /// the loop's timers apply the timeouts (see
+    /// [`EventConnection`](event::EventConnection)).
+    OnEventLoop,
+}
+
 impl Connection {
-    /// Wraps an accepted, blocking stream. `idle_timeout` bounds every read
-    /// that the plugin did not give a shorter timeout.
+    /// Wraps a stream for a plugin on a thread of its own, like
+    /// [`Connection::accepted`].
     pub fn new(stream: Stream, idle_timeout: Option<Duration>) -> io::Result<Self> {
         let peer = stream.peer_addr()?;
+        Self::accepted(stream, peer, idle_timeout, Waits::OnThread)
+    }
+
+    /// Wraps a stream accepted from `peer`, for a plugin that `waits` for
+    /// it there. `idle_timeout` bounds every read that the plugin did not
+    /// give a shorter timeout.
+    pub fn accepted(
+        stream: Stream,
+        peer: PeerAddr,
+        idle_timeout: Option<Duration>,
+        waits: Waits,
+    ) -> io::Result<Self> {
         let local = stream.local_addr()?;
         stream.prepare()?;
-        stream.set_read_timeout(idle_timeout)?;
-        // A client that stops reading must not pin the plugin in `write`
-        // forever: the same idle bound applies to blocked writes.
-        stream.set_write_timeout(idle_timeout)?;
+        if waits == Waits::OnThread {
+            stream.set_nonblocking(false)?;
+            stream.set_read_timeout(idle_timeout)?;
+            // A client that stops reading must not pin the plugin in
+            // `write` forever: the same idle bound applies to blocked
+            // writes.
+            stream.set_write_timeout(idle_timeout)?;
+        }
         Ok(Self {
             stream,
             peer,
@@ -450,11 +479,12 @@ impl Connection {
 
     /// Bounds all later reads and writes together by `limit` (used while
     /// `finish` runs, so cleanup cannot hold a connection open
-    /// indefinitely, however slowly the client trickles).
+    /// indefinitely, however slowly the client trickles). The socket
+    /// timeouts follow before each read or write, so a `finish` that does
+    /// no I/O costs no system call.
     pub fn limit_blocking(&mut self, limit: Duration) {
         // A limit too far away to represent is no limit.
         self.finish_deadline = Instant::now().checked_add(limit);
-        self.before_blocking_io();
     }
 
     /// With a `finish` deadline, sets the socket timeouts (blocking mode)

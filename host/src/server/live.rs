@@ -4,10 +4,11 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// Called whenever a connection ends, to wake the accept loop.
+/// Called when a connection ends while the accept loop waits for that
+/// (see [`LiveConnections::wake_on_close`]), to wake it.
 pub type OnClose = Box<dyn Fn() + Send + Sync>;
 
 /// Open connections, shared by the accept loop and connection threads.
@@ -20,18 +21,33 @@ struct Inner {
     sockets: Mutex<HashMap<u64, RawFd>>,
     next_id: AtomicU64,
     on_close: OnClose,
+    /// Whether a connection's end calls `on_close`.
+    wake_on_close: AtomicBool,
 }
 
 impl LiveConnections {
-    /// An empty registry that calls `on_close` whenever a connection ends.
+    /// An empty registry that calls `on_close` when a connection ends
+    /// while [`LiveConnections::wake_on_close`] is on.
     pub fn new(on_close: OnClose) -> Self {
         Self {
             inner: Arc::new(Inner {
                 sockets: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
                 on_close,
+                wake_on_close: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// Whether connections that end from now on call `on_close`: on while
+    /// the accept loop waits for a free slot or for the drain, off while it
+    /// only waits for new connections (a wake-up per closed connection
+    /// would cost it a context switch each). A caller turning it on and
+    /// then reading [`LiveConnections::count`] misses no close: a
+    /// connection that ends after that reading sees it on (the registry's
+    /// lock orders the two).
+    pub fn wake_on_close(&self, wanted: bool) {
+        self.inner.wake_on_close.store(wanted, Ordering::SeqCst);
     }
 
     fn sockets(&self) -> MutexGuard<'_, HashMap<u64, RawFd>> {
@@ -83,7 +99,9 @@ pub struct LiveGuard {
 impl Drop for LiveGuard {
     fn drop(&mut self) {
         self.live.sockets().remove(&self.id);
-        (self.live.inner.on_close)();
+        if self.live.inner.wake_on_close.load(Ordering::SeqCst) {
+            (self.live.inner.on_close)();
+        }
     }
 }
 
@@ -95,7 +113,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     #[test]
-    fn counts_and_shuts_down_registered_sockets() {
+    fn counts_shuts_down_and_wakes_only_when_asked() {
         let closed = Arc::new(AtomicUsize::new(0));
         let seen = Arc::clone(&closed);
         let live = LiveConnections::new(Box::new(move || {
@@ -111,6 +129,13 @@ mod tests {
         assert_eq!((&client).read(&mut buf).unwrap(), 0, "client sees EOF");
         drop(guard);
         assert_eq!(live.count(), 0);
-        assert_eq!(closed.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            closed.load(Ordering::SeqCst),
+            0,
+            "nobody asked for a wake-up"
+        );
+        live.wake_on_close(true);
+        drop(live.register(&server));
+        assert_eq!(closed.load(Ordering::SeqCst), 1, "woken once asked");
     }
 }

@@ -200,6 +200,7 @@ impl Server {
             }
             if self.paused {
                 self.paused = false;
+                self.live.wake_on_close(false);
                 for index in 0..self.listeners.len() {
                     self.accept_all(index);
                 }
@@ -211,7 +212,7 @@ impl Server {
     /// connection cap.
     fn accept_all(&mut self, index: usize) {
         loop {
-            if self.live.count() >= self.config.max_connections {
+            if self.at_capacity() {
                 // Warn when a connection actually waits (not merely when the
                 // last free slot is taken), at most every FULL_WARNING_EVERY.
                 let quiet = self
@@ -236,11 +237,29 @@ impl Server {
                     // Out of file descriptors or memory: leave the connection
                     // in the backlog and retry shortly.
                     tracing::error!("accept failed: {err}; retrying");
+                    // A connection that ends frees a descriptor.
+                    self.live.wake_on_close(true);
                     self.paused = true;
                     return;
                 }
             }
         }
+    }
+
+    /// Whether the connection cap is reached. If so, the accept loop is
+    /// woken when a connection ends.
+    fn at_capacity(&self) -> bool {
+        let max = self.config.max_connections;
+        if self.live.count() < max {
+            return false;
+        }
+        // Ask for the wake-up, then look again: one may have ended between.
+        self.live.wake_on_close(true);
+        let full = self.live.count() >= max;
+        if !full {
+            self.live.wake_on_close(false);
+        }
+        full
     }
 
     fn dispatch(&self, stream: Stream, peer: PeerAddr) {
@@ -290,6 +309,8 @@ impl Server {
         for mut listener in self.listeners.drain(..) {
             let _ = listener.deregister(self.poll.registry());
         }
+        // From here on the loop waits for connections to end.
+        self.live.wake_on_close(true);
         let open = self.live.count();
         tracing::info!(
             open_connections = open,

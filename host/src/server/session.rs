@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::address::PeerAddr;
-use crate::connection::{Connection, Stream};
+use crate::connection::{Connection, Stream, Waits};
 use crate::metrics::ListenerMetrics;
 use crate::plugin::{Outcome, Plugin};
 
@@ -30,7 +30,7 @@ pub struct Session {
 
 /// Serves the session on the current thread (blocking).
 pub fn serve(session: Session) {
-    let Some((conn, open)) = session.open() else {
+    let Some((conn, open)) = session.open(Waits::OnThread) else {
         return;
     };
     let (conn, outcome) = open.plugin.serve(conn);
@@ -39,7 +39,7 @@ pub fn serve(session: Session) {
 
 /// Serves the session as a task on an event loop.
 pub async fn serve_events(session: Session) {
-    let Some((conn, open)) = session.open() else {
+    let Some((conn, open)) = session.open(Waits::OnEventLoop) else {
         return;
     };
     let (conn, outcome) = open.plugin.serve_events(conn).await;
@@ -56,13 +56,14 @@ struct Open {
 }
 
 impl Session {
-    /// Logs the opening and wraps the socket; `None` if the peer is already
-    /// gone (logged).
-    fn open(self) -> Option<(Connection, Open)> {
+    /// Logs the opening and wraps the socket for a plugin that `waits`
+    /// there; `None` if the peer is already gone (logged).
+    fn open(self, waits: Waits) -> Option<(Connection, Open)> {
         let started = Instant::now();
         let version = self.plugin.version();
         tracing::info!(target: "connection", peer = %self.peer, plugin = %version, "connection opened");
-        match Connection::new(self.stream, self.idle_timeout) {
+        let peer = self.peer.clone();
+        match Connection::accepted(self.stream, peer, self.idle_timeout, waits) {
             Ok(conn) => Some((
                 conn,
                 Open {
