@@ -10,11 +10,14 @@
 //! ```
 //!
 //! Environment:
-//! - `BENCH_SECS` (default 3): measured seconds per point and round.
-//! - `BENCH_ROUNDS` (default 3, odd): rounds per point. Each round
+//! - `BENCH_SECS` (default 1): measured seconds per point and round.
+//! - `BENCH_ROUNDS` (default 15, odd): rounds per point. Each round
 //!   measures every target once, in turn, starting one target further on
 //!   than the last; a row shows the round with the median figure and the
-//!   spread (max - min, as a share of the median) of all.
+//!   spread (interquartile range, as a share of the median) of all. Many
+//!   short rounds rather than a few long ones: on a shared VM throughput
+//!   swings by 2x from one half second to the next, and short rounds
+//!   taken in turn let such spells fall on every target alike.
 //! - `BENCH_ONLY`: comma-separated workloads out of `pingpong`, `bulk`,
 //!   `churn`, `http`, `idle` (default: all).
 //! - `BENCH_IDLE_CONNS` (default 10000): connections the `idle` workload
@@ -67,14 +70,14 @@ pub struct Settings {
 
 impl Settings {
     fn from_env() -> Result<Settings> {
-        let secs: u64 = env_number("BENCH_SECS", 3)?;
+        let secs: u64 = env_number("BENCH_SECS", 1)?;
         if secs == 0 || secs > 600 {
             bail!("BENCH_SECS must be between 1 and 600, not {secs}");
         }
-        let rounds: usize = env_number("BENCH_ROUNDS", 3)?;
-        if rounds.is_multiple_of(2) || rounds > 19 {
+        let rounds: usize = env_number("BENCH_ROUNDS", 15)?;
+        if rounds.is_multiple_of(2) || rounds > 51 {
             bail!(
-                "BENCH_ROUNDS must be odd (a row is the median round) and at most 19, not {rounds}"
+                "BENCH_ROUNDS must be odd (a row is the median round) and at most 51, not {rounds}"
             );
         }
         let only = match std::env::var("BENCH_ONLY") {

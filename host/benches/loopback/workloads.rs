@@ -24,7 +24,7 @@ use crate::report::{Table, micros};
 use crate::targets::{NativePlugins, Server, which};
 
 /// The column with the spread of a target's rounds.
-const SPREAD: &str = "spread";
+const SPREAD: &str = "IQR";
 /// Client threads of the churn workload.
 const CHURN_CLIENTS: usize = 4;
 /// Longest the idle workload spends opening connections, per server.
@@ -88,7 +88,8 @@ fn echo_targets(settings: &Settings, plugins: &NativePlugins) -> Vec<Target> {
 /// goes through all targets, starting one further on each time, so a slow
 /// spell of the machine hits them all),
 /// and adds one row per target to `table`: the round with the median
-/// `rate`, with the spread of the rounds as the last column.
+/// `rate`, with the spread of the rounds (their interquartile range) as
+/// the last column.
 fn measure_all<S, T>(
     table: &mut Table,
     targets: &[(String, Result<S>)],
@@ -126,10 +127,11 @@ fn measure_all<S, T>(
         match result {
             Ok(mut figures) if !figures.is_empty() => {
                 figures.sort_by(|a, b| rate(a).total_cmp(&rate(b)));
-                let (min, max) = (rate(&figures[0]), rate(&figures[figures.len() - 1]));
+                let n = figures.len();
+                let (lower, upper) = (rate(&figures[n / 4]), rate(&figures[(3 * n) / 4]));
                 // The rounds are odd in number: this is the median.
-                let median = figures.swap_remove(figures.len() / 2);
-                let spread = spread(min, max, rate(&median));
+                let median = figures.swap_remove(n / 2);
+                let spread = spread(lower, upper, rate(&median));
                 row(table, name, median, spread);
             }
             Ok(_) => table.failed(name, &anyhow::anyhow!("no rounds")),
@@ -138,11 +140,12 @@ fn measure_all<S, T>(
     }
 }
 
-/// The spread of a target's rounds: `max - min` as a percentage of the
-/// median.
-fn spread(min: f64, max: f64, median: f64) -> String {
+/// The spread of a target's rounds: the interquartile range (`upper -
+/// lower` quartile; `max - min` with 3 rounds or fewer) as a percentage
+/// of the median.
+fn spread(lower: f64, upper: f64, median: f64) -> String {
     if median > 0.0 {
-        format!("{:.0}%", (max - min) / median * 100.0)
+        format!("{:.0}%", (upper - lower) / median * 100.0)
     } else {
         "-".to_string()
     }
