@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use crate::behaviour::{ASK_AGAIN, GREETING, read_response};
 use crate::support::{
-    Host, connect, example_plugin, native_test_plugin, refused, round_trip, run_host, temp_dir,
-    test_plugin,
+    Host, connect, echo_to_end, example_plugin, native_test_plugin, refused, round_trip, run_host,
+    temp_dir, test_plugin,
 };
 
 #[test]
@@ -33,15 +33,8 @@ fn ten_mib_round_trip(serving: &[&str]) {
     let payload: Vec<u8> = (0..10 * 1024 * 1024u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
         .collect();
-    let mut writer = stream.try_clone().unwrap();
     let sent = payload.clone();
-    let sender = thread::spawn(move || {
-        writer.write_all(&sent).unwrap();
-        writer.shutdown(std::net::Shutdown::Write).unwrap();
-    });
-    let mut echoed = Vec::with_capacity(payload.len());
-    (&stream).read_to_end(&mut echoed).unwrap();
-    sender.join().unwrap();
+    let echoed = echo_to_end(&stream, move |writer| writer.write_all(&sent).unwrap());
     assert_eq!(echoed.len(), payload.len());
     assert!(echoed == payload, "10 MiB came back changed");
     let bytes = payload.len().to_string();
@@ -59,18 +52,13 @@ fn urgent_data_stays_in_the_stream() {
         // Large enough that the echo is in bulk mode when the urgent
         // byte arrives.
         let chunk: Vec<u8> = (0..256 * 1024u32).map(|i| (i % 241) as u8).collect();
-        let mut writer = stream.try_clone().unwrap();
         let sent = chunk.clone();
-        let sender = thread::spawn(move || {
+        let echoed = echo_to_end(&stream, move |writer| {
             writer.write_all(&sent).unwrap();
-            let urgent = socket2::SockRef::from(&writer).send_out_of_band(b"!");
+            let urgent = socket2::SockRef::from(&*writer).send_out_of_band(b"!");
             assert_eq!(urgent.unwrap(), 1);
             writer.write_all(&sent).unwrap();
-            writer.shutdown(std::net::Shutdown::Write).unwrap();
         });
-        let mut echoed = Vec::new();
-        (&stream).read_to_end(&mut echoed).unwrap();
-        sender.join().unwrap();
         let mut expected = chunk.clone();
         expected.push(b'!');
         expected.extend_from_slice(&chunk);

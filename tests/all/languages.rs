@@ -12,14 +12,13 @@
 //! builds them all; run `scripts/build-guests.sh`), and so does a missing
 //! toolchain.
 
-use std::io::{Read, Write};
-use std::net::Shutdown;
+use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::behaviour::{check_bot, check_echo, check_http};
-use crate::support::{Host, refused, run_host, temp_dir, workspace_root};
+use crate::support::{Host, echo_to_end, refused, run_host, temp_dir, workspace_root};
 
 /// How long a host may take to start with a guest nobody compiled yet:
 /// Python and JavaScript components are 12–18 MB (an interpreter inside).
@@ -72,18 +71,10 @@ fn require_built(names: &[&str]) {
 /// start inside `cabi_realloc` and trap after about 4 MiB).
 fn check_echo_to_eof(host: &Host) {
     let payload: Vec<u8> = (0..16u32 << 20).map(|i| (i % 253) as u8).collect();
-    let mut stream = host.connect();
-    let mut writer = stream.try_clone().unwrap();
     let sent = payload.clone();
-    let sender = std::thread::spawn(move || {
-        writer.write_all(&sent).unwrap();
-        writer.shutdown(Shutdown::Write).unwrap();
+    let echoed = echo_to_end(&host.connect(), move |writer| {
+        writer.write_all(&sent).unwrap()
     });
-    let mut echoed = Vec::new();
-    stream
-        .read_to_end(&mut echoed)
-        .expect("echo closes after the client's end of stream");
-    sender.join().unwrap();
     assert_eq!(echoed.len(), payload.len(), "16 MiB echo length");
     assert!(echoed == payload, "16 MiB payload came back changed");
 }

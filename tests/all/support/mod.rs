@@ -389,3 +389,26 @@ pub fn closed_after(addr: SocketAddr) -> Duration {
     let _ = stream.read_to_end(&mut Vec::new());
     started.elapsed()
 }
+
+/// Sends with `send` on a clone of `stream`, in a thread of its own, then
+/// ends the client's side; meanwhile reads everything that comes back
+/// until the host closes, and returns it. Writing and reading at once, as
+/// a bulk transfer through an echo needs (neither side blocks the other).
+pub fn echo_to_end(
+    stream: &TcpStream,
+    send: impl FnOnce(&mut TcpStream) + Send + 'static,
+) -> Vec<u8> {
+    use std::io::Read;
+    let mut writer = stream.try_clone().unwrap();
+    let sender = thread::spawn(move || {
+        send(&mut writer);
+        writer.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let mut echoed = Vec::new();
+    let mut reader = stream;
+    reader
+        .read_to_end(&mut echoed)
+        .expect("the host closes after the client's end of stream");
+    sender.join().unwrap();
+    echoed
+}
