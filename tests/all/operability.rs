@@ -370,3 +370,31 @@ fn the_default_connection_cap_follows_how_the_plugin_is_served() {
         );
     }
 }
+
+#[test]
+fn the_accept_loop_does_not_preempt_the_threads_serving_connections() {
+    // SCHED_BATCH (policy 3 in /proc/<pid>/task/<tid>/stat): a new
+    // connection waits for the serving thread's turn to end.
+    let host = Host::serving("echo", &[]);
+    let mut seen = Vec::new();
+    for task in fs::read_dir(format!("/proc/{}/task", host.pid())).unwrap() {
+        let task = task.unwrap().path();
+        let name = fs::read_to_string(task.join("comm")).unwrap();
+        let stat = fs::read_to_string(task.join("stat")).unwrap();
+        // Fields after the parenthesised name, which may hold spaces.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        let policy = fields[38];
+        seen.push(format!("{} policy {policy}", name.trim()));
+    }
+    let listener = seen.iter().find(|t| t.starts_with("listener"));
+    assert_eq!(
+        listener.map(|t| t.ends_with("policy 3")),
+        Some(true),
+        "{seen:?}"
+    );
+}

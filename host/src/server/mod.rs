@@ -5,6 +5,7 @@
 //! gracefully (SIGINT/SIGTERM) or ask for a reload (SIGHUP).
 
 mod access;
+mod batch;
 mod bind;
 mod events;
 mod listener;
@@ -164,6 +165,7 @@ impl Server {
 
     /// Accepts and serves connections until SIGINT/SIGTERM, then drains.
     pub fn run(mut self, hooks: &mut dyn ServerHooks) -> Result<()> {
+        batch::accept_in_batches();
         for addr in self.local_addrs() {
             tracing::info!(
                 listener = self.metrics.name(),
