@@ -6,11 +6,12 @@ use super::state::StoreState;
 
 impl<C: Send> Host for StoreState<C> {
     fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
-        Ok(self.config.get(&key).cloned())
+        Ok(self.sandbox.config.get(&key).cloned())
     }
 
     fn get_all(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
         Ok(self
+            .sandbox
             .config
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))

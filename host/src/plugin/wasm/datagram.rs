@@ -113,7 +113,7 @@ impl DatagramPlugin {
     /// replies (capped in number and size) and how the call ended.
     pub fn handle(&self, data: Vec<u8>, sender: SocketAddr) -> (Vec<Vec<u8>>, Outcome) {
         let peer = crate::address::PeerAddr::Ip(sender);
-        let wasi = match self.sandbox.wasi_for(&peer) {
+        let wasi = match self.sandbox.wasi_up_front(&peer) {
             Ok(wasi) => wasi,
             Err(err) => {
                 let reason = format!("cannot apply grants: {}", crate::one_line(&err));
@@ -121,7 +121,7 @@ impl DatagramPlugin {
             }
         };
         let max_memory = self.engine.limits().max_memory;
-        let state = DatagramState::new((), peer.to_string(), wasi, max_memory, &self.sandbox);
+        let state = DatagramState::new((), peer, &self.sandbox, wasi, max_memory);
         let mut store = new_store(&self.engine, state, false);
         let handler = match self.pre.instantiate(&mut store) {
             Ok(handler) => handler,

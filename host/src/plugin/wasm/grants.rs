@@ -106,23 +106,18 @@ impl Sandbox {
         })
     }
 
-    /// A deny-by-default WASI context for the guest serving `peer`: no
-    /// files, no environment, no arguments, no sockets, except what was
-    /// granted; stdout/stderr go to the log.
-    pub(super) fn wasi_for(&self, peer: &PeerAddr) -> Result<WasiCtx> {
-        let peer = peer.to_string();
-        let mut builder = WasiCtx::builder();
-        builder
-            .stdout(GuestOutput::new(peer.clone(), "stdout"))
-            .stderr(GuestOutput::new(peer, "stderr"))
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false);
-        self.apply(&mut builder)?;
-        Ok(builder.build())
-    }
-
-    fn apply(&self, builder: &mut WasiCtxBuilder) -> Result<()> {
+    /// The WASI context of the guest serving `peer` when it must exist
+    /// before the guest runs: granted directories are opened here, and a
+    /// directory that cannot be opened refuses the connection rather than
+    /// failing a guest call later. `None` when no directory is granted;
+    /// then [`Sandbox::wasi_on_demand`] builds the context at the guest's
+    /// first WASI call, and a handler that makes none (most) never pays for
+    /// it.
+    pub(super) fn wasi_up_front(&self, peer: &PeerAddr) -> Result<Option<WasiCtx>> {
+        if self.dirs.is_empty() {
+            return Ok(None);
+        }
+        let mut builder = self.builder(peer);
         for dir in &self.dirs {
             let perms = if dir.writable {
                 FsPerms::ReadWrite
@@ -133,6 +128,27 @@ impl Sandbox {
                 .preopened_dir(&dir.host, &dir.guest, perms)
                 .map_err(anyhow::Error::from)?;
         }
+        Ok(Some(builder.build()))
+    }
+
+    /// The WASI context of the guest serving `peer`, for a sandbox that
+    /// grants no directory (see [`Sandbox::wasi_up_front`]).
+    pub(super) fn wasi_on_demand(&self, peer: &PeerAddr) -> WasiCtx {
+        self.builder(peer).build()
+    }
+
+    /// Deny by default: no files, no environment, no arguments, no sockets,
+    /// except the granted variables and addresses; stdout/stderr go to the
+    /// log.
+    fn builder(&self, peer: &PeerAddr) -> WasiCtxBuilder {
+        let peer = peer.to_string();
+        let mut builder = WasiCtx::builder();
+        builder
+            .stdout(GuestOutput::new(peer.clone(), "stdout"))
+            .stderr(GuestOutput::new(peer, "stderr"))
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
         for (name, value) in &self.env {
             builder.env(name, value);
         }
@@ -145,7 +161,7 @@ impl Sandbox {
                     Box::pin(async move { ok })
                 });
         }
-        Ok(())
+        builder
     }
 }
 
@@ -173,6 +189,23 @@ mod tests {
             ]
         );
         assert!(Grants::default().is_empty());
+    }
+
+    #[test]
+    fn only_a_sandbox_with_directories_builds_its_wasi_context_up_front() {
+        let peer = PeerAddr::Ip("127.0.0.1:1".parse().unwrap());
+        let none = Sandbox::new(&Grants::default(), BTreeMap::new()).unwrap();
+        assert!(none.wasi_up_front(&peer).unwrap().is_none());
+        let grants = Grants {
+            dirs: vec![DirGrant {
+                host: std::env::temp_dir(),
+                guest: "/tmp".into(),
+                writable: false,
+            }],
+            ..Grants::default()
+        };
+        let dirs = Sandbox::new(&grants, BTreeMap::new()).unwrap();
+        assert!(dirs.wasi_up_front(&peer).unwrap().is_some());
     }
 
     #[test]

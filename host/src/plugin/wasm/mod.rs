@@ -210,7 +210,7 @@ impl WasmPlugin {
         peer: &crate::address::PeerAddr,
         yield_to_loop: bool,
     ) -> Result<Store<StoreState<C>>, (C, Outcome)> {
-        let wasi = match self.sandbox.wasi_for(peer) {
+        let wasi = match self.sandbox.wasi_up_front(peer) {
             Ok(wasi) => wasi,
             Err(err) => {
                 let reason = format!("cannot apply grants: {}", crate::one_line(&err));
@@ -218,7 +218,7 @@ impl WasmPlugin {
             }
         };
         let max_memory = self.engine.limits().max_memory;
-        let state = StoreState::new(io, peer.to_string(), wasi, max_memory, &self.sandbox);
+        let state = StoreState::new(io, peer.clone(), &self.sandbox, wasi, max_memory);
         Ok(new_store(&self.engine, state, yield_to_loop))
     }
 }

@@ -1,9 +1,8 @@
 //! What a store holds for one request: the connection (for the stream
 //! world; nothing for a datagram), the resource table the guest's handles
-//! live in, the WASI context, memory limits, configuration values and the
-//! clock the CPU deadline is measured against.
+//! live in, the sandbox and the WASI context built from it, memory limits
+//! and the clock the CPU deadline is measured against.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -13,6 +12,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::grants::Sandbox;
+use crate::address::PeerAddr;
 use crate::connection::Connection;
 
 /// The guest's handle to its connection (the WIT `connection` resource).
@@ -23,10 +23,12 @@ pub struct ConnectionHandle;
 pub struct StoreState<C> {
     pub(super) io: C,
     pub(super) table: ResourceTable,
-    wasi: WasiCtx,
+    /// What the guest is granted, and the `config` interface's values.
+    pub(super) sandbox: Arc<Sandbox>,
+    /// Built up front or at the guest's first WASI call (see
+    /// [`Sandbox::wasi_up_front`]).
+    wasi: Option<WasiCtx>,
     pub(super) limits: MemoryCap,
-    /// Values for the `config` interface.
-    pub(super) config: Arc<BTreeMap<String, String>>,
     /// When the guest last (re)gained control: the start of the current
     /// stretch of guest computation that the CPU deadline bounds.
     guest_since: Instant,
@@ -62,9 +64,16 @@ pub type ConnState = StoreState<Connection>;
 pub type DatagramState = StoreState<()>;
 
 impl<C> StoreState<C> {
-    /// The store data for serving `io` (from `peer`) inside `wasi` (see
-    /// [`Sandbox::wasi_for`]) with linear memories capped at `max_memory`.
-    pub fn new(io: C, peer: String, wasi: WasiCtx, max_memory: usize, sandbox: &Sandbox) -> Self {
+    /// The store data for serving `io` (from `peer`) inside `sandbox`, with
+    /// the WASI context if it was built up front, and linear memories
+    /// capped at `max_memory`.
+    pub fn new(
+        io: C,
+        peer: PeerAddr,
+        sandbox: &Arc<Sandbox>,
+        wasi: Option<WasiCtx>,
+        max_memory: usize,
+    ) -> Self {
         let limits = MemoryCap {
             max_memory,
             peer,
@@ -73,9 +82,9 @@ impl<C> StoreState<C> {
         Self {
             io,
             table: ResourceTable::new(),
+            sandbox: Arc::clone(sandbox),
             wasi,
             limits,
-            config: Arc::clone(&sandbox.config),
             guest_since: Instant::now(),
             parked: ParkedClock::default(),
         }
@@ -106,8 +115,12 @@ impl<C> StoreState<C> {
 
 impl<C: Send> WasiView for StoreState<C> {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let (sandbox, peer) = (&self.sandbox, &self.limits.peer);
+        let ctx = self
+            .wasi
+            .get_or_insert_with(|| sandbox.wasi_on_demand(peer));
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx,
             table: &mut self.table,
         }
     }
@@ -117,7 +130,9 @@ impl<C: Send> WasiView for StoreState<C> {
 /// guest ran into the cap, so a trap that follows can say why.
 pub struct MemoryCap {
     max_memory: usize,
-    peer: String,
+    /// Who the instance serves, for the log (and the on-demand WASI
+    /// context's output streams).
+    peer: PeerAddr,
     /// Set once a growth request was refused.
     pub(super) hit: bool,
 }
@@ -152,5 +167,23 @@ impl ResourceLimiter for MemoryCap {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::plugin::wasm::Grants;
+
+    #[test]
+    fn the_wasi_context_is_built_at_the_first_wasi_call() {
+        let sandbox = Arc::new(Sandbox::new(&Grants::default(), BTreeMap::new()).unwrap());
+        let peer = PeerAddr::Ip("127.0.0.1:1".parse().unwrap());
+        let mut state = StoreState::new((), peer, &sandbox, None, 1 << 20);
+        assert!(state.wasi.is_none());
+        let _ = state.ctx();
+        assert!(state.wasi.is_some());
     }
 }
