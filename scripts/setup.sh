@@ -3,7 +3,7 @@
 # (beyond the Rust toolchain itself). Safe to run repeatedly.
 set -euo pipefail
 
-rustup target add wasm32-wasip2 wasm32-unknown-unknown >/dev/null
+rustup target add wasm32-wasip2 >/dev/null
 
 # Guests in other languages (C, Go, Python, JavaScript): installs their
 # pinned toolchains and builds target/guests/*.wasm, which the integration

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use crate::behaviour::{ASK_AGAIN, GREETING, read_response};
 use crate::support::{
-    Host, connect, echo_to_end, example_plugin, lean_test_plugin, native_test_plugin, refused,
-    round_trip, run_host, temp_dir, test_plugin,
+    Host, connect, echo_to_end, example_plugin, native_test_plugin, refused, round_trip, run_host,
+    temp_dir, test_plugin,
 };
 
 #[test]
@@ -200,12 +200,6 @@ fn a_trap_or_panic_closes_only_its_own_connection() {
         // (the WASI context built at its first WASI call).
         (
             test_plugin("trap.wasm"),
-            &["outcome=trap", "asked to trap"][..],
-        ),
-        // A lean build has no std stderr; the SDK's panic hook writes the
-        // message to WASI's stderr instead.
-        (
-            lean_test_plugin("trap.wasm"),
             &["outcome=trap", "asked to trap"][..],
         ),
         (
