@@ -120,6 +120,8 @@
 
 extern crate self as plughost_sdk;
 
+#[cfg(all(any(target_arch = "wasm32", test), feature = "aligned-alloc"))]
+mod aligned_alloc;
 mod conn;
 mod error;
 #[cfg(not(target_arch = "wasm32"))]
