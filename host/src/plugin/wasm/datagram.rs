@@ -113,16 +113,10 @@ impl DatagramPlugin {
     /// replies (capped in number and size) and how the call ended.
     pub fn handle(&self, data: Vec<u8>, sender: SocketAddr) -> (Vec<Vec<u8>>, Outcome) {
         let peer = crate::address::PeerAddr::Ip(sender);
-        let wasi = match self.sandbox.wasi_up_front(&peer) {
-            Ok(wasi) => wasi,
-            Err(err) => {
-                let reason = format!("cannot apply grants: {}", crate::one_line(&err));
-                return (Vec::new(), Outcome::HostError(reason));
-            }
+        let mut store = match new_store(&self.engine, &self.sandbox, (), &peer, false) {
+            Ok(store) => store,
+            Err(((), outcome)) => return (Vec::new(), outcome),
         };
-        let max_memory = self.engine.limits().max_memory;
-        let state = DatagramState::new((), peer, &self.sandbox, wasi, max_memory);
-        let mut store = new_store(&self.engine, state, false);
         let handler = match self.pre.instantiate(&mut store) {
             Ok(handler) => handler,
             Err(err) => {
@@ -140,7 +134,7 @@ impl DatagramPlugin {
             Ok(Err(message)) => (Vec::new(), Outcome::HandleError(message)),
             Err(err) => (Vec::new(), trapped(err)),
         };
-        note_memory_limit(&mut outcome, &store, max_memory);
+        note_memory_limit(&mut outcome, &store, self.engine.limits().max_memory);
         let replies = replies
             .into_iter()
             .take(MAX_REPLIES)

@@ -210,16 +210,7 @@ impl WasmPlugin {
         peer: &crate::address::PeerAddr,
         yield_to_loop: bool,
     ) -> Result<Store<StoreState<C>>, (C, Outcome)> {
-        let wasi = match self.sandbox.wasi_up_front(peer) {
-            Ok(wasi) => wasi,
-            Err(err) => {
-                let reason = format!("cannot apply grants: {}", crate::one_line(&err));
-                return Err((io, Outcome::HostError(reason)));
-            }
-        };
-        let max_memory = self.engine.limits().max_memory;
-        let state = StoreState::new(io, peer.clone(), &self.sandbox, wasi, max_memory);
-        Ok(new_store(&self.engine, state, yield_to_loop))
+        new_store(&self.engine, &self.sandbox, io, peer, yield_to_loop)
     }
 }
 
@@ -290,18 +281,29 @@ impl Plugin for WasmPlugin {
     }
 }
 
-/// A store for one request, with the memory cap and the CPU deadline
-/// (epoch callback: traps once the guest has computed for longer than the
-/// call timeout since it last returned from a host call). With
-/// `yield_to_loop` the guest also yields to its event loop at every tick —
-/// with or without a deadline — and the time it spends parked there does
-/// not count against its budget.
+/// A store for one request (`io`, from `peer`) inside `sandbox`, with the
+/// memory cap and the CPU deadline (epoch callback: traps once the guest
+/// has computed for longer than the call timeout since it last returned
+/// from a host call). With `yield_to_loop` the guest also yields to its
+/// event loop at every tick — with or without a deadline — and the time it
+/// spends parked there does not count against its budget. A grant that
+/// cannot be applied gives `io` back with the reason.
 fn new_store<C: Send + 'static>(
     engine: &WasmEngine,
-    state: StoreState<C>,
+    sandbox: &Arc<Sandbox>,
+    io: C,
+    peer: &crate::address::PeerAddr,
     yield_to_loop: bool,
-) -> Store<StoreState<C>> {
+) -> Result<Store<StoreState<C>>, (C, Outcome)> {
+    let wasi = match sandbox.wasi_up_front(peer) {
+        Ok(wasi) => wasi,
+        Err(err) => {
+            let reason = format!("cannot apply grants: {}", crate::one_line(&err));
+            return Err((io, Outcome::HostError(reason)));
+        }
+    };
     let limits = engine.limits();
+    let state = StoreState::new(io, peer.clone(), sandbox, wasi, limits.max_memory);
     let budget = limits.cpu_deadline().then_some(limits.call_timeout);
     let mut store = Store::new(engine.engine(), state);
     store.limiter(|state| &mut state.limits);
@@ -332,7 +334,7 @@ fn new_store<C: Send + 'static>(
             ))
         });
     }
-    store
+    Ok(store)
 }
 
 /// Adds the memory limit to a trap's reason when the guest had hit it.
