@@ -22,6 +22,12 @@
 //!   `churn`, `http`, `idle` (default: all).
 //! - `BENCH_IDLE_CONNS` (default 10000): connections the `idle` workload
 //!   opens.
+//! - `BENCH_HOST`: the `host` binary to measure (default: the one this
+//!   bench was built with). `scripts/build-pgo.sh` points it at an
+//!   instrumented build to record a profile.
+//! - `BENCH_PGO` (default 1): with 0, leave out the rows of the
+//!   profile-guided build (`target/pgo/host`, made by
+//!   `scripts/build-pgo.sh`), which are otherwise added when it exists.
 //! - `BENCH_PIN` (default 1): with 0, servers and load generators run
 //!   wherever the scheduler puts them. By default every server process is
 //!   pinned to CPU 0 and every load generator (this process's threads, wrk)
@@ -66,6 +72,8 @@ pub struct Settings {
     pub idle_conns: usize,
     /// Where servers and load generators run.
     pub placement: targets::Placement,
+    /// The host binaries under test.
+    pub hosts: targets::HostBinaries,
 }
 
 impl Settings {
@@ -98,12 +106,14 @@ impl Settings {
             bail!("BENCH_IDLE_CONNS must be between 1 and 100000, not {idle_conns}");
         }
         let pin: u8 = env_number("BENCH_PIN", 1)?;
+        let pgo: u8 = env_number("BENCH_PGO", 1)?;
         Ok(Settings {
             duration: Duration::from_secs(secs),
             rounds,
             only,
             idle_conns,
             placement: targets::Placement::new(pin != 0),
+            hosts: targets::HostBinaries::find(pgo != 0),
         })
     }
 

@@ -1,7 +1,8 @@
 //! The servers under test, each in a process of its own: the `host` binary
 //! with a plugin, and the native reference (this bench binary re-run with
 //! `--reference-server`). Also where processes run (CPU pinning), finding
-//! programs on `PATH` and the optional native plugins.
+//! programs on `PATH`, the host binaries under test and the optional native
+//! plugins.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -19,6 +20,8 @@ use crate::reference::{self, Kind};
 
 /// How long a server may take to print its address.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a server may take to exit after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Warning and error lines of a host's log kept for the report.
 const KEPT_LOG_LINES: usize = 50;
 
@@ -121,6 +124,31 @@ pub fn which(program: &str) -> Option<PathBuf> {
         })
 }
 
+/// The `host` binaries under test.
+pub struct HostBinaries {
+    /// The one every host row runs: `BENCH_HOST`, else the workspace's
+    /// release build.
+    pub main: PathBuf,
+    /// The profile-guided build `scripts/build-pgo.sh` leaves in
+    /// `target/pgo/host`, if there is one and `BENCH_PGO` is not 0: it gets
+    /// rows of its own, measured in the same rounds.
+    pub pgo: Option<PathBuf>,
+}
+
+impl HostBinaries {
+    /// The binaries the environment asks for (`pgo_rows`: `BENCH_PGO`).
+    pub fn find(pgo_rows: bool) -> HostBinaries {
+        let main = std::env::var_os("BENCH_HOST")
+            .filter(|path| !path.is_empty())
+            .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_host")), PathBuf::from);
+        let pgo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pgo/host");
+        HostBinaries {
+            main,
+            pgo: (pgo_rows && pgo.is_file()).then_some(pgo),
+        }
+    }
+}
+
 /// The native plugins built next to the WASM ones, if any.
 pub struct NativePlugins {
     /// The native echo library.
@@ -180,12 +208,12 @@ impl Server {
         })
     }
 
-    /// The `host` binary: `host run --port 0 <args>`. It logs at `warn`
+    /// A `host` binary: `host run --port 0 <args>`. It logs at `warn`
     /// except the listening line (`host::server` at `info`), so
     /// per-connection lines (target `connection`) cost nothing; the log is
     /// drained on a thread for as long as the host runs, keeping warnings.
-    pub fn host(name: &str, args: &[&str], placement: &Placement) -> Result<Server> {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_host"));
+    pub fn host(name: &str, binary: &Path, args: &[&str], placement: &Placement) -> Result<Server> {
+        let mut command = Command::new(binary);
         command
             .args(["run", "--host", "127.0.0.1", "--port", "0"])
             .args(args)
@@ -196,7 +224,7 @@ impl Server {
         placement.server(&mut command);
         let mut child = command
             .spawn()
-            .with_context(|| format!("start {}", env!("CARGO_BIN_EXE_host")))?;
+            .with_context(|| format!("start {}", binary.display()))?;
         let stderr = child.stderr.take().context("host stderr")?;
         let log = Arc::new(Mutex::new(Vec::new()));
         let lines = read_lines(stderr, Some(Arc::clone(&log)));
@@ -220,7 +248,22 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// Asks the server to stop (SIGTERM: the host drains and exits, and an
+    /// instrumented build writes its profile on the way out), and kills it
+    /// if it has not within [`STOP_TIMEOUT`].
     fn drop(&mut self) {
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill has no memory-safety preconditions; `pid` is our
+            // own child, not yet reaped, so the id is still its.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            match self.child.try_wait() {
+                Ok(None) => thread::sleep(Duration::from_millis(10)),
+                Ok(Some(_)) | Err(_) => return,
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -8,6 +8,9 @@
 //! - `http`: wrk against the reference HTTP server, the host with the
 //!   built-in `http-hello` (WASM on threads and on one event loop, and
 //!   native when built) and nginx.
+//! - In both, the profile-guided build of the host (`target/pgo/host`,
+//!   from `scripts/build-pgo.sh`) with the WASM plugin on threads, when it
+//!   exists.
 //! - `idle`: many idle connections held open against a fresh server of
 //!   each kind, its RSS before and while holding them.
 
@@ -41,8 +44,17 @@ fn start_host(name: &str, args: &[&str], settings: &Settings) -> Target {
     eprintln!("  starting {name}");
     (
         name.to_string(),
-        Server::host(name, args, &settings.placement),
+        Server::host(name, &settings.hosts.main, args, &settings.placement),
     )
+}
+
+/// The profile-guided build serving `plugin` on threads, if it was built.
+fn start_pgo_host(plugin: &str, settings: &Settings) -> Option<Target> {
+    let binary = settings.hosts.pgo.as_ref()?;
+    let name = format!("host (PGO build), wasm {plugin}");
+    eprintln!("  starting {name}");
+    let server = Server::host(&name, binary, &["--plugin", plugin], &settings.placement);
+    Some((name, server))
 }
 
 fn start_reference(kind: Kind, settings: &Settings) -> Target {
@@ -57,6 +69,9 @@ fn echo_targets(settings: &Settings, plugins: &NativePlugins) -> Vec<Target> {
     let mut targets = vec![
         start_reference(Kind::Echo, settings),
         start_host("host, wasm echo", &["--plugin", "echo"], settings),
+    ];
+    targets.extend(start_pgo_host("echo", settings));
+    targets.extend([
         start_host(
             "host, wasm echo, --call-timeout 0",
             &["--plugin", "echo", "--call-timeout", "0"],
@@ -67,7 +82,7 @@ fn echo_targets(settings: &Settings, plugins: &NativePlugins) -> Vec<Target> {
             &["--plugin", "echo", "--event-loops", "1"],
             settings,
         ),
-    ];
+    ]);
     match &plugins.echo {
         Some(path) => {
             let path = path.to_string_lossy();
@@ -243,12 +258,13 @@ pub fn http(settings: &Settings, plugins: &NativePlugins) {
             &["--plugin", "http-hello"],
             settings,
         ),
-        start_host(
-            "host, wasm http-hello, --event-loops 1",
-            &["--plugin", "http-hello", "--event-loops", "1"],
-            settings,
-        ),
     ];
+    targets.extend(start_pgo_host("http-hello", settings));
+    targets.extend([start_host(
+        "host, wasm http-hello, --event-loops 1",
+        &["--plugin", "http-hello", "--event-loops", "1"],
+        settings,
+    )]);
     let mut notes = Vec::new();
     match &plugins.http_hello {
         Some(path) => {
