@@ -7,9 +7,9 @@
 #
 # The profile covers the host's own work (accepting, instantiating, the
 # read/write host calls, wasmtime's runtime), not the guests' code, which
-# wasmtime compiles at load time; so it serves every plugin. It takes
-# about three release builds of the host (~20 min on 2 cores), which is
-# why the default build does not do it. host/benches/RESULTS.md has what
+# wasmtime compiles at load time; so it serves every plugin. It takes two
+# more release builds of the host and the training (~13 min on 2 cores),
+# which is why the default build does not do it. host/benches/RESULTS.md has what
 # it gains. The bench adds rows for target/pgo/host when it exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +29,9 @@ build() { # target-dir rustflags
 }
 
 echo "build-pgo: 1/3 instrumented build (target/pgo-gen)"
-build target/pgo-gen "-Cprofile-generate=$root/target/pgo-gen/unused"
+# (Training sets LLVM_PROFILE_FILE; this directory only gets the profiles
+# of other runs of the instrumented binary.)
+build target/pgo-gen "-Cprofile-generate=$root/target/pgo-gen/other-runs"
 
 echo "build-pgo: 2/3 recording a profile under the bench's echo workloads"
 rm -rf "$profiles"
