@@ -124,6 +124,11 @@ pub fn which(program: &str) -> Option<PathBuf> {
         })
 }
 
+/// The workspace's `target/` directory.
+fn workspace_target() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target")
+}
+
 /// The `host` binaries under test.
 pub struct HostBinaries {
     /// The one every host row runs: `BENCH_HOST`, else the workspace's
@@ -141,7 +146,7 @@ impl HostBinaries {
         let main = std::env::var_os("BENCH_HOST")
             .filter(|path| !path.is_empty())
             .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_host")), PathBuf::from);
-        let pgo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/pgo/host");
+        let pgo = workspace_target().join("pgo/host");
         HostBinaries {
             main,
             pgo: (pgo_rows && pgo.is_file()).then_some(pgo),
@@ -161,7 +166,7 @@ impl NativePlugins {
     /// Looks in `target/plugins/` for `lib<name>_native.so`, then for
     /// `lib<name>.so` (what host/build.rs builds).
     pub fn find() -> NativePlugins {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugins");
+        let dir = workspace_target().join("plugins");
         let find = |stem: &str| {
             [format!("lib{stem}_native.so"), format!("lib{stem}.so")]
                 .into_iter()

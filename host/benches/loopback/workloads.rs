@@ -15,6 +15,7 @@
 //!   each kind, its RSS before and while holding them.
 
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -40,21 +41,29 @@ const IDLE_SAMPLE: usize = 100;
 /// A target: its name, and the server or why it did not start.
 type Target = (String, Result<Server>);
 
+/// The host binary under test, run with `args`.
 fn start_host(name: &str, args: &[&str], settings: &Settings) -> Target {
-    eprintln!("  starting {name}");
-    (
-        name.to_string(),
-        Server::host(name, &settings.hosts.main, args, &settings.placement),
-    )
+    start_host_binary(name, &settings.hosts.main, args, settings)
 }
 
 /// The profile-guided build serving `plugin` on threads, if it was built.
 fn start_pgo_host(plugin: &str, settings: &Settings) -> Option<Target> {
     let binary = settings.hosts.pgo.as_ref()?;
     let name = format!("host (PGO build), wasm {plugin}");
+    Some(start_host_binary(
+        &name,
+        binary,
+        &["--plugin", plugin],
+        settings,
+    ))
+}
+
+fn start_host_binary(name: &str, binary: &Path, args: &[&str], settings: &Settings) -> Target {
     eprintln!("  starting {name}");
-    let server = Server::host(&name, binary, &["--plugin", plugin], &settings.placement);
-    Some((name, server))
+    (
+        name.to_string(),
+        Server::host(name, binary, args, &settings.placement),
+    )
 }
 
 fn start_reference(kind: Kind, settings: &Settings) -> Target {
