@@ -5,6 +5,17 @@ set -euo pipefail
 
 rustup target add wasm32-wasip2 >/dev/null
 
+# A full build and test run writes about 6 GB (target/, the guest
+# toolchains, scaffolded plugins in the temporary directory). A disk that
+# fills up mid-run fails unrelated tests, so say so up front.
+for dir in . "${TMPDIR:-/tmp}"; do
+    free_kb=$(df -Pk "$dir" | awk 'NR == 2 { print $4 }')
+    if ((free_kb < 8 * 1024 * 1024)); then
+        echo "warning: only $((free_kb / 1024)) MB free on the disk of $dir;" \
+            "building and testing needs about 6 GB" >&2
+    fi
+done
+
 # Guests in other languages (C, Go, Python, JavaScript): installs their
 # pinned toolchains and builds target/guests/*.wasm, which the integration
 # tests run (tests/all/languages.rs). Builds the host binary first.

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use crate::behaviour::{check_bot, check_echo, check_http};
-use crate::support::{Host, example_plugin, native_test_plugin, run_host, temp_dir};
+use crate::support::{Host, example_plugin, native_test_plugin, round_trip, run_host, temp_dir};
 
 type Check = fn(&Host);
 
@@ -69,6 +69,24 @@ fn a_library_without_the_entry_symbol_is_refused() {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"));
+}
+
+#[test]
+fn a_loaded_native_plugin_leaves_nothing_in_the_temporary_directory() {
+    let tmp = temp_dir("native-tmpdir");
+    let plugin = example_plugin("libecho.so");
+    let host = Host::start_with_env(
+        &["run", "--plugin", plugin.to_str().unwrap(), "--port", "0"],
+        &[("TMPDIR", tmp.as_os_str())],
+    );
+    assert_eq!(round_trip(&mut host.connect(), b"abc"), b"abc");
+    // Killed, not shut down: nothing may depend on a clean exit.
+    drop(host);
+    let left: Vec<_> = fs::read_dir(&tmp)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 #[test]

@@ -2,12 +2,13 @@
 //! port, read its log, talk to it, stop it; and find the plugins the build
 //! produced.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -58,17 +59,47 @@ fn existing(path: PathBuf) -> PathBuf {
     path
 }
 
-/// A fresh, empty directory for one test.
+/// What every test directory's name starts with.
+const TEMP_PREFIX: &str = "plughost-test-";
+
+/// A fresh, empty directory for one test (under the system's temporary
+/// directory, so Unix socket paths in it stay short). The first call also
+/// removes what earlier test processes left behind.
 pub fn temp_dir(label: &str) -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "plughost-test-{label}-{}-{}",
+    static SWEEP: Once = Once::new();
+    let base = std::env::temp_dir();
+    SWEEP.call_once(|| remove_dirs_of_exited_runs(&base));
+    let dir = base.join(format!(
+        "{TEMP_PREFIX}{label}-{}-{}",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create temp dir");
     dir
+}
+
+/// Removes `plughost-test-<label>-<pid>-<n>` directories whose test
+/// process has exited (a failed test keeps its files until then, for a
+/// look; a scaffolded JavaScript plugin's is hundreds of MB).
+fn remove_dirs_of_exited_runs(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
+            continue;
+        };
+        let pid = rest.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && pid != std::process::id()
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 fn host_command(args: &[&str]) -> Command {
@@ -134,8 +165,19 @@ impl Host {
         Self::start_inner(args, START_TIMEOUT, prefix)
     }
 
+    /// Like [`Host::start`] with extra environment variables (e.g. `TMPDIR`).
+    pub fn start_with_env(args: &[&str], env: &[(&str, &OsStr)]) -> Host {
+        let mut command = host_command(args);
+        command.envs(env.iter().copied());
+        Self::spawn(command, START_TIMEOUT, "listening on ")
+    }
+
     fn start_inner(args: &[&str], timeout: Duration, prefix: &str) -> Host {
-        let mut child = host_command(args)
+        Self::spawn(host_command(args), timeout, prefix)
+    }
+
+    fn spawn(mut command: Command, timeout: Duration, prefix: &str) -> Host {
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

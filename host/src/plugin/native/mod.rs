@@ -7,24 +7,29 @@
 //! plugin's side of the boundary (the Rust SDK does it) and close only
 //! their connection.
 //!
-//! Reloading: the dynamic loader caches libraries by path, so each build is
-//! loaded from a copy named after its content hash. A library stays loaded
-//! while any connection that started on it is open (connections hold the
-//! plugin's `Arc`); it is unloaded only after the last one ends. glibc keeps
-//! a library mapped anyway if it registered thread-local destructors (Rust
-//! dylibs using thread-locals do), so an unloaded build may still occupy
-//! memory until exit.
+//! Loading: each library is loaded from a private copy with a random name
+//! (created exclusively, readable only by the host's user) that is deleted
+//! as soon as the loader has mapped it. So a killed host leaves nothing in
+//! the temporary directory, no other local user can plant a library under
+//! a name the host will load, and the loader's cache by path never serves
+//! an old build after a reload.
+//!
+//! A library stays loaded while any connection that started on it is open
+//! (connections hold the plugin's `Arc`); it is unloaded only after the
+//! last one ends. glibc keeps a library mapped anyway if it registered
+//! thread-local destructors (Rust dylibs using thread-locals do), so an
+//! unloaded build may still occupy memory until exit.
 
 mod callbacks;
 
 use std::ffi::CStr;
-use std::fs;
-use std::path::PathBuf;
+use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use libloading::Library;
 use plughost_native_abi::{ABI_VERSION, ENTRY_SYMBOL, EntryFn, Message, PluginTable, Status};
+use tempfile::NamedTempFile;
 
 use super::source::PluginBytes;
 use super::{Outcome, Plugin, PluginVersion};
@@ -49,8 +54,11 @@ impl NativePlugin {
         let copy = private_copy(plugin)?;
         // SAFETY: loading a library runs its initialisers; native plugins
         // are trusted code by definition (the operator chose to load one).
-        let library = unsafe { Library::new(&copy) }
+        let library = unsafe { Library::new(copy.path()) }
             .with_context(|| format!("{what} cannot be loaded as a shared library"))?;
+        // The mapping outlives the file: delete the copy now.
+        copy.close()
+            .context("cannot delete the private copy of a native plugin")?;
         // SAFETY: the symbol's type is fixed by the ABI.
         let entry = unsafe { library.get::<EntryFn>(ENTRY_SYMBOL.as_bytes()) }.map_err(|_| {
             anyhow::anyhow!(
@@ -136,17 +144,16 @@ fn failure((status, message): (i32, String)) -> Outcome {
     }
 }
 
-/// Copies the library to a path unique to its content, so a new build is
-/// never served from the loader's cache of an old one.
-fn private_copy(plugin: &PluginBytes) -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("plughost-native-{}", std::process::id()));
-    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let path = dir.join(format!("{}-{}.so", plugin.version.name, plugin.digest));
-    if !path.exists() {
-        let tmp = path.with_extension("so.tmp");
-        fs::write(&tmp, &plugin.bytes)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    Ok(path)
+/// Writes the library to a new file with a random name in the temporary
+/// directory (deleted when the returned handle is closed or dropped).
+fn private_copy(plugin: &PluginBytes) -> Result<NamedTempFile> {
+    let mut copy = tempfile::Builder::new()
+        .prefix(&format!("plughost-native-{}-", plugin.version.name))
+        .suffix(".so")
+        .tempfile()
+        .context("cannot create a private copy of a native plugin in the temporary directory")?;
+    copy.write_all(&plugin.bytes)
+        .and_then(|()| copy.flush())
+        .with_context(|| format!("cannot write {}", copy.path().display()))?;
+    Ok(copy)
 }
