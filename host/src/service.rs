@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -21,7 +20,9 @@ use crate::metrics::{ListenerMetrics, Metrics};
 use crate::plugin::CurrentPlugin;
 use crate::plugin::loader::{self, LoadDetails, Loader, PluginKind};
 use crate::plugin::source::PluginSource;
-use crate::plugin::wasm::{CurrentDatagram, Grants, InstanceLimits, Sandbox, WasmRuntime};
+use crate::plugin::wasm::{
+    CacheSettings, CurrentDatagram, Grants, InstanceLimits, Sandbox, WasmRuntime,
+};
 use crate::reload::{DatagramSlot, PluginSlot, Reloader, StreamSlot};
 use crate::server::{AccessRules, Server, ServerConfig, ServerHooks, UdpConfig, UdpServer};
 use crate::watch;
@@ -56,8 +57,8 @@ pub struct ListenerPlan {
     pub max_memory: usize,
     /// CPU budget per call.
     pub call_timeout: Duration,
-    /// Compile cache directory.
-    pub cache_dir: Option<PathBuf>,
+    /// The compile cache (`None`: compile every time).
+    pub cache: Option<CacheSettings>,
     /// Allowed networks.
     pub allow: Vec<IpNet>,
     /// Denied networks.
@@ -234,7 +235,7 @@ fn runtime_for(
         event_loop,
         ..InstanceLimits::default()
     };
-    WasmRuntime::new(limits, plan.cache_dir.clone(), sandbox)
+    WasmRuntime::new(limits, plan.cache.clone(), sandbox)
 }
 
 /// What a UDP listener is started with.

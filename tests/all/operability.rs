@@ -404,3 +404,91 @@ fn the_accept_loop_does_not_preempt_the_threads_serving_connections() {
     assert_eq!(policy_of("listener"), Some("3"), "{seen:?}");
     assert_eq!(policy_of("conn"), Some("0"), "{seen:?}");
 }
+
+/// The compiled plugins in a cache directory, by file name, with sizes.
+fn cache_entries(dir: &std::path::Path) -> Vec<(String, u64)> {
+    let mut entries: Vec<(String, u64)> = fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let name = entry.file_name().into_string().unwrap();
+            (name, entry.metadata().unwrap().len())
+        })
+        .collect();
+    entries.sort();
+    entries
+}
+
+/// `host check` of a built-in plugin with a given cache; the file name of
+/// the cache entry it used.
+fn check_cached(plugin: &str, cache: &std::path::Path, max_size: &str) -> String {
+    let out = run_host(&[
+        "check",
+        plugin,
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--cache-max-size",
+        max_size,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let version = stdout
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("version:"))
+        .expect("check prints the version");
+    let hash = version.trim().rsplit('@').next().unwrap().to_string();
+    // Modification times are what "recently used" goes by; keep the steps
+    // apart by more than the file system's clock granularity.
+    std::thread::sleep(Duration::from_millis(50));
+    hash
+}
+
+#[test]
+fn the_compile_cache_stays_under_its_cap_dropping_the_least_recently_used() {
+    let plugins = ["echo", "bot10086", "http-hello"];
+    // Each plugin's compiled size, from a cache without a tight cap.
+    let sizes_dir = temp_dir("cache-sizes");
+    let hashes: Vec<String> = plugins
+        .iter()
+        .map(|plugin| check_cached(plugin, &sizes_dir, "1GiB"))
+        .collect();
+    let size_of = |hash: &str| {
+        cache_entries(&sizes_dir)
+            .into_iter()
+            .find(|(name, _)| name.starts_with(hash))
+            .map(|(_, size)| size)
+            .unwrap()
+    };
+    let [echo, bot, http] = [0, 1, 2].map(|i| size_of(&hashes[i]));
+    // Room for echo and either other plugin, not for all three.
+    let cap = (echo + bot.max(http)).to_string();
+
+    let cache = temp_dir("cache-cap");
+    check_cached("echo", &cache, &cap);
+    check_cached("bot10086", &cache, &cap);
+    check_cached("echo", &cache, &cap); // a hit: echo is now the most recent
+    check_cached("http-hello", &cache, &cap);
+    let kept: Vec<String> = cache_entries(&cache)
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert!(
+        kept.iter().any(|name| name.starts_with(&hashes[0])),
+        "echo kept: {kept:?}"
+    );
+    assert!(
+        kept.iter().any(|name| name.starts_with(&hashes[2])),
+        "http kept: {kept:?}"
+    );
+
+    // A plugin larger than the whole cap is still cached, alone.
+    check_cached("bot10086", &cache, "1");
+    let kept = cache_entries(&cache);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0].0.starts_with(&hashes[1]), "{kept:?}");
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 use host::plugin::loader::PluginKind;
-use host::plugin::wasm::{InstanceLimits, Sandbox, WasmRuntime};
+use host::plugin::wasm::{CacheSettings, InstanceLimits, Sandbox, WasmRuntime};
 
 /// How plugins are loaded and what every instance may use.
 #[derive(Debug, Clone, Args)]
@@ -32,6 +32,11 @@ pub struct EngineOptions {
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 
+    /// Most the compile cache may take on disk; the least recently used
+    /// compiled plugins are removed to stay under it.
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = host::size::parse_size)]
+    pub cache_max_size: usize,
+
     /// Compile plugins every time instead of using the on-disk cache.
     #[arg(long)]
     pub no_cache: bool,
@@ -47,16 +52,19 @@ impl EngineOptions {
             max_instances: u32::try_from(max_instances).unwrap_or(u32::MAX),
             ..InstanceLimits::default()
         };
-        WasmRuntime::new(limits, self.cache_dir(), sandbox)
+        WasmRuntime::new(limits, self.cache(), sandbox)
     }
 
-    /// The compile cache directory, unless caching is off., unless caching is off.
-    pub fn cache_dir(&self) -> Option<PathBuf> {
+    /// The compile cache, unless caching is off.
+    pub fn cache(&self) -> Option<CacheSettings> {
         if self.no_cache {
-            None
-        } else {
-            self.cache_dir.clone().or_else(default_cache_dir)
+            return None;
         }
+        let dir = self.cache_dir.clone().or_else(default_cache_dir)?;
+        Some(CacheSettings {
+            dir,
+            max_size: self.cache_max_size as u64,
+        })
     }
 }
 

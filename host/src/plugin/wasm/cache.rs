@@ -8,6 +8,12 @@
 //! foreign file is ignored and rebuilt, never handed to wasmtime. Entries
 //! are written to a temporary file and renamed into place, so readers never
 //! see half an entry.
+//!
+//! The directory is bounded: every plugin edit under `--watch` and every
+//! host upgrade adds an entry (tens of MB for a Python or JavaScript
+//! guest), so after each write the least recently used entries are
+//! removed until the directory fits its size cap. A cache hit renews its
+//! entry's modification time, which is what "recently used" goes by.
 
 use std::collections::hash_map::DefaultHasher;
 use std::fs;
@@ -15,6 +21,7 @@ use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
@@ -25,29 +32,46 @@ use wasmtime::component::Component;
 const MAGIC: &[u8; 8] = b"PLUGHC01";
 const HEADER_LEN: usize = MAGIC.len() + 32;
 
+/// The file name ending of a cache entry.
+const ENTRY_SUFFIX: &str = ".cwasm";
+/// A writer's temporary file older than this was left by a crash.
+const STALE_TMP_AGE: Duration = Duration::from_secs(3600);
+
+/// Where compiled components are kept, and how much room they may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// The cache directory (created on first write).
+    pub dir: PathBuf,
+    /// The most the directory's entries may take together, in bytes; the
+    /// newest entry is kept even when it alone is larger.
+    pub max_size: u64,
+}
+
 /// A directory of compiled components.
 #[derive(Clone)]
 pub struct CompileCache {
-    dir: PathBuf,
+    settings: CacheSettings,
     engine: Engine,
     engine_key: String,
 }
 
 impl CompileCache {
-    /// A cache in `dir` (created on first write) for artifacts of `engine`.
-    pub fn new(dir: PathBuf, engine: &Engine) -> Self {
+    /// A cache with `settings` for artifacts of `engine`.
+    pub fn new(settings: CacheSettings, engine: &Engine) -> Self {
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_key = format!("{}-{:016x}", env!("CARGO_PKG_VERSION"), hasher.finish());
         Self {
-            dir,
+            settings,
             engine: engine.clone(),
             engine_key,
         }
     }
 
     fn entry_path(&self, digest: &str) -> PathBuf {
-        self.dir.join(format!("{digest}-{}.cwasm", self.engine_key))
+        self.settings
+            .dir
+            .join(format!("{digest}-{}{ENTRY_SUFFIX}", self.engine_key))
     }
 
     /// Loads the compiled form of the component with SHA-256 `digest`, or
@@ -67,8 +91,11 @@ impl CompileCache {
             .precompile_component(bytes)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("{what} failed to compile"))?;
-        if let Err(err) = write_entry(&path, &serialized) {
-            tracing::warn!(path = %path.display(), "cannot write compile cache entry: {err:#}");
+        match write_entry(&path, &serialized) {
+            Ok(()) => self.evict_to_fit(&path),
+            Err(err) => {
+                tracing::warn!(path = %path.display(), "cannot write compile cache entry: {err:#}");
+            }
         }
         // SAFETY: `serialized` was produced just now by this engine.
         let component = unsafe { Component::deserialize(&self.engine, &serialized) }
@@ -97,12 +124,126 @@ impl CompileCache {
         // wasmtime additionally rejects artifacts from another version or
         // configuration.
         match unsafe { Component::deserialize(&self.engine, payload) } {
-            Ok(component) => Some(component),
+            Ok(component) => {
+                mark_used(path);
+                Some(component)
+            }
             Err(err) => {
                 tracing::warn!(path = %path.display(), "ignoring incompatible cache entry: {err}");
                 None
             }
         }
+    }
+
+    /// Removes the least recently used entries (never `newest`) until the
+    /// directory fits the size cap, and temporary files of crashed writers.
+    /// Another host sharing the directory may remove the same files at the
+    /// same time: a file already gone is not an error.
+    fn evict_to_fit(&self, newest: &Path) {
+        let listing = match list_dir(&self.settings.dir) {
+            Ok(listing) => listing,
+            Err(err) => {
+                tracing::warn!(dir = %self.settings.dir.display(), "cannot list the compile cache: {err}");
+                return;
+            }
+        };
+        let now = SystemTime::now();
+        let stale_tmps = listing.tmps.iter().filter(|file| {
+            now.duration_since(file.modified)
+                .is_ok_and(|age| age > STALE_TMP_AGE)
+        });
+        let evicted = entries_to_evict(listing.entries, self.settings.max_size, newest);
+        let (mut count, mut bytes) = (0, 0);
+        for file in stale_tmps.chain(&evicted) {
+            match fs::remove_file(&file.path) {
+                Ok(()) => {
+                    count += 1;
+                    bytes += file.size;
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => {
+                    tracing::warn!(path = %file.path.display(), "cannot remove from the compile cache: {err}");
+                }
+            }
+        }
+        if count > 0 {
+            tracing::info!(
+                dir = %self.settings.dir.display(),
+                "compile cache: removed {count} old files ({:.1} MiB) to stay under {:.1} MiB",
+                mib(bytes),
+                mib(self.settings.max_size)
+            );
+        }
+    }
+}
+
+/// A file in the cache directory.
+#[derive(Debug, Clone)]
+struct CacheFile {
+    path: PathBuf,
+    size: u64,
+    modified: SystemTime,
+}
+
+/// The cache directory's entries and writers' temporary files.
+struct Listing {
+    entries: Vec<CacheFile>,
+    tmps: Vec<CacheFile>,
+}
+
+fn list_dir(dir: &Path) -> std::io::Result<Listing> {
+    let mut listing = Listing {
+        entries: Vec::new(),
+        tmps: Vec::new(),
+    };
+    for item in fs::read_dir(dir)? {
+        let item = item?;
+        let Ok(metadata) = item.metadata() else {
+            continue; // removed meanwhile
+        };
+        if !metadata.is_file() {
+            continue;
+        }
+        let name = item.file_name();
+        let name = name.to_string_lossy();
+        let file = CacheFile {
+            path: item.path(),
+            size: metadata.len(),
+            modified: metadata.modified()?,
+        };
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            listing.tmps.push(file);
+        } else if name.ends_with(ENTRY_SUFFIX) {
+            listing.entries.push(file);
+        }
+    }
+    Ok(listing)
+}
+
+/// The entries to remove so the rest take at most `max_size` bytes: the
+/// least recently used first, never `keep`.
+fn entries_to_evict(mut entries: Vec<CacheFile>, max_size: u64, keep: &Path) -> Vec<CacheFile> {
+    // Newest first; `keep` counts as the newest of all.
+    entries.sort_by_key(|file| (file.path != keep, std::cmp::Reverse(file.modified)));
+    let mut total = 0u64;
+    entries
+        .into_iter()
+        .filter(|file| {
+            total = total.saturating_add(file.size);
+            total > max_size && file.path != keep
+        })
+        .collect()
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1 << 20)
+}
+
+/// Renews an entry's modification time: it was just used. Best effort (a
+/// read-only cache still serves).
+fn mark_used(path: &Path) {
+    if let Ok(file) = fs::File::options().write(true).open(path) {
+        let _ = file.set_modified(SystemTime::now());
     }
 }
 
@@ -158,6 +299,37 @@ mod tests {
     #[test]
     fn intact_entries_verify() {
         assert_eq!(verified_payload(&entry(b"code")), Some(&b"code"[..]));
+    }
+
+    fn file(name: &str, size: u64, age_secs: u64) -> CacheFile {
+        CacheFile {
+            path: PathBuf::from(name),
+            size,
+            modified: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 - age_secs),
+        }
+    }
+
+    fn names(files: &[CacheFile]) -> Vec<&str> {
+        files.iter().map(|f| f.path.to_str().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_least_recently_used_entries_go_first() {
+        let entries = vec![
+            file("mid", 40, 20),
+            file("old", 40, 30),
+            file("new", 40, 10),
+            file("oldest", 40, 40),
+        ];
+        let gone = entries_to_evict(entries.clone(), 100, Path::new("new"));
+        assert_eq!(names(&gone), ["old", "oldest"]);
+        assert!(entries_to_evict(entries.clone(), 160, Path::new("new")).is_empty());
+        // The entry just written stays even when it is the oldest on disk
+        // (a clock step) or alone over the cap.
+        let gone = entries_to_evict(entries.clone(), 50, Path::new("oldest"));
+        assert_eq!(names(&gone), ["new", "mid", "old"]);
+        let gone = entries_to_evict(vec![file("big", 500, 0)], 100, Path::new("big"));
+        assert!(gone.is_empty());
     }
 
     #[test]

@@ -15,7 +15,6 @@ mod guest_receive;
 mod inspect;
 mod state;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +24,7 @@ use wasmtime::{Store, UpdateDeadline};
 
 pub use self::bindings::WORLD_NAME;
 use self::bindings::{Handler, HandlerPre};
-pub use self::cache::CompileCache;
+pub use self::cache::{CacheSettings, CompileCache};
 pub use self::datagram::{CurrentDatagram, DATAGRAM_WORLD, DatagramPlugin};
 pub use self::engine::{InstanceLimits, WasmEngine};
 use self::event::{EventPre, EventState};
@@ -67,10 +66,10 @@ pub struct ComponentInfo {
 impl WasmRuntime {
     /// Creates the engine with `limits` and links WASI (with only what
     /// `sandbox` grants), the `connection` resource and `config`.
-    /// `cache_dir` enables the compile cache.
+    /// `cache` enables the compile cache.
     pub fn new(
         limits: InstanceLimits,
-        cache_dir: Option<PathBuf>,
+        cache: Option<CacheSettings>,
         sandbox: Sandbox,
     ) -> Result<Self> {
         let engine = WasmEngine::new(limits)?;
@@ -88,7 +87,7 @@ impl WasmRuntime {
         } else {
             None
         };
-        let cache = cache_dir.map(|dir| CompileCache::new(dir, engine.engine()));
+        let cache = cache.map(|settings| CompileCache::new(settings, engine.engine()));
         Ok(Self {
             engine,
             linker,
