@@ -21,9 +21,9 @@ pub struct EngineOptions {
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = host::size::parse_size)]
     pub max_memory: usize,
 
-    /// Longest a plugin may compute without returning to the host; time
-    /// blocked waiting for the client does not count (0 = no limit, and no
-    /// epoch checks in the compiled code).
+    /// Longest a plugin may compute without returning to the host, counted
+    /// in 10 ms epoch ticks; time blocked waiting for the client does not
+    /// count (0 = no limit, and no epoch checks in the compiled code).
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
     pub call_timeout: Duration,
 

@@ -80,23 +80,21 @@ impl EventConnection {
         &mut self.conn
     }
 
-    /// Reads up to `max` bytes, waiting for the first one at most
+    /// Reads up to `max` bytes into the connection's receive buffer
+    /// ([`Connection::received`]), waiting for the first one at most
     /// [`Connection::read_wait`]; like [`Connection::read`].
-    pub async fn read(&mut self, max: usize) -> Result<Vec<u8>, ConnError> {
+    pub async fn read(&mut self, max: usize) -> Result<usize, ConnError> {
         // What needs no socket is answered without waiting, as on a thread.
-        if let Some(answer) = self.conn.read_without_socket(max) {
+        if let Some(answer) = self.conn.answer_without_socket(max) {
             return answer;
         }
         let want = max.min(MAX_READ_CHUNK);
         let limit = self.conn.read_wait();
         let attempt = |conn: &mut Connection| {
-            let data = conn.try_read(max)?;
+            let received = conn.try_read(max)?;
             // A short read drained the socket: wait for the next edge
             // instead of trying a `recv` that would block.
-            Ok(data.map(|data| {
-                let drained = !data.is_empty() && data.len() < want;
-                (data, drained)
-            }))
+            Ok(received.map(|n| (n, n > 0 && n < want)))
         };
         self.when_ready(Interest::READABLE, limit, attempt)
             .await?
@@ -251,7 +249,8 @@ mod tests {
             conn.connection_mut()
                 .shutdown(crate::connection::ShutdownDirection::Read)
                 .unwrap();
-            assert_eq!(conn.read(10).await, Ok(Vec::new()));
+            assert_eq!(conn.read(10).await, Ok(0));
+            assert!(conn.connection_mut().received().is_empty());
         });
     }
 
@@ -259,7 +258,8 @@ mod tests {
     fn an_idle_timeout_too_long_to_represent_means_no_limit() {
         on_a_loop(Some(Duration::MAX), |mut conn, mut client| async move {
             client.write_all(b"hi").unwrap();
-            assert_eq!(conn.read(10).await, Ok(b"hi".to_vec()));
+            assert_eq!(conn.read(10).await, Ok(2));
+            assert_eq!(conn.connection_mut().received(), b"hi");
         });
     }
 

@@ -22,10 +22,9 @@ use crate::address::PeerAddr;
 /// The most bytes a single `read` hands to a plugin.
 pub const MAX_READ_CHUNK: usize = 1024 * 1024;
 
-/// From this many bytes on, a read gives the plugin its receive buffer
-/// rather than a copy of it, and the connection counts as streaming (see
-/// [`Connection::queued_for_read`]).
-const HAND_OVER_READ: usize = 16 * 1024;
+/// From this many bytes on, a read marks the connection as carrying a bulk
+/// transfer (see [`Connection::queued_for_read`]).
+const STREAMING_READ: usize = 16 * 1024;
 
 /// Why a connection operation failed, as the plugin contract names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -190,10 +189,9 @@ pub struct Connection {
     write_closed: bool,
     bytes_in: u64,
     bytes_out: u64,
-    /// Receive buffer for [`Connection::read`], reused until a large read
-    /// hands it over.
-    scratch: Vec<u8>,
-    /// Whether the last read was large (see [`HAND_OVER_READ`]): the peer
+    /// What the last [`Connection::read`] received, reused for every read.
+    received: Vec<u8>,
+    /// Whether the last read was large (see [`STREAMING_READ`]): the peer
     /// is sending a bulk transfer.
     streaming: bool,
 }
@@ -248,65 +246,71 @@ impl Connection {
             write_closed: false,
             bytes_in: 0,
             bytes_out: 0,
-            scratch: Vec::new(),
+            received: Vec::new(),
             streaming: false,
         })
     }
 
-    /// Reads up to `max` bytes (clamped to [`MAX_READ_CHUNK`]); an empty
-    /// vector means the peer closed its side.
-    pub fn read(&mut self, max: usize) -> Result<Vec<u8>, ConnError> {
+    /// Reads up to `max` bytes (clamped to [`MAX_READ_CHUNK`]) into the
+    /// connection's receive buffer, where [`Connection::received`] holds
+    /// them until the next read: how many arrived, 0 when the peer closed
+    /// its side. The buffer is reused, so a read allocates nothing, and a
+    /// caller copies the bytes once, to where they go.
+    pub fn read(&mut self, max: usize) -> Result<usize, ConnError> {
         self.before_blocking_io();
         self.receive(max, 0)?.ok_or(ConnError::TimedOut)
     }
 
     /// One non-blocking attempt at [`Connection::read`]: `None` when no
     /// byte is available yet.
-    pub fn try_read(&mut self, max: usize) -> Result<Option<Vec<u8>>, ConnError> {
+    pub fn try_read(&mut self, max: usize) -> Result<Option<usize>, ConnError> {
         self.receive(max, libc::MSG_DONTWAIT)
     }
 
-    /// Receives up to `max` bytes with `recv` `flags`; `None` when the
-    /// socket would block (a read timeout on a blocking socket).
-    fn receive(&mut self, max: usize, flags: libc::c_int) -> Result<Option<Vec<u8>>, ConnError> {
-        if let Some(answer) = self.read_without_socket(max) {
+    /// The bytes the last read received (empty after an error).
+    pub fn received(&self) -> &[u8] {
+        &self.received
+    }
+
+    /// Receives up to `max` bytes with `recv` `flags` into the receive
+    /// buffer; `None` when the socket would block (a read timeout on a
+    /// blocking socket).
+    fn receive(&mut self, max: usize, flags: libc::c_int) -> Result<Option<usize>, ConnError> {
+        if let Some(answer) = self.answer_without_socket(max) {
             return answer.map(Some);
         }
-        // Receive into the spare capacity of a reused buffer and copy out
-        // only what arrived: a request/response protocol reads a few bytes
-        // at a time, and allocating (or zeroing) a buffer for the largest
-        // read on every call costs more than that copy. A large read is
-        // the exception (see `HAND_OVER_READ`).
         let want = max.min(MAX_READ_CHUNK);
-        self.scratch.clear();
-        self.scratch.reserve(want);
-        let spare = self.scratch.as_mut_ptr();
-        // SAFETY: `reserve` made the spare capacity valid for `want` bytes.
+        self.received.reserve(want);
+        let spare = self.received.as_mut_ptr();
+        // SAFETY: `reserve` made the (cleared) buffer valid for `want` bytes.
         match unsafe { self.recv(spare, want, flags) } {
             Ok(n) => {
                 // SAFETY: `recv` initialised the first `n` bytes.
-                unsafe { self.scratch.set_len(n) };
-                self.streaming = n >= HAND_OVER_READ;
-                // A large read hands the buffer over instead: one
-                // allocation for the next read costs less than copying it.
-                if self.streaming {
-                    return Ok(Some(std::mem::take(&mut self.scratch)));
-                }
-                Ok(Some(self.scratch.clone()))
+                unsafe { self.received.set_len(n) };
+                self.streaming = n >= STREAMING_READ;
+                Ok(Some(n))
             }
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(None),
             Err(err) => Err(ConnError::from_io(&err)),
         }
     }
 
+    /// Empties the receive buffer for a read of up to `max` bytes, and
+    /// answers that read when it needs no socket (see
+    /// [`Connection::read_without_socket`]).
+    fn answer_without_socket(&mut self, max: usize) -> Option<Result<usize, ConnError>> {
+        self.received.clear();
+        self.read_without_socket(max)
+    }
+
     /// The answer to a read of up to `max` bytes when it needs no socket:
     /// a zero-byte read is refused, a read after shutting the read side
     /// down is at end of stream.
-    fn read_without_socket(&self, max: usize) -> Option<Result<Vec<u8>, ConnError>> {
+    fn read_without_socket(&self, max: usize) -> Option<Result<usize, ConnError>> {
         if max == 0 {
             Some(Err(ConnError::InvalidArgument))
         } else if self.read_closed {
-            Some(Ok(Vec::new()))
+            Some(Ok(0))
         } else {
             None
         }
@@ -377,7 +381,7 @@ impl Connection {
                 Err(err) => break Some(ConnError::from_io(&err)),
             }
         };
-        self.streaming = filled >= HAND_OVER_READ;
+        self.streaming = filled >= STREAMING_READ;
         match failure {
             Some(err) if filled == 0 => Err(err),
             _ => Ok(filled),
@@ -565,42 +569,44 @@ mod tests {
     fn reads_return_exactly_what_arrived_before_and_after_a_large_one() {
         let (mut conn, mut client) = connection_and_client();
         client.write_all(b"small").unwrap();
-        assert_eq!(conn.read(64 * 1024).unwrap(), b"small");
-        assert!(
-            conn.scratch.capacity() >= 64 * 1024,
-            "a small read keeps its buffer"
-        );
-        // Queued whole on the socket pair, so one read takes all of it,
-        // and it is large enough that the read hands its buffer over.
+        assert_eq!(read(&mut conn, 64 * 1024), b"small");
+        let buffer = conn.received().as_ptr();
+        // Queued whole on the socket pair, so one read takes all of it.
         let big: Vec<u8> = (0..48 * 1024u32).map(|i| (i % 251) as u8).collect();
         client.write_all(&big).unwrap();
-        assert_eq!(conn.read(64 * 1024).unwrap(), big);
-        assert_eq!(
-            conn.scratch.capacity(),
-            0,
-            "the large read handed its buffer over"
-        );
+        assert_eq!(read(&mut conn, 64 * 1024), big);
+        assert_eq!(conn.received().as_ptr(), buffer, "the buffer is reused");
         client.write_all(b"again").unwrap();
-        assert_eq!(conn.read(64 * 1024).unwrap(), b"again");
+        assert_eq!(read(&mut conn, 64 * 1024), b"again");
         assert_eq!(conn.bytes_in(), 10 + big.len() as u64);
+        conn.shutdown(ShutdownDirection::Read).unwrap();
+        assert_eq!(conn.read(64), Ok(0));
+        assert!(conn.received().is_empty(), "end of stream leaves nothing");
+    }
+
+    /// One read of up to `max` bytes, as a vector.
+    fn read(conn: &mut Connection, max: usize) -> Vec<u8> {
+        let n = conn.read(max).unwrap();
+        assert_eq!(conn.received().len(), n);
+        conn.received().to_vec()
     }
 
     #[test]
     fn queued_bytes_are_offered_only_while_a_bulk_transfer_runs() {
         let (mut conn, mut client) = connection_and_client();
         client.write_all(b"small").unwrap();
-        assert_eq!(conn.read(64 * 1024).unwrap(), b"small");
+        assert_eq!(read(&mut conn, 64 * 1024), b"small");
         client.write_all(b"queued").unwrap();
         assert_eq!(
             conn.queued_for_read(64 * 1024),
             None,
             "after a small read, reads go the usual way"
         );
-        assert_eq!(conn.read(64 * 1024).unwrap(), b"queued");
+        assert_eq!(read(&mut conn, 64 * 1024), b"queued");
 
         let big: Vec<u8> = (0..20 * 1024u32).map(|i| (i % 251) as u8).collect();
         client.write_all(&big).unwrap();
-        assert_eq!(conn.read(64 * 1024).unwrap(), big);
+        assert_eq!(read(&mut conn, 64 * 1024), big);
         assert_eq!(conn.queued_for_read(64 * 1024), None, "nothing queued");
         client.write_all(&big).unwrap();
         assert_eq!(conn.queued_for_read(0), None, "a zero-byte read");
@@ -611,7 +617,7 @@ mod tests {
         assert_eq!(first, big[..8 * 1024]);
         // A small receive ends the bulk mode until the next large read.
         assert_eq!(conn.queued_for_read(64 * 1024), None);
-        let rest = conn.read(64 * 1024).unwrap();
+        let rest = read(&mut conn, 64 * 1024);
         assert_eq!(rest, big[8 * 1024..]);
         assert_eq!(conn.bytes_in(), 11 + 2 * big.len() as u64);
 
@@ -661,7 +667,7 @@ mod tests {
         client.send(b"cd").unwrap();
         let mut received = Vec::new();
         while received.len() < 5 {
-            received.extend(conn.read(64).unwrap());
+            received.extend(read(&mut conn, 64));
         }
         assert_eq!(received, b"ab!cd");
     }

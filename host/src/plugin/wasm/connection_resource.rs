@@ -147,7 +147,7 @@ impl ConnState {
     ) -> wasmtime::Result<ReadOutcome<Connection, ErrorCode>> {
         let conn = self.conn(handle)?;
         let outcome = ReadOutcome::queued(conn, max)
-            .unwrap_or_else(|| ReadOutcome::Read(conn.read(max).map_err(ErrorCode::from)));
+            .unwrap_or_else(|| ReadOutcome::received(conn.read(max).map_err(ErrorCode::from)));
         self.guest_resumes();
         Ok(outcome)
     }
@@ -173,12 +173,13 @@ pub(super) const READ_METHOD: &str = "[method]connection.read";
 /// The `write` method's name in that instance.
 pub(super) const WRITE_METHOD: &str = "[method]connection.write";
 
-/// Replaces the generated `read` and `write`, which copy the bytes between
-/// a host vector and the guest's memory, with ones that move them between
-/// the socket and the guest's memory directly where they can: `write`
-/// always sends from the guest's memory, `read` receives into it when the
-/// bytes are already queued ([`ReadOutcome`]). One copy less per call,
-/// which bulk transfers feel.
+/// Replaces the generated `read` and `write`, which copy the bytes through
+/// a host vector, with ones that move them between the socket and the
+/// guest's memory with no vector in between: `write` sends from the
+/// guest's memory, `read` copies from the connection's receive buffer, or
+/// receives straight into the guest's memory when the bytes are already
+/// queued ([`ReadOutcome`]). An allocation less per call, and a copy less
+/// for bulk transfers.
 pub(super) fn link_guest_memory_io(linker: &mut Linker<ConnState>) -> wasmtime::Result<()> {
     replace_generated_io(linker, |connections| {
         connections.func_wrap(
@@ -244,7 +245,10 @@ impl HostConnection for ConnState {
         handle: Resource<ConnectionHandle>,
         max_bytes: u32,
     ) -> wasmtime::Result<Result<Vec<u8>, ErrorCode>> {
-        let result = self.conn(&handle)?.read(max_bytes as usize);
+        let conn = self.conn(&handle)?;
+        let result = conn
+            .read(max_bytes as usize)
+            .map(|_| conn.received().to_vec());
         self.guest_resumes();
         Ok(result.map_err(ErrorCode::from))
     }

@@ -13,6 +13,13 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 /// CPU deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// How many epoch ticks make up `budget` (at least one): the CPU deadline
+/// counts whole ticks the guest computes through.
+pub fn ticks_in(budget: Duration) -> u32 {
+    let ticks = budget.as_nanos().div_ceil(EPOCH_TICK.as_nanos()).max(1);
+    u32::try_from(ticks).unwrap_or(u32::MAX)
+}
+
 /// Limits every instance runs under.
 #[derive(Debug, Clone)]
 pub struct InstanceLimits {
@@ -173,4 +180,17 @@ fn spawn_epoch_ticker(engine: &Engine) -> Result<()> {
         })
         .context("cannot start the epoch ticker thread")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_budget_is_rounded_up_to_whole_ticks() {
+        assert_eq!(ticks_in(Duration::from_secs(5)), 500);
+        assert_eq!(ticks_in(Duration::from_millis(15)), 2);
+        assert_eq!(ticks_in(Duration::from_millis(1)), 1);
+        assert_eq!(ticks_in(Duration::from_secs(u64::MAX)), u32::MAX);
+    }
 }

@@ -282,11 +282,12 @@ impl Plugin for WasmPlugin {
 
 /// A store for one request (`io`, from `peer`) inside `sandbox`, with the
 /// memory cap and the CPU deadline (epoch callback: traps once the guest
-/// has computed for longer than the call timeout since it last returned
-/// from a host call). With `yield_to_loop` the guest also yields to its
-/// event loop at every tick — with or without a deadline — and the time it
-/// spends parked there does not count against its budget. A grant that
-/// cannot be applied gives `io` back with the reason.
+/// has computed through the call timeout's worth of epoch ticks since it
+/// last returned from a host call; see [`StoreState::tick_computing`]).
+/// With `yield_to_loop` the guest also yields to its event loop at every
+/// tick — with or without a deadline — and the time it spends parked there
+/// does not count against its budget. A grant that cannot be applied gives
+/// `io` back with the reason.
 fn new_store<C: Send + 'static>(
     engine: &WasmEngine,
     sandbox: &Arc<Sandbox>,
@@ -308,11 +309,12 @@ fn new_store<C: Send + 'static>(
     store.limiter(|state| &mut state.limits);
     // Event-loop instances only exist when epoch checks are on.
     if budget.is_some() || yield_to_loop {
+        let budget_ticks = budget.map(|budget| (budget, engine::ticks_in(budget)));
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |ctx| {
-            let state = ctx.data();
-            if let Some(budget) = budget
-                && state.computing_for() > budget
+        store.epoch_deadline_callback(move |mut ctx| {
+            let computed = ctx.data_mut().tick_computing();
+            if let Some((budget, ticks)) = budget_ticks
+                && computed >= ticks
             {
                 return Err(wasmtime::Error::new(CallTimeout(budget)));
             }
@@ -321,15 +323,11 @@ fn new_store<C: Send + 'static>(
             }
             // `yield_now` lets the loop poll for I/O before resuming this
             // guest, so its neighbours are served even when every other
-            // task on the loop computes too.
-            let parked = state.parked_clock();
+            // task on the loop computes too. The next deadline is set when
+            // the guest resumes, so time parked is not counted.
             Ok(UpdateDeadline::YieldCustom(
                 1,
-                Box::pin(async move {
-                    let started = std::time::Instant::now();
-                    tokio::task::yield_now().await;
-                    parked.add(started.elapsed());
-                }),
+                Box::pin(tokio::task::yield_now()),
             ))
         });
     }

@@ -1,11 +1,9 @@
 //! What a store holds for one request: the connection (for the stream
 //! world; nothing for a datagram), the resource table the guest's handles
 //! live in, the sandbox and the WASI context built from it, memory limits
-//! and the clock the CPU deadline is measured against.
+//! and the count of epoch ticks the CPU deadline is measured in.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
@@ -29,32 +27,12 @@ pub struct StoreState<C> {
     /// [`Sandbox::wasi_up_front`]).
     wasi: Option<WasiCtx>,
     pub(super) limits: MemoryCap,
-    /// When the guest last (re)gained control: the start of the current
-    /// stretch of guest computation that the CPU deadline bounds.
-    guest_since: Instant,
-    /// Time of that stretch spent parked on an event loop (not computing).
-    parked: ParkedClock,
-}
-
-/// Time a guest spent yielded to its event loop, added by the yield's
-/// future (which cannot reach the store) and read by the epoch callback.
-#[derive(Clone, Default)]
-pub struct ParkedClock(Arc<AtomicU64>);
-
-impl ParkedClock {
-    /// Adds `time` parked.
-    pub fn add(&self, time: Duration) {
-        let nanos = u64::try_from(time.as_nanos()).unwrap_or(u64::MAX);
-        self.0.fetch_add(nanos, Ordering::Relaxed);
-    }
-
-    fn reset(&self) {
-        self.0.store(0, Ordering::Relaxed);
-    }
-
-    fn get(&self) -> Duration {
-        Duration::from_nanos(self.0.load(Ordering::Relaxed))
-    }
+    /// Whole epoch ticks the guest has computed through since it last
+    /// returned from the host: what the CPU deadline bounds.
+    ticks_computing: u32,
+    /// Set when control returns to the guest; the next tick restarts the
+    /// count.
+    resumed: bool,
 }
 
 /// Store data of the stream world: one connection.
@@ -85,8 +63,8 @@ impl<C> StoreState<C> {
             sandbox: Arc::clone(sandbox),
             wasi,
             limits,
-            guest_since: Instant::now(),
-            parked: ParkedClock::default(),
+            ticks_computing: 0,
+            resumed: true,
         }
     }
 
@@ -95,21 +73,32 @@ impl<C> StoreState<C> {
         self.io
     }
 
-    /// Marks the moment control returns to the guest.
+    /// Marks the moment control returns to the guest: a new stretch of
+    /// computation starts. Called on every host call's return, so it reads
+    /// no clock.
     pub(super) fn guest_resumes(&mut self) {
-        self.guest_since = Instant::now();
-        self.parked.reset();
+        self.resumed = true;
     }
 
-    /// How long the guest has been computing since it last returned from
-    /// the host (time parked on an event loop excluded).
-    pub(super) fn computing_for(&self) -> Duration {
-        self.guest_since.elapsed().saturating_sub(self.parked.get())
-    }
-
-    /// The clock a yield adds its parked time to.
-    pub(super) fn parked_clock(&self) -> ParkedClock {
-        self.parked.clone()
+    /// Counts an epoch tick the guest saw while computing (the epoch
+    /// callback runs at the guest's first check after each tick) and
+    /// returns how many whole ticks it has computed through since it last
+    /// resumed. The first tick after resuming is not counted: the guest
+    /// may have resumed just before it.
+    ///
+    /// A count of `n` means at least `n` tick intervals of wall time have
+    /// passed since the guest resumed, and the guest was running at each
+    /// of those ticks' ends: time it spent blocked in a host call, waiting
+    /// for a CPU or parked on an event loop mostly passes uncounted (at
+    /// most one tick per wait), so the count measures computation, not
+    /// waiting.
+    pub(super) fn tick_computing(&mut self) -> u32 {
+        if std::mem::take(&mut self.resumed) {
+            self.ticks_computing = 0;
+        } else {
+            self.ticks_computing = self.ticks_computing.saturating_add(1);
+        }
+        self.ticks_computing
     }
 }
 
@@ -177,11 +166,27 @@ mod tests {
     use super::*;
     use crate::plugin::wasm::Grants;
 
-    #[test]
-    fn the_wasi_context_is_built_at_the_first_wasi_call() {
+    fn state() -> DatagramState {
         let sandbox = Arc::new(Sandbox::new(&Grants::default(), BTreeMap::new()).unwrap());
         let peer = PeerAddr::Ip("127.0.0.1:1".parse().unwrap());
-        let mut state = StoreState::new((), peer, &sandbox, None, 1 << 20);
+        StoreState::new((), peer, &sandbox, None, 1 << 20)
+    }
+
+    #[test]
+    fn computing_ticks_restart_after_every_return_to_the_guest() {
+        let mut state = state();
+        // The first tick of a stretch may be a partial one.
+        assert_eq!(state.tick_computing(), 0);
+        assert_eq!(state.tick_computing(), 1);
+        assert_eq!(state.tick_computing(), 2);
+        state.guest_resumes();
+        assert_eq!(state.tick_computing(), 0);
+        assert_eq!(state.tick_computing(), 1);
+    }
+
+    #[test]
+    fn the_wasi_context_is_built_at_the_first_wasi_call() {
+        let mut state = state();
         assert!(state.wasi.is_none());
         let _ = state.ctx();
         assert!(state.wasi.is_some());

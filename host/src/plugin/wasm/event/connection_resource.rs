@@ -32,7 +32,7 @@ impl EventState {
         self.table.get(handle)?;
         let outcome = match ReadOutcome::queued(self.io.connection_mut(), max) {
             Some(queued) => queued,
-            None => ReadOutcome::Read(self.io.read(max).await.map_err(ErrorCode::from)),
+            None => ReadOutcome::received(self.io.read(max).await.map_err(ErrorCode::from)),
         };
         self.guest_resumes();
         Ok(outcome)
@@ -89,6 +89,7 @@ impl HostConnection for EventState {
     ) -> wasmtime::Result<Result<Vec<u8>, ErrorCode>> {
         self.table.get(&handle)?;
         let result = self.io.read(max_bytes as usize).await;
+        let result = result.map(|_| self.io.connection_mut().received().to_vec());
         self.guest_resumes();
         Ok(result.map_err(ErrorCode::from))
     }
