@@ -1,4 +1,5 @@
-//! Builds the example plugins (`plugins/`) and the test-only plugins
+//! Builds the example plugins (`plugins/`) for `wasm32-unknown-unknown`
+//! (lean components, see [`LEAN_TARGET`]) and the test-only plugins
 //! (`tests/plugins/`) for `wasm32-wasip2`, embeds the examples in the binary
 //! and leaves them as `target/plugins/<name>.wasm` for users. The examples
 //! (and the native test plugins) are also built as native shared libraries
@@ -23,6 +24,19 @@ const EXAMPLES: &[(&str, &str)] = &[
 
 /// Examples of the datagram world (no native build).
 const DATAGRAM_EXAMPLES: &[&str] = &["udp_echo"];
+
+/// The target of the example plugins: std without WASI, linked into a
+/// component by wasm-component-ld (`.cargo/config.toml`). Their instances
+/// import only the contract and WASI's stderr, so they are cheaper to
+/// create than `wasm32-wasip2` builds, which import std's WASI support.
+const LEAN_TARGET: &str = "wasm32-unknown-unknown";
+
+/// The target of the test-only plugins: full WASI, which the sandbox tests
+/// probe.
+const WASI_TARGET: &str = "wasm32-wasip2";
+
+/// Test-only plugins also built for [`LEAN_TARGET`].
+const LEAN_TEST_PLUGINS: &[&str] = &["trap", "heap-probe"];
 
 /// Test-only plugins also built as native libraries.
 const NATIVE_TEST_PLUGINS: &[&str] = &["trap", "shout", "native-abi-v99"];
@@ -49,21 +63,27 @@ fn main() {
     let target_dir = root.join("target").join("wasm");
     let native_dir = root.join("target").join("native");
 
-    for watched in ["wit", "plugins", "tests/plugins"] {
+    for watched in ["wit", "plugins", "tests/plugins", ".cargo"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 
-    let wasm = ["--target", "wasm32-wasip2"];
-    build_workspace(&root.join("plugins/Cargo.toml"), &target_dir, &wasm);
-    build_workspace(&root.join("plugins/Cargo.toml"), &native_dir, &[]);
+    let wasm = ["--target", WASI_TARGET];
+    let lean = ["--target", LEAN_TARGET];
+    build_workspace(root, &root.join("plugins/Cargo.toml"), &target_dir, &lean);
+    build_workspace(root, &root.join("plugins/Cargo.toml"), &native_dir, &[]);
     let test_plugins = root.join("tests/plugins/Cargo.toml");
     if test_plugins.exists() {
-        build_workspace(&test_plugins, &target_dir, &wasm);
+        build_workspace(root, &test_plugins, &target_dir, &wasm);
+        let lean_tests: Vec<&str> = lean
+            .into_iter()
+            .chain(LEAN_TEST_PLUGINS.iter().flat_map(|p| ["-p", p]))
+            .collect();
+        build_workspace(root, &test_plugins, &target_dir, &lean_tests);
         let packages: Vec<&str> = NATIVE_TEST_PLUGINS.iter().flat_map(|p| ["-p", p]).collect();
-        build_workspace(&test_plugins, &native_dir, &packages);
+        build_workspace(root, &test_plugins, &native_dir, &packages);
     }
 
-    let built = target_dir.join("wasm32-wasip2").join("release");
+    let built = target_dir.join(LEAN_TARGET).join("release");
     let shipped = root.join("target").join("plugins");
     fs::create_dir_all(&shipped)
         .unwrap_or_else(|e| fail(&format!("cannot create {}: {e}", shipped.display())));
@@ -92,10 +112,13 @@ fn copy(from: &Path, to: &Path) {
     });
 }
 
-fn build_workspace(manifest: &Path, target_dir: &Path, extra: &[&str]) {
+/// Runs `cargo build --release` for the workspace at `manifest`, from the
+/// repository `root` so that its `.cargo/config.toml` applies.
+fn build_workspace(root: &Path, manifest: &Path, target_dir: &Path, extra: &[&str]) {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
     command
+        .current_dir(root)
         .args(["build", "--release", "--manifest-path"])
         .arg(manifest)
         .arg("--target-dir")
@@ -115,7 +138,7 @@ fn build_workspace(manifest: &Path, target_dir: &Path, extra: &[&str]) {
     if !status.success() {
         fail(&format!(
             "building {} {} failed (for wasm: is the target installed? \
-             `rustup target add wasm32-wasip2`)",
+             `rustup target add {WASI_TARGET} {LEAN_TARGET}`)",
             manifest.display(),
             extra.join(" ")
         ));

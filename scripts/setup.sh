@@ -3,7 +3,7 @@
 # (beyond the Rust toolchain itself). Safe to run repeatedly.
 set -euo pipefail
 
-rustup target add wasm32-wasip2 >/dev/null
+rustup target add wasm32-wasip2 wasm32-unknown-unknown >/dev/null
 
 # A full build and test run writes about 6 GB (target/, the guest
 # toolchains, scaffolded plugins in the temporary directory). A disk that

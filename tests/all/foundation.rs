@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use crate::behaviour::{ASK_AGAIN, GREETING, read_response};
 use crate::support::{
-    Host, connect, echo_to_end, example_plugin, native_test_plugin, refused, round_trip, run_host,
-    temp_dir, test_plugin,
+    Host, connect, echo_to_end, example_plugin, lean_test_plugin, native_test_plugin, refused,
+    round_trip, run_host, temp_dir, test_plugin,
 };
 
 #[test]
@@ -193,6 +193,27 @@ fn http_hello_works_with_curl() {
     );
 }
 
+/// The SDK's heap on lean builds starts in the initial memory: a connection
+/// that allocates 192 KiB does not grow the memory (growing costs the host
+/// two `mprotect` calls per connection), on a fresh slot or a recycled one.
+#[test]
+fn a_lean_plugin_allocates_without_growing_its_memory() {
+    let probe = lean_test_plugin("heap_probe.wasm");
+    let host = Host::serving(probe.to_str().unwrap(), &[]);
+    for connection in 0..3 {
+        let mut stream = host.connect();
+        let mut report = String::new();
+        stream.read_to_string(&mut report).unwrap();
+        let pages: Vec<&str> = report.split_whitespace().take(3).collect();
+        assert_eq!(pages.first(), Some(&"pages"), "{report:?}");
+        assert_eq!(
+            pages.get(1),
+            pages.get(2),
+            "connection {connection}: the memory grew ({report:?})"
+        );
+    }
+}
+
 #[test]
 fn a_trap_or_panic_closes_only_its_own_connection() {
     let cases = [
@@ -200,6 +221,12 @@ fn a_trap_or_panic_closes_only_its_own_connection() {
         // (the WASI context built at its first WASI call).
         (
             test_plugin("trap.wasm"),
+            &["outcome=trap", "asked to trap"][..],
+        ),
+        // A lean build has no std stderr; the SDK's panic hook writes the
+        // message to WASI's stderr instead.
+        (
+            lean_test_plugin("trap.wasm"),
             &["outcome=trap", "asked to trap"][..],
         ),
         (

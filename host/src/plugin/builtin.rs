@@ -1,6 +1,7 @@
 //! The example plugins that ship inside the `host` binary, so `--plugin echo`
 //! works without a file. `build.rs` compiles them from `plugins/` to
-//! `wasm32-wasip2` components and leaves copies in `target/plugins/`.
+//! lean components (`wasm32-unknown-unknown`) and leaves copies in
+//! `target/plugins/`.
 
 /// A plugin compiled into the binary.
 #[derive(Debug, Clone, Copy)]

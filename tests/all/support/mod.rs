@@ -45,6 +45,16 @@ pub fn test_plugin(file: &str) -> PathBuf {
     )
 }
 
+/// A test-only component from `tests/plugins/` in its lean build
+/// (`wasm32-unknown-unknown`, as the examples are built).
+pub fn lean_test_plugin(file: &str) -> PathBuf {
+    existing(
+        workspace_root()
+            .join("target/wasm/wasm32-unknown-unknown/release")
+            .join(file),
+    )
+}
+
 /// A test-only native library from `tests/plugins/`.
 pub fn native_test_plugin(file: &str) -> PathBuf {
     existing(workspace_root().join("target/native/release").join(file))

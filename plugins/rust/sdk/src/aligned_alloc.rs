@@ -1,5 +1,6 @@
-//! The global allocator of WebAssembly builds: the target's own (`System`),
-//! except that large blocks start on a cache line.
+//! The global allocator of WebAssembly builds: the target's own (`System`)
+//! on `wasm32-wasip2`, the arena-first heap of [`crate::lean_heap`] on
+//! `wasm32-unknown-unknown`, except that large blocks start on a cache line.
 //!
 //! The host receives bulk data straight into the buffer the guest allocates
 //! for `read`'s result, and the kernel's copy into a destination that starts
@@ -16,7 +17,9 @@
 //! Plugins that want their own `#[global_allocator]` turn this off with
 //! `default-features = false` (feature `aligned-alloc`).
 
-use std::alloc::{GlobalAlloc, Layout, System};
+#[cfg(any(test, not(target_os = "unknown")))]
+use std::alloc::System;
+use std::alloc::{GlobalAlloc, Layout};
 use std::ptr;
 
 /// Blocks at least this large start on a cache line.
@@ -24,8 +27,8 @@ const LARGE: usize = 4096;
 /// A cache line.
 const LINE: usize = 64;
 
-/// `System`, with large blocks aligned to [`LINE`].
-struct LineAligned;
+/// The allocator `B`, with large blocks aligned to [`LINE`].
+struct LineAligned<B>(B);
 
 /// The layout a block of `layout` really gets.
 fn actual(layout: Layout) -> Layout {
@@ -37,20 +40,20 @@ fn actual(layout: Layout) -> Layout {
     }
 }
 
-// SAFETY: every call forwards to `System` with the layout `actual` derives
-// from the caller's, which is the same on allocation and release because it
+// SAFETY: every call forwards to `B` with the layout `actual` derives from
+// the caller's, which is the same on allocation and release because it
 // depends on nothing but that layout.
-unsafe impl GlobalAlloc for LineAligned {
+unsafe impl<B: GlobalAlloc> GlobalAlloc for LineAligned<B> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        unsafe { System.alloc(actual(layout)) }
+        unsafe { self.0.alloc(actual(layout)) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        unsafe { System.alloc_zeroed(actual(layout)) }
+        unsafe { self.0.alloc_zeroed(actual(layout)) }
     }
 
     unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(block, actual(layout)) }
+        unsafe { self.0.dealloc(block, actual(layout)) }
     }
 
     unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -59,23 +62,28 @@ unsafe impl GlobalAlloc for LineAligned {
             return ptr::null_mut();
         };
         if old.align() == new.align() {
-            return unsafe { System.realloc(block, old, new_size) };
+            return unsafe { self.0.realloc(block, old, new_size) };
         }
         // Crossing `LARGE` changes the alignment: move the block.
-        let moved = unsafe { System.alloc(new) };
+        let moved = unsafe { self.0.alloc(new) };
         if !moved.is_null() {
             unsafe {
                 ptr::copy_nonoverlapping(block, moved, old.size().min(new_size));
-                System.dealloc(block, old);
+                self.0.dealloc(block, old);
             }
         }
         moved
     }
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 #[global_allocator]
-static ALLOCATOR: LineAligned = LineAligned;
+static ALLOCATOR: LineAligned<crate::lean_heap::LeanHeap> =
+    LineAligned(crate::lean_heap::LeanHeap::new());
+
+#[cfg(all(target_arch = "wasm32", not(target_os = "unknown")))]
+#[global_allocator]
+static ALLOCATOR: LineAligned<System> = LineAligned(System);
 
 #[cfg(test)]
 mod tests {
@@ -99,18 +107,18 @@ mod tests {
     fn blocks_keep_their_bytes_when_growing_past_the_threshold_and_back() {
         let byte = Layout::from_size_align(100, 1).unwrap();
         unsafe {
-            let block = LineAligned.alloc(byte);
+            let block = LineAligned(System).alloc(byte);
             for i in 0..100 {
                 *block.add(i) = i as u8;
             }
-            let grown = LineAligned.realloc(block, byte, 2 * LARGE);
+            let grown = LineAligned(System).realloc(block, byte, 2 * LARGE);
             assert!(is_line_aligned(grown));
             let grown_layout = Layout::from_size_align(2 * LARGE, 1).unwrap();
-            let shrunk = LineAligned.realloc(grown, grown_layout, 50);
+            let shrunk = LineAligned(System).realloc(grown, grown_layout, 50);
             for i in 0..50 {
                 assert_eq!(*shrunk.add(i), i as u8);
             }
-            LineAligned.dealloc(shrunk, Layout::from_size_align(50, 1).unwrap());
+            LineAligned(System).dealloc(shrunk, Layout::from_size_align(50, 1).unwrap());
         }
     }
 
@@ -118,10 +126,10 @@ mod tests {
     fn large_allocations_start_on_a_cache_line() {
         let layout = Layout::from_size_align(64 * 1024, 1).unwrap();
         unsafe {
-            let block = LineAligned.alloc_zeroed(layout);
+            let block = LineAligned(System).alloc_zeroed(layout);
             assert!(is_line_aligned(block));
             assert_eq!(*block.add(64 * 1024 - 1), 0);
-            LineAligned.dealloc(block, layout);
+            LineAligned(System).dealloc(block, layout);
         }
     }
 }
