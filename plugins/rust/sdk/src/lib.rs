@@ -97,9 +97,13 @@
 //! `println!`) can build lean instead, for `wasm32-unknown-unknown` with
 //! `linker = "wasm-component-ld"` set for that target in
 //! `.cargo/config.toml`: its instances import only the contract and WASI's
-//! stderr, and are about 20 % cheaper to create. std has no stderr there,
-//! so the SDK installs a panic hook that writes panic messages to WASI's
-//! stderr, which the host logs. The example plugins build this way.
+//! stderr, and are cheaper to create (the echo: 5.0–7.5 µs against
+//! 9.6–9.9 µs in alternating `host check` runs on the CI machine kind).
+//! std has no stderr there, so the SDK installs a panic hook that writes
+//! panic messages to WASI's stderr, which the host logs; and std's
+//! allocator there would grow the memory at once, so the SDK's allocator
+//! starts in an arena in the initial memory. The example plugins build
+//! this way.
 //!
 //! # State
 //!
