@@ -492,3 +492,44 @@ fn the_compile_cache_stays_under_its_cap_dropping_the_least_recently_used() {
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert!(kept[0].0.starts_with(&hashes[1]), "{kept:?}");
 }
+
+/// `--perf-map` writes wasmtime's perf map for the host's process, naming
+/// the plugin's compiled functions for `perf report`; without it no map is
+/// written.
+#[test]
+fn perf_map_names_the_plugins_compiled_functions_only_when_asked() {
+    let map_of = |host: &Host| std::path::PathBuf::from(format!("/tmp/perf-{}.map", host.pid()));
+
+    let plain = Host::serving("echo", &[]);
+    check_echo(&plain);
+    let plain_map = map_of(&plain);
+    assert!(
+        !plain_map.exists(),
+        "{} written unasked",
+        plain_map.display()
+    );
+
+    let profiled = Host::serving("echo", &["--perf-map"]);
+    check_echo(&profiled);
+    let map = map_of(&profiled);
+    let text = fs::read_to_string(&map).unwrap_or_default();
+    let _ = fs::remove_file(&map);
+    // Each line: start address (0x…), length (hex), name.
+    let plugin_functions = text
+        .lines()
+        .filter(|line| {
+            let mut fields = line.splitn(3, ' ');
+            let hex = |f: Option<&str>| {
+                f.is_some_and(|f| u64::from_str_radix(f.trim_start_matches("0x"), 16).is_ok())
+            };
+            hex(fields.next())
+                && hex(fields.next())
+                && fields.next().is_some_and(|n| n.starts_with("wasm["))
+        })
+        .count();
+    assert!(
+        plugin_functions > 0,
+        "no plugin function in {}:\n{text}",
+        map.display()
+    );
+}

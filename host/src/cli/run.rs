@@ -100,6 +100,13 @@ pub struct RunArgs {
     #[arg(long)]
     watch: bool,
 
+    /// Describe the plugins' compiled functions in /tmp/perf-<pid>.map, so
+    /// that `perf record -p <pid>` and `perf report` name them (a plugin
+    /// built without stripping its name section shows its own function
+    /// names; a stripped one shows wasm[0]::function[N]).
+    #[arg(long)]
+    perf_map: bool,
+
     #[command(flatten)]
     engine: EngineOptions,
 }
@@ -111,6 +118,9 @@ const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 
 impl RunArgs {
     pub fn run(self) -> Result<()> {
+        if self.perf_map {
+            host::plugin::wasm::write_perf_map();
+        }
         service::run(self.plan()?)
     }
 

@@ -3,11 +3,14 @@
 //! ticker that lets the host stop a plugin that computes for too long.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ProfilingStrategy,
+};
 
 /// How often the epoch ticker advances the engine's epoch: the resolution of
 /// CPU deadlines.
@@ -18,6 +21,19 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub fn ticks_in(budget: Duration) -> u32 {
     let ticks = budget.as_nanos().div_ceil(EPOCH_TICK.as_nanos()).max(1);
     u32::try_from(ticks).unwrap_or(u32::MAX)
+}
+
+/// Whether engines created from now on describe their compiled code in
+/// `/tmp/perf-<pid>.map` (see [`write_perf_map`]).
+static PERF_MAP: AtomicBool = AtomicBool::new(false);
+
+/// Makes every engine created from now on append the address and name of
+/// each compiled plugin function to `/tmp/perf-<pid>.map`, wasmtime's perf
+/// map, so that `perf record`/`perf report` name plugin functions instead
+/// of showing `[JIT]` addresses. The file is per process, hence a process-
+/// wide switch; it stays after exit for `perf report` to read.
+pub fn write_perf_map() {
+    PERF_MAP.store(true, Ordering::Relaxed);
 }
 
 /// Limits every instance runs under.
@@ -150,6 +166,9 @@ impl WasmEngine {
             .memory_reservation_for_growth(0)
             .memory_init_cow(true)
             .parallel_compilation(true);
+        if PERF_MAP.load(Ordering::Relaxed) {
+            config.profiler(ProfilingStrategy::PerfMap);
+        }
         config
     }
 

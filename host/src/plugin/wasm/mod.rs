@@ -26,7 +26,7 @@ pub use self::bindings::WORLD_NAME;
 use self::bindings::{Handler, HandlerPre};
 pub use self::cache::{CacheSettings, CompileCache};
 pub use self::datagram::{CurrentDatagram, DATAGRAM_WORLD, DatagramPlugin};
-pub use self::engine::{InstanceLimits, WasmEngine};
+pub use self::engine::{InstanceLimits, WasmEngine, write_perf_map};
 use self::event::{EventPre, EventState};
 pub use self::grants::{DirGrant, Grants, Sandbox};
 use self::state::{ConnState, ConnectionHandle, DatagramState, StoreState};
