@@ -19,7 +19,7 @@
 //!   swings by 2x from one half second to the next, and short rounds
 //!   taken in turn let such spells fall on every target alike.
 //! - `BENCH_ONLY`: comma-separated workloads out of `pingpong`, `bulk`,
-//!   `churn`, `http`, `idle` (default: all).
+//!   `churn`, `http`, `idle`, `startup` (default: all).
 //! - `BENCH_IDLE_CONNS` (default 10000): connections the `idle` workload
 //!   opens.
 //! - `BENCH_HOST`: the `host` binary to measure (default: the one this
@@ -38,7 +38,8 @@
 //! Layout: [`targets`] starts and stops the servers under test (the host,
 //! the reference, nginx), [`reference`] is the native reference server,
 //! [`load`] the load generator, [`http`] runs wrk, [`workloads`] puts them
-//! together and [`report`] prints the tables.
+//! together, [`startup`] times start-up to the first echoed connection
+//! and [`report`] prints the tables.
 
 #[path = "loopback/http.rs"]
 mod http;
@@ -48,6 +49,8 @@ mod load;
 mod reference;
 #[path = "loopback/report.rs"]
 mod report;
+#[path = "loopback/startup.rs"]
+mod startup;
 #[path = "loopback/targets.rs"]
 mod targets;
 #[path = "loopback/workloads.rs"]
@@ -58,7 +61,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 /// The workloads, in the order they run.
-const WORKLOADS: &[&str] = &["pingpong", "bulk", "churn", "http", "idle"];
+const WORKLOADS: &[&str] = &["pingpong", "bulk", "churn", "http", "idle", "startup"];
 
 /// What this run does, from the environment.
 pub struct Settings {
@@ -159,6 +162,9 @@ fn main() -> Result<()> {
     }
     if settings.runs("idle") {
         workloads::idle(&settings, &plugins);
+    }
+    if settings.runs("startup") {
+        startup::startup(&settings, &plugins);
     }
     Ok(())
 }

@@ -13,6 +13,7 @@
 //!   exists.
 //! - `idle`: many idle connections held open against a fresh server of
 //!   each kind, its RSS before and while holding them.
+//! - `startup` (in its own module): spawn to first echoed connection.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -28,7 +29,7 @@ use crate::report::{Table, micros};
 use crate::targets::{NativePlugins, Server, which};
 
 /// The column with the spread of a target's rounds.
-const SPREAD: &str = "IQR";
+pub const SPREAD: &str = "IQR";
 /// Client threads of the churn workload.
 const CHURN_CLIENTS: usize = 4;
 /// Longest the idle workload spends opening connections, per server.
@@ -114,7 +115,7 @@ fn echo_targets(settings: &Settings, plugins: &NativePlugins) -> Vec<Target> {
 /// and adds one row per target to `table`: the round with the median
 /// `rate`, with the spread of the rounds (their interquartile range) as
 /// the last column.
-fn measure_all<S, T>(
+pub fn measure_all<S, T>(
     table: &mut Table,
     targets: &[(String, Result<S>)],
     rounds: usize,
