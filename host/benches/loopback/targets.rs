@@ -1,6 +1,7 @@
 //! The servers under test, each in a process of its own: the `host` binary
 //! with a plugin, and the native reference (this bench binary re-run with
-//! `--reference-server`). Also where processes run (CPU pinning), finding
+//! `--reference-server`), and the Python `socketserver` echo for
+//! comparison. Also where processes run (CPU pinning), finding
 //! programs on `PATH`, the host binaries under test and the optional native
 //! plugins.
 
@@ -24,6 +25,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Warning and error lines of a host's log kept for the report.
 const KEPT_LOG_LINES: usize = 50;
+/// The Python comparison server's source.
+const PYTHON_ECHO: &str = include_str!("socketserver_echo.py");
 
 /// Which CPUs servers and load generators run on.
 #[derive(Clone, Copy)]
@@ -206,6 +209,29 @@ impl Server {
         let lines = read_lines(stdout, None);
         let addr = wait_for_line(&mut child, &lines, |line| line.trim().parse().ok())
             .context("reference server address")?;
+        Ok(Server {
+            addr,
+            child,
+            log: Arc::default(),
+        })
+    }
+
+    /// The seeds' kind of Python server: `socketserver_echo.py` (a
+    /// `ThreadingTCPServer` echo) under `python3`, which prints its
+    /// address on stdout.
+    pub fn python_echo(python: &Path, placement: &Placement) -> Result<Server> {
+        let mut command = Command::new(python);
+        command
+            .args(["-c", PYTHON_ECHO])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        placement.server(&mut command);
+        let mut child = command.spawn().context("start python3")?;
+        let stdout = child.stdout.take().context("python stdout")?;
+        let lines = read_lines(stdout, None);
+        let addr = wait_for_line(&mut child, &lines, |line| line.trim().parse().ok())
+            .context("python socketserver echo address")?;
         Ok(Server {
             addr,
             child,

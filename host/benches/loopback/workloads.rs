@@ -4,7 +4,9 @@
 //! - `pingpong`, `bulk`, `churn`: the native reference echo, the host with
 //!   the built-in WASM echo (with its default CPU deadline, and with
 //!   `--call-timeout 0`, i.e. without epoch interruption, and on one event
-//!   loop), and the host with the native echo when it is built. The servers stay up for all three.
+//!   loop), the host with the native echo when it is built, and the
+//!   seeds' Python `socketserver.ThreadingTCPServer` echo when `python3`
+//!   is installed. The servers stay up for all three.
 //! - `http`: wrk against the reference HTTP server, the host with the
 //!   built-in `http-hello` (WASM on threads and on one event loop, and
 //!   native when built) and nginx.
@@ -28,6 +30,8 @@ use crate::reference::Kind;
 use crate::report::{Table, micros};
 use crate::targets::{NativePlugins, Server, which};
 
+/// The Python comparison target's row.
+const PYTHON_ECHO: &str = "python ThreadingTCPServer echo";
 /// The column with the spread of a target's rounds.
 pub const SPREAD: &str = "IQR";
 /// Client threads of the churn workload.
@@ -105,6 +109,13 @@ fn echo_targets(settings: &Settings, plugins: &NativePlugins) -> Vec<Target> {
         None => println!(
             "native plugin: not built (no target/plugins/libecho_native.so or libecho.so)\n"
         ),
+    }
+    match which("python3") {
+        Some(python) => targets.push((
+            PYTHON_ECHO.to_string(),
+            Server::python_echo(&python, &settings.placement),
+        )),
+        None => println!("python3: not installed; no Python socketserver row\n"),
     }
     targets
 }
