@@ -198,22 +198,8 @@ impl Server {
     pub fn reference(kind: Kind, placement: &Placement) -> Result<Server> {
         let exe = std::env::current_exe().context("find the bench binary")?;
         let mut command = Command::new(exe);
-        command
-            .args([reference::FLAG, kind.name()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        placement.server(&mut command);
-        let mut child = command.spawn().context("start the reference server")?;
-        let stdout = child.stdout.take().context("reference server stdout")?;
-        let lines = read_lines(stdout, None);
-        let addr = wait_for_line(&mut child, &lines, |line| line.trim().parse().ok())
-            .context("reference server address")?;
-        Ok(Server {
-            addr,
-            child,
-            log: Arc::default(),
-        })
+        command.args([reference::FLAG, kind.name()]);
+        Server::printing_address(command, "reference server", placement)
     }
 
     /// The seeds' kind of Python server: `socketserver_echo.py` (a
@@ -221,17 +207,28 @@ impl Server {
     /// address on stdout.
     pub fn python_echo(python: &Path, placement: &Placement) -> Result<Server> {
         let mut command = Command::new(python);
+        command.args(["-c", PYTHON_ECHO]);
+        Server::printing_address(command, "python socketserver echo", placement)
+    }
+
+    /// Starts `command` on the server CPU and waits for the address it
+    /// prints as its first line on stdout.
+    fn printing_address(mut command: Command, what: &str, placement: &Placement) -> Result<Server> {
         command
-            .args(["-c", PYTHON_ECHO])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         placement.server(&mut command);
-        let mut child = command.spawn().context("start python3")?;
-        let stdout = child.stdout.take().context("python stdout")?;
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("start the {what}"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .with_context(|| format!("{what} stdout"))?;
         let lines = read_lines(stdout, None);
         let addr = wait_for_line(&mut child, &lines, |line| line.trim().parse().ok())
-            .context("python socketserver echo address")?;
+            .with_context(|| format!("{what} address"))?;
         Ok(Server {
             addr,
             child,
