@@ -17,7 +17,7 @@ use crate::load;
 use crate::reference::Kind;
 use crate::report::Table;
 use crate::targets::{NativePlugins, Server};
-use crate::workloads::{SPREAD, measure_all};
+use crate::workloads::{SPREAD, measure_all, reference_row};
 
 /// Longest the first echo may take once the server listens.
 const ECHO_LIMIT: Duration = Duration::from_secs(10);
@@ -63,10 +63,8 @@ pub fn startup(settings: &Settings, plugins: &NativePlugins) {
         &[SPREAD],
     );
     let cache = CacheDir::create();
-    let mut targets: Vec<(String, Result<Launch>)> = vec![(
-        "native reference (echo, thread/conn)".to_string(),
-        Ok(Launch::Reference),
-    )];
+    let mut targets: Vec<(String, Result<Launch>)> =
+        vec![(reference_row(Kind::Echo), Ok(Launch::Reference))];
     let cached = match &cache {
         Ok(dir) => {
             let mut args = strings(&["--plugin", "echo", "--cache-dir"]);
@@ -92,7 +90,8 @@ pub fn startup(settings: &Settings, plugins: &NativePlugins) {
                 path.to_string_lossy().into_owned(),
             ])),
         )),
-        None => table.note("native plugin: not built (no target/plugins/libecho.so)"),
+        None => table
+            .note("native plugin: not built (no target/plugins/libecho_native.so or libecho.so)"),
     }
     measure_all(
         &mut table,

@@ -26,7 +26,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Warning and error lines of a host's log kept for the report.
 const KEPT_LOG_LINES: usize = 50;
 /// The Python comparison server's source.
-const PYTHON_ECHO: &str = include_str!("socketserver_echo.py");
+const PYTHON_ECHO_SOURCE: &str = include_str!("socketserver_echo.py");
 
 /// Which CPUs servers and load generators run on.
 #[derive(Clone, Copy)]
@@ -207,7 +207,7 @@ impl Server {
     /// address on stdout.
     pub fn python_echo(python: &Path, placement: &Placement) -> Result<Server> {
         let mut command = Command::new(python);
-        command.args(["-c", PYTHON_ECHO]);
+        command.args(["-c", PYTHON_ECHO_SOURCE]);
         Server::printing_address(command, "python socketserver echo", placement)
     }
 

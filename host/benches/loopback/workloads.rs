@@ -31,7 +31,7 @@ use crate::report::{Table, micros};
 use crate::targets::{NativePlugins, Server, which};
 
 /// The Python comparison target's row.
-const PYTHON_ECHO: &str = "python ThreadingTCPServer echo";
+const PYTHON_ROW: &str = "python ThreadingTCPServer echo";
 /// The column with the spread of a target's rounds.
 pub const SPREAD: &str = "IQR";
 /// Client threads of the churn workload.
@@ -71,9 +71,14 @@ fn start_host_binary(name: &str, binary: &Path, args: &[&str], settings: &Settin
     )
 }
 
+/// The native reference's row name.
+pub fn reference_row(kind: Kind) -> String {
+    format!("native reference ({}, thread/conn)", kind.name())
+}
+
 fn start_reference(kind: Kind, settings: &Settings) -> Target {
     (
-        format!("native reference ({}, thread/conn)", kind.name()),
+        reference_row(kind),
         Server::reference(kind, &settings.placement),
     )
 }
@@ -112,7 +117,7 @@ fn echo_targets(settings: &Settings, plugins: &NativePlugins) -> Vec<Target> {
     }
     match which("python3") {
         Some(python) => targets.push((
-            PYTHON_ECHO.to_string(),
+            PYTHON_ROW.to_string(),
             Server::python_echo(&python, &settings.placement),
         )),
         None => println!("python3: not installed; no Python socketserver row\n"),
