@@ -8,7 +8,7 @@
 # The profile covers the host's own work (accepting, instantiating, the
 # read/write host calls, wasmtime's runtime), not the guests' code, which
 # wasmtime compiles at load time; so it serves every plugin. It takes two
-# more release builds of the host and the training (~13 min on 2 cores),
+# more release builds of the host and the training (~21 min on 2 cores),
 # which is why the default build does not do it. host/benches/RESULTS.md has what
 # it gains. The bench adds rows for target/pgo/host when it exists.
 set -euo pipefail
