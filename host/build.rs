@@ -39,7 +39,7 @@ const WASI_TARGET: &str = "wasm32-wasip2";
 const LEAN_TEST_PLUGINS: &[&str] = &["trap", "heap-probe"];
 
 /// Test-only plugins also built as native libraries.
-const NATIVE_TEST_PLUGINS: &[&str] = &["trap", "shout", "native-abi-v99"];
+const NATIVE_TEST_PLUGINS: &[&str] = &["trap", "shout", "native-abi-v99", "finish-drains"];
 
 /// Variables of the outer build that must not leak into the wasm build.
 const SCRUBBED_ENV: &[&str] = &[

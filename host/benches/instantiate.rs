@@ -27,7 +27,9 @@ const WARMUP: usize = 1_000;
 fn closed_connection() -> Result<Connection> {
     let (server, client) = UnixStream::pair().context("socketpair")?;
     drop(client);
-    Connection::new(Stream::Unix(server), None).context("wrap socket")
+    let stream = Stream::Unix(server);
+    let peer = stream.peer_addr().context("peer address")?;
+    Connection::blocking(stream, peer, None).context("wrap socket")
 }
 
 /// Runs `once` WARMUP + ROUNDS times; the last ROUNDS timings, sorted.

@@ -4,11 +4,13 @@
 //! — or, on an event loop, a fiber stack — and an instance (memory and
 //! table slots), and every one of those is a memory mapping. Linux caps
 //! mappings per process at `vm.max_map_count` (65530 by default); past it,
-//! thread creation or mmap fails and the whole process can abort. The host
-//! therefore derives its default connection cap from the live limit, and
-//! warns when asked to go above it.
+//! thread creation or mmap fails and the whole process can abort. Each
+//! connection also holds a file descriptor, under the open-file limit. The
+//! host raises that limit as far as it may at start ([`raise_open_files`]),
+//! derives its default connection cap from both live limits, and warns
+//! when asked to go above them.
 
-use std::fs;
+use crate::sys::limits::{self, max_map_count};
 
 /// Memory mappings one open connection adds on a thread of its own,
 /// measured with `/proc/PID/maps` at 1,000 idle echo connections (10,077
@@ -30,13 +32,40 @@ pub const RESERVED_MAPPINGS: usize = 4096;
 /// The connection cap when the machine allows more.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
-/// The live `vm.max_map_count`, if readable.
-pub fn max_map_count() -> Option<usize> {
-    fs::read_to_string("/proc/sys/vm/max_map_count")
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+/// File descriptors kept free for the host itself (listeners, the event
+/// loops' epoll and wakers, the admin listener, compiled plugins, logs).
+pub const RESERVED_FILES: usize = 64;
+
+/// Raises the open-file soft limit to the hard limit and logs both (once,
+/// at start-up); failing to is logged, and the cap then follows the limit
+/// in force.
+pub fn raise_open_files() {
+    match limits::raise_open_files() {
+        Ok(files) if files.was == files.now => tracing::info!(
+            soft = files.now,
+            hard = files.hard,
+            "open-file limit: {} (already the hard limit)",
+            files.now
+        ),
+        Ok(files) => tracing::info!(
+            soft = files.now,
+            hard = files.hard,
+            "open-file limit raised from {} to the hard limit, {}",
+            files.was,
+            files.now
+        ),
+        Err(err) => tracing::warn!("cannot raise the open-file limit: {err}"),
+    }
+}
+
+/// The most connections the open-file soft limit leaves room for.
+fn connections_for_open_files() -> Option<usize> {
+    let soft = limits::open_files_soft_limit()?;
+    Some(
+        usize::try_from(soft)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(RESERVED_FILES),
+    )
 }
 
 /// Mappings per connection: on event loops or on threads.
@@ -55,13 +84,15 @@ pub fn connections_for_map_count(max_map_count: usize, per_connection: usize) ->
 }
 
 /// The default connection cap: [`DEFAULT_MAX_CONNECTIONS`], lowered to what
-/// the live `vm.max_map_count` allows (served on event loops or threads).
+/// the live `vm.max_map_count` (served on event loops or threads) and the
+/// open-file limit allow.
 pub fn default_max_connections(event_loops: bool) -> usize {
     let per_connection = mappings_per_connection(event_loops);
     let by_maps = max_map_count().map_or(DEFAULT_MAX_CONNECTIONS, |count| {
         connections_for_map_count(count, per_connection)
     });
-    DEFAULT_MAX_CONNECTIONS.min(by_maps).max(1)
+    let by_files = connections_for_open_files().unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    DEFAULT_MAX_CONNECTIONS.min(by_maps).min(by_files).max(1)
 }
 
 /// The connection cap for a listener: `asked`, else the default; asking
@@ -73,8 +104,9 @@ pub fn connection_cap(asked: Option<usize>, event_loops: bool) -> usize {
         Some(asked) => {
             if asked > safe {
                 tracing::warn!(
-                    "a connection cap of {asked} exceeds what vm.max_map_count allows \
-                     (about {safe}); raise it with `sysctl -w vm.max_map_count=262144`"
+                    "a connection cap of {asked} exceeds what vm.max_map_count and the \
+                     open-file limit allow (about {safe}); raise them with \
+                     `sysctl -w vm.max_map_count=262144` and `ulimit -Hn`"
                 );
             }
             asked

@@ -21,6 +21,7 @@ pub mod reload;
 pub mod server;
 pub mod service;
 pub mod size;
+pub mod sys;
 pub mod watch;
 
 /// An error and its causes on one line: `outer: inner: root`.

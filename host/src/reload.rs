@@ -47,7 +47,7 @@ impl PluginSlot for StreamSlot {
 
     fn load(&self, bytes: &PluginBytes, what: &str) -> Result<(Self::Loaded, LoadDetails)> {
         let (plugin, details) = self.loader.load(bytes, what)?;
-        if self.current.get().serves_events() && !plugin.serves_events() {
+        if self.current.get().on_event_loop().is_some() && plugin.on_event_loop().is_none() {
             tracing::warn!(
                 "{what} cannot run on this listener's event loops: each of its connections \
                  takes a thread, under a connection cap sized for event loops \

@@ -375,7 +375,7 @@ pub fn idle(settings: &Settings, plugins: &NativePlugins) {
          answered = echoed one byte within {}s; sample = {IDLE_SAMPLE} of them echo again after the RSS reading",
         host::capacity::default_max_connections(false),
         host::capacity::default_max_connections(true),
-        host::capacity::max_map_count().map_or("unknown".to_string(), |m| m.to_string()),
+        host::sys::limits::max_map_count().map_or("unknown".to_string(), |m| m.to_string()),
         IDLE_ECHO_LIMIT.as_secs(),
     ));
     eprintln!("idle connections");

@@ -30,7 +30,8 @@ Examples:
   host run --plugin echo.wasm --port 8000     serve a component file
   host run --plugin http-hello --port 0       pick a free port (printed in the log)
   host check my-handler.wasm                  check a component implements the world
-  nc 127.0.0.1 8000                           talk to it";
+  python3 examples/echo_client.py --port 8000 hello
+                                              talk to it (from the repository)";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

@@ -129,11 +129,23 @@ impl Lang {
         }
     }
 
+    /// The toolchain commands its build runs that may not be on `PATH`
+    /// (the project's setup installs them under `target/guest-tools`).
+    fn tools(self) -> &'static [&'static str] {
+        match self {
+            Lang::Python => &["componentize-py"],
+            Lang::Go => &["go"],
+            Lang::Rust | Lang::Js | Lang::C => &[],
+        }
+    }
+
     /// How to build, shown after scaffolding.
     fn build_hint(self) -> &'static str {
         match self {
             Lang::Rust => "cargo build --release --target wasm32-wasip2",
-            Lang::Python => "componentize-py -d wit -w handler componentize app -o {{name}}.wasm",
+            Lang::Python => {
+                "{{componentize_py}} -d wit -w handler componentize app -o {{name}}.wasm"
+            }
             Lang::Js => "npm install && npm run build",
             Lang::C | Lang::Go => "sh build.sh",
         }
@@ -149,10 +161,24 @@ impl NewArgs {
             .unwrap_or_else(|| PathBuf::from(&self.name));
         let host = std::env::current_exe()
             .context("cannot tell where the host binary is (for the build script)")?;
+        let mut missing = Vec::new();
+        let mut tool = |name: &str| {
+            let found = find_tool(name, &host);
+            if found.is_none() {
+                missing.push(name.to_string());
+            }
+            found.map_or_else(
+                || name.to_string(),
+                |path| shell_quote(&path.to_string_lossy()),
+            )
+        };
         let vars = Vars {
             name: self.name.clone(),
             host: shell_quote(&host.to_string_lossy()),
+            go: tool("go"),
+            componentize_py: tool("componentize-py"),
         };
+        missing.retain(|name| self.lang.tools().contains(&name.as_str()));
         let files = render(self.lang.template(), &vars);
         write_new_dir(&dir, &files)?;
         println!(
@@ -165,8 +191,32 @@ impl NewArgs {
             dir.display(),
             dir.display(),
         );
+        for name in missing {
+            println!(
+                "  note:   `{name}` is not on PATH: install it as {}/README.md says, or run \
+                 scripts/setup.sh in the plughost repository, which installs it under \
+                 target/guest-tools",
+                dir.display()
+            );
+        }
         Ok(())
     }
+}
+
+/// Where the toolchain command `name` is: on `PATH` (then the bare name
+/// works, and is what the build uses), else in the virtual environment the
+/// project's setup (`scripts/build-guests.sh`) installs next to the host
+/// binary it built (`target/guest-tools/venv/bin`, with the host at
+/// `target/<profile>/host`).
+fn find_tool(name: &str, host: &Path) -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()));
+    if on_path {
+        return Some(PathBuf::from(name));
+    }
+    let target = host.parent()?.parent()?;
+    let installed = target.join("guest-tools/venv/bin").join(name);
+    installed.is_file().then_some(installed)
 }
 
 /// Values substituted into templates.
@@ -175,6 +225,10 @@ struct Vars {
     name: String,
     /// `{{host}}`: the host binary's path, quoted for `sh`.
     host: String,
+    /// `{{go}}`: the Go command (see [`find_tool`]), quoted for `sh`.
+    go: String,
+    /// `{{componentize_py}}`: the componentize-py command, quoted.
+    componentize_py: String,
 }
 
 impl Vars {
@@ -182,6 +236,8 @@ impl Vars {
         text.replace("{{name}}", &self.name)
             .replace("{{crate}}", &self.name.replace('-', "_"))
             .replace("{{host}}", &self.host)
+            .replace("{{go}}", &self.go)
+            .replace("{{componentize_py}}", &self.componentize_py)
             .replace(JS_LOCK_NAME, &format!("\"name\": \"{}\"", self.name))
     }
 }
@@ -243,6 +299,8 @@ mod tests {
         Vars {
             name: "my-proto".into(),
             host: shell_quote("/opt/it's/host"),
+            go: shell_quote("/opt/tools/go"),
+            componentize_py: "componentize-py".into(),
         }
     }
 
@@ -296,5 +354,28 @@ mod tests {
             .unwrap()
             .1;
         assert!(lock.contains("\"name\": \"my-proto\""), "{lock}");
+    }
+
+    #[test]
+    fn a_tool_off_path_is_found_where_the_setup_installs_it() {
+        let root = std::env::temp_dir().join(format!("plughost-find-tool-{}", std::process::id()));
+        let bin = root.join("target/guest-tools/venv/bin");
+        fs::create_dir_all(&bin).unwrap();
+        fs::write(bin.join("no-such-tool-xyz"), "").unwrap();
+        let host = root.join("target/release/host");
+        assert_eq!(
+            find_tool("no-such-tool-xyz", &host),
+            Some(bin.join("no-such-tool-xyz"))
+        );
+        assert_eq!(find_tool("no-such-tool-abc", &host), None);
+        assert_eq!(find_tool("sh", &host), Some(PathBuf::from("sh")));
+        let go = render(GO, &vars());
+        let build = &go
+            .iter()
+            .find(|(p, _)| p == Path::new("build.sh"))
+            .unwrap()
+            .1;
+        assert!(build.contains("GO=${GO:-'/opt/tools/go'}"), "{build}");
+        fs::remove_dir_all(root).unwrap();
     }
 }

@@ -1,5 +1,7 @@
-//! Options shared by subcommands that load plugins: instance limits and the
-//! compile cache, plus the parsers for durations and byte sizes.
+//! Options shared by subcommands that load plugins (`run`, `check`): the
+//! plugin kind, instance limits and the compile cache. Limits are `None`
+//! unless given, so a flag can override a configuration file's value and
+//! the defaults live in one place ([`InstanceLimits::default`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,15 +19,17 @@ pub struct EngineOptions {
     #[arg(long, value_enum)]
     pub kind: Option<PluginKind>,
 
-    /// Largest linear memory one plugin instance may use (e.g. 64MiB, 1GiB).
-    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = host::size::parse_size)]
-    pub max_memory: usize,
+    /// Largest linear memory one plugin instance may use (e.g. 64MiB, 1GiB)
+    /// [default: the file's `max_memory`, else 64MiB].
+    #[arg(long, value_name = "SIZE", value_parser = host::size::parse_size)]
+    pub max_memory: Option<usize>,
 
     /// Longest a plugin may compute without returning to the host, counted
     /// in 10 ms epoch ticks; time blocked waiting for the client does not
-    /// count (0 = no limit, and no epoch checks in the compiled code).
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
-    pub call_timeout: Duration,
+    /// count (0 = no limit, and no epoch checks in the compiled code)
+    /// [default: the file's `call_timeout`, else 5s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub call_timeout: Option<Duration>,
 
     /// Directory for compiled plugins [default: $XDG_CACHE_HOME/plughost or
     /// ~/.cache/plughost].
@@ -46,11 +50,12 @@ impl EngineOptions {
     /// The WebAssembly runtime for these options, with room for
     /// `max_instances` live instances, granting what `sandbox` allows.
     pub fn runtime(&self, max_instances: usize, sandbox: Sandbox) -> Result<WasmRuntime> {
+        let defaults = InstanceLimits::default();
         let limits = InstanceLimits {
-            max_memory: self.max_memory,
-            call_timeout: self.call_timeout,
+            max_memory: self.max_memory.unwrap_or(defaults.max_memory),
+            call_timeout: self.call_timeout.unwrap_or(defaults.call_timeout),
             max_instances: u32::try_from(max_instances).unwrap_or(u32::MAX),
-            ..InstanceLimits::default()
+            ..defaults
         };
         WasmRuntime::new(limits, self.cache(), sandbox)
     }

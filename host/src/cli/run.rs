@@ -10,7 +10,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 use host::address::ListenAddr;
 use host::config::{ConfigFile, ListenerConfig};
-use host::plugin::wasm::Grants;
+use host::plugin::wasm::{Grants, InstanceLimits};
 use host::service::{self, ListenerPlan, ServicePlan};
 
 use super::options::EngineOptions;
@@ -23,7 +23,7 @@ pub struct RunArgs {
     #[arg(long, short, value_name = "FILE")]
     config: Option<PathBuf>,
 
-    /// The plugin: a built-in name (echo, bot10086, http-hello), the path
+    /// The plugin: a built-in name (echo, bot10086, http-hello, udp-echo), the path
     /// of a component or native library, or a plugin directory with a
     /// plugin.toml [default: echo].
     #[arg(long, short = 'P', value_name = "NAME|PATH")]
@@ -60,20 +60,19 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: Option<u32>,
 
-    /// Serve WASM plugins on N event-loop threads instead of a thread per
-    /// connection: a plugin waiting for its client suspends, so N threads
-    /// serve every connection (faster for many busy connections; a plugin
-    /// computing yields every 10 ms). 0 = a thread per connection. Native
-    /// plugins always get a thread. [default: the file's `event_loops`,
-    /// else 0]
+    /// Serve WASM plugins on N event-loop threads: a plugin waiting for
+    /// its client suspends, so N threads serve every connection (a plugin
+    /// computing yields every 10 ms). 0 = a thread per connection instead.
+    /// Native plugins always get a thread. [default: the file's
+    /// `event_loops`, else one per CPU the host may use]
     #[arg(long, value_name = "N",
           value_parser = clap::value_parser!(u16).range(0..=service::MAX_EVENT_LOOPS as i64))]
     event_loops: Option<u16>,
 
     /// Close a connection whose client sends nothing for this long
-    /// (0 = never).
-    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
-    idle_timeout: Duration,
+    /// (0 = never) [default: the file's `idle_timeout`, else 10m].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    idle_timeout: Option<Duration>,
 
     /// Serve only peers in this network (CIDR, e.g. 10.0.0.0/8; repeat
     /// for several). Default: everyone.
@@ -115,6 +114,7 @@ const DEFAULT_PLUGIN: &str = "echo";
 const DEFAULT_HOST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 const DEFAULT_PORT: u16 = 8000;
 const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 impl RunArgs {
     pub fn run(self) -> Result<()> {
@@ -160,6 +160,7 @@ impl RunArgs {
     }
 
     fn flag_listener(&self) -> ListenerPlan {
+        let defaults = InstanceLimits::default();
         let ip = SocketAddr::new(
             self.host.unwrap_or(DEFAULT_HOST),
             self.port.unwrap_or(DEFAULT_PORT),
@@ -176,10 +177,10 @@ impl RunArgs {
             kind: self.engine.kind,
             watch: self.watch,
             max_connections: self.max_connections.map(|n| n as usize),
-            event_loops: self.event_loops.map_or(0, usize::from),
-            idle_timeout: nonzero(self.idle_timeout),
-            max_memory: self.engine.max_memory,
-            call_timeout: self.engine.call_timeout,
+            event_loops: self.event_loops.map(usize::from),
+            idle_timeout: nonzero(self.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT)),
+            max_memory: self.engine.max_memory.unwrap_or(defaults.max_memory),
+            call_timeout: self.engine.call_timeout.unwrap_or(defaults.call_timeout),
             cache: self.engine.cache(),
             allow: self.allow.clone(),
             deny: self.deny.clone(),
@@ -189,7 +190,10 @@ impl RunArgs {
         }
     }
 
+    /// A listener of the file, with every flag given on the command line
+    /// overriding the file's value (lists such as `--allow` add to it).
     fn file_listener(&self, file: &ListenerConfig) -> ListenerPlan {
+        let defaults = InstanceLimits::default();
         let address = match (&self.unix, &file.address) {
             (Some(path), _) => ListenAddr::Unix(path.clone()),
             (None, ListenAddr::Tcp(addr)) => ListenAddr::Tcp(SocketAddr::new(
@@ -212,11 +216,7 @@ impl RunArgs {
         allow.extend(self.allow.iter().copied());
         let mut deny = file.deny.clone();
         deny.extend(self.deny.iter().copied());
-        let event_loops = self
-            .event_loops
-            .map(usize::from)
-            .or(file.event_loops)
-            .unwrap_or(0);
+        let event_loops = self.event_loops.map(usize::from).or(file.event_loops);
         ListenerPlan {
             name: file.name.clone(),
             address,
@@ -228,11 +228,21 @@ impl RunArgs {
                 .or(file.max_connections)
                 .map(|n| n as usize),
             event_loops,
-            idle_timeout: file
-                .idle_timeout
-                .map_or(nonzero(self.idle_timeout), nonzero),
-            max_memory: file.max_memory.unwrap_or(self.engine.max_memory),
-            call_timeout: file.call_timeout.unwrap_or(self.engine.call_timeout),
+            idle_timeout: nonzero(
+                self.idle_timeout
+                    .or(file.idle_timeout)
+                    .unwrap_or(DEFAULT_IDLE_TIMEOUT),
+            ),
+            max_memory: self
+                .engine
+                .max_memory
+                .or(file.max_memory)
+                .unwrap_or(defaults.max_memory),
+            call_timeout: self
+                .engine
+                .call_timeout
+                .or(file.call_timeout)
+                .unwrap_or(defaults.call_timeout),
             cache: self.engine.cache(),
             allow,
             deny,

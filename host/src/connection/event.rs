@@ -16,7 +16,8 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::time::{Instant, Sleep};
 
-use super::{ConnError, Connection, MAX_READ_CHUNK};
+use super::{ConnError, Connection, MAX_READ_CHUNK, Stream};
+use crate::address::PeerAddr;
 
 /// The socket's descriptor, registered with the reactor; the
 /// [`Connection`] keeps owning (and eventually closes) the socket.
@@ -42,26 +43,27 @@ pub struct EventConnection {
 const FAR_FUTURE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 impl EventConnection {
-    /// Makes `conn` non-blocking and registers it with the current tokio
-    /// runtime (must be called on an event-loop thread). On failure the
-    /// connection comes back with the error.
-    pub fn new(conn: Connection) -> Result<Self, Box<(Connection, io::Error)>> {
-        if let Err(err) = conn.set_nonblocking() {
-            return Err(Box::new((conn, err)));
-        }
-        let fd = Registered(conn.stream.as_raw_fd());
+    /// Wraps a stream accepted from `peer` (non-blocking, as the listener
+    /// accepts it) and registers it with the current tokio runtime (must
+    /// be called on an event-loop thread); `idle_timeout` as for
+    /// [`Connection::blocking`].
+    pub fn accepted(
+        stream: Stream,
+        peer: PeerAddr,
+        idle_timeout: Option<Duration>,
+    ) -> io::Result<Self> {
+        let conn = Connection::non_blocking(stream, peer, idle_timeout)?;
+        let fd = Registered(conn.as_raw_fd());
         let interest = Interest::READABLE | Interest::WRITABLE;
         // SAFETY: the fd stays open while `readiness` lives: `conn` owns the
         // socket and is dropped after `readiness` (field order, and
         // `into_inner` drops `readiness` first).
-        match unsafe { AsyncFd::register_with_interest(fd, interest) } {
-            Ok(readiness) => Ok(Self {
-                readiness,
-                timer: Box::pin(tokio::time::sleep(FAR_FUTURE)),
-                conn,
-            }),
-            Err(err) => Err(Box::new((conn, io::Error::other(err.to_string())))),
-        }
+        let readiness = unsafe { AsyncFd::register_with_interest(fd, interest) }?;
+        Ok(Self {
+            readiness,
+            timer: Box::pin(tokio::time::sleep(FAR_FUTURE)),
+            conn,
+        })
     }
 
     /// Deregisters the socket and gives the connection back.
@@ -71,6 +73,11 @@ impl EventConnection {
         } = self;
         drop(readiness);
         conn
+    }
+
+    /// The client's address.
+    pub fn peer_addr(&self) -> &PeerAddr {
+        self.conn.peer_addr()
     }
 
     /// The connection, for what does not wait (addresses, timeouts,
@@ -214,7 +221,6 @@ mod tests {
     use std::os::unix::net::UnixStream;
 
     use super::*;
-    use crate::connection::Stream;
 
     /// Runs `test` with an event connection (idle timeout `idle`) and the
     /// client's end, on a current-thread runtime, failing after 5 s.
@@ -228,8 +234,10 @@ mod tests {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let conn = Connection::new(Stream::Unix(server), idle).unwrap();
-            let conn = EventConnection::new(conn).map_err(|e| e.1).unwrap();
+            server.set_nonblocking(true).unwrap();
+            let stream = Stream::Unix(server);
+            let peer = stream.peer_addr().unwrap();
+            let conn = EventConnection::accepted(stream, peer, idle).unwrap();
             tokio::time::timeout(Duration::from_secs(5), test(conn, client))
                 .await
                 .expect("the operation waited instead of answering");

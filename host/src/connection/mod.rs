@@ -1,12 +1,13 @@
-//! The host's side of one accepted connection: a blocking socket (TCP or
-//! Unix) plus the counters and settings the plugin contract exposes (read,
+//! The host's side of one accepted connection: the socket (TCP or Unix)
+//! plus the counters and settings the plugin contract exposes (read,
 //! write, shutdown, addresses, read timeout).
 //!
 //! Every plugin kind drives a connection through this type, so byte counts,
 //! error mapping and limits are the same whether a WASM or a native plugin
-//! serves it. A connection served on a thread blocks (timeouts are socket
-//! options); one served on an event loop is switched to non-blocking mode
-//! and waited on by [`event::EventConnection`], which applies the same
+//! serves it. Its serving mode is fixed when it is wrapped: a
+//! [`Connection::blocking`] one is served on a thread of its own (its
+//! timeouts are socket options); an [`event::EventConnection`] is
+//! non-blocking, registered with an event loop, and applies the same
 //! timeouts as timers.
 
 pub mod event;
@@ -18,6 +19,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use crate::address::PeerAddr;
+use crate::sys::socket;
 
 /// The most bytes a single `read` hands to a plugin.
 pub const MAX_READ_CHUNK: usize = 1024 * 1024;
@@ -175,6 +177,12 @@ impl Write for Stream {
     }
 }
 
+impl AsRawFd for Connection {
+    fn as_raw_fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+}
+
 /// One accepted client connection, owned by the host.
 #[derive(Debug)]
 pub struct Connection {
@@ -196,45 +204,37 @@ pub struct Connection {
     streaming: bool,
 }
 
-/// Where a connection's plugin waits for its socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Waits {
-    /// On a thread of its own: the socket blocks, and the idle timeout is
-    /// set on it as socket options.
-    OnThread,
-    /// On an event loop: the socket stays non-blocking (as accepted), and
-    /// the loop's timers apply the timeouts (see
-    /// [`EventConnection`](event::EventConnection)).
-    OnEventLoop,
-}
-
 impl Connection {
-    /// Wraps a stream for a plugin on a thread of its own, like
-    /// [`Connection::accepted`].
-    pub fn new(stream: Stream, idle_timeout: Option<Duration>) -> io::Result<Self> {
-        let peer = stream.peer_addr()?;
-        Self::accepted(stream, peer, idle_timeout, Waits::OnThread)
-    }
-
-    /// Wraps a stream accepted from `peer`, for a plugin that `waits` for
-    /// it there. `idle_timeout` bounds every read that the plugin did not
-    /// give a shorter timeout.
-    pub fn accepted(
+    /// Wraps a stream accepted from `peer` for a plugin served on the
+    /// calling thread: the socket blocks, and `idle_timeout` (which bounds
+    /// every read the plugin did not give a shorter timeout, and every
+    /// write to a client that stopped reading) is set on it as socket
+    /// options.
+    pub fn blocking(
         stream: Stream,
         peer: PeerAddr,
         idle_timeout: Option<Duration>,
-        waits: Waits,
     ) -> io::Result<Self> {
+        stream.set_nonblocking(false)?;
+        stream.set_read_timeout(idle_timeout)?;
+        stream.set_write_timeout(idle_timeout)?;
+        Self::wrap(stream, peer, idle_timeout)
+    }
+
+    /// Wraps a stream for an event loop, which applies `idle_timeout` with
+    /// its timers (see [`EventConnection`](event::EventConnection)). The
+    /// stream must be non-blocking, as the listener accepts it.
+    pub(crate) fn non_blocking(
+        stream: Stream,
+        peer: PeerAddr,
+        idle_timeout: Option<Duration>,
+    ) -> io::Result<Self> {
+        Self::wrap(stream, peer, idle_timeout)
+    }
+
+    fn wrap(stream: Stream, peer: PeerAddr, idle_timeout: Option<Duration>) -> io::Result<Self> {
         let local = stream.local_addr()?;
         stream.prepare()?;
-        if waits == Waits::OnThread {
-            stream.set_nonblocking(false)?;
-            stream.set_read_timeout(idle_timeout)?;
-            // A client that stops reading must not pin the plugin in
-            // `write` forever: the same idle bound applies to blocked
-            // writes.
-            stream.set_write_timeout(idle_timeout)?;
-        }
         Ok(Self {
             stream,
             peer,
@@ -264,7 +264,7 @@ impl Connection {
     /// One non-blocking attempt at [`Connection::read`]: `None` when no
     /// byte is available yet.
     pub fn try_read(&mut self, max: usize) -> Result<Option<usize>, ConnError> {
-        self.receive(max, libc::MSG_DONTWAIT)
+        self.receive(max, socket::DONT_WAIT)
     }
 
     /// The bytes the last read received (empty after an error).
@@ -298,7 +298,7 @@ impl Connection {
     /// Empties the receive buffer for a read of up to `max` bytes, and
     /// answers that read when it needs no socket (see
     /// [`Connection::read_without_socket`]).
-    fn answer_without_socket(&mut self, max: usize) -> Option<Result<usize, ConnError>> {
+    pub(crate) fn answer_without_socket(&mut self, max: usize) -> Option<Result<usize, ConnError>> {
         self.received.clear();
         self.read_without_socket(max)
     }
@@ -323,18 +323,10 @@ impl Connection {
     ///
     /// `buf` must be valid for writes of `len` bytes.
     unsafe fn recv(&mut self, buf: *mut u8, len: usize, flags: libc::c_int) -> io::Result<usize> {
-        loop {
-            // SAFETY: the caller vouches for `buf` and `len`.
-            let n = unsafe { libc::recv(self.stream.as_raw_fd(), buf.cast(), len, flags) };
-            if let Ok(n) = usize::try_from(n) {
-                self.bytes_in += n as u64;
-                return Ok(n);
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
-            }
-        }
+        // SAFETY: the caller vouches for `buf` and `len`.
+        let n = unsafe { socket::recv(self.stream.as_raw_fd(), buf, len, flags) }?;
+        self.bytes_in += n as u64;
+        Ok(n)
     }
 
     /// While the connection carries a bulk transfer (its last read was
@@ -348,12 +340,7 @@ impl Connection {
         if !self.streaming || self.read_without_socket(max).is_some() {
             return None;
         }
-        let mut queued: libc::c_int = 0;
-        // SAFETY: FIONREAD stores one `c_int` through the pointer.
-        let status = unsafe { libc::ioctl(self.stream.as_raw_fd(), libc::FIONREAD, &mut queued) };
-        let queued = usize::try_from(queued)
-            .ok()
-            .filter(|&q| status == 0 && q > 0)?;
+        let queued = socket::bytes_queued(self.stream.as_raw_fd()).filter(|&q| q > 0)?;
         Some(queued.min(max).min(MAX_READ_CHUNK))
     }
 
@@ -371,7 +358,7 @@ impl Connection {
                 break None;
             }
             // SAFETY: `rest` is valid for writes of `rest.len()` bytes.
-            match unsafe { self.recv(rest.as_mut_ptr(), rest.len(), libc::MSG_DONTWAIT) } {
+            match unsafe { self.recv(rest.as_mut_ptr(), rest.len(), socket::DONT_WAIT) } {
                 Ok(n) if n > 0 => filled += n,
                 // The queued bytes stopped short of what was counted.
                 Ok(_) => break Some(ConnError::Other),
@@ -529,12 +516,6 @@ impl Connection {
         }
     }
 
-    /// Switches the socket to non-blocking mode, for an event loop: reads
-    /// and writes then never wait, and socket timeouts no longer apply.
-    pub fn set_nonblocking(&self) -> io::Result<()> {
-        self.stream.set_nonblocking(true)
-    }
-
     /// The plugin's read timeout.
     pub fn read_timeout(&self) -> Option<Duration> {
         self.read_timeout
@@ -561,7 +542,11 @@ mod tests {
     /// and the client's end.
     fn connection_and_client() -> (Connection, UnixStream) {
         let (server, client) = UnixStream::pair().unwrap();
-        let conn = Connection::new(Stream::Unix(server), Some(Duration::from_secs(5))).unwrap();
+        let peer = Stream::Unix(server.try_clone().unwrap())
+            .peer_addr()
+            .unwrap();
+        let conn =
+            Connection::blocking(Stream::Unix(server), peer, Some(Duration::from_secs(5))).unwrap();
         (conn, client)
     }
 

@@ -1,13 +1,16 @@
 //! Plugins: the request-handling code the host runs for each connection.
 //!
 //! A [`Plugin`] serves one connection through the `setup` → `handle` →
-//! `finish` lifecycle. WebAssembly components implement it in [`wasm`],
-//! shared libraries in [`native`]; the connection loop only sees the trait,
-//! so it does not know which kind runs. [`loader`] picks the kind.
+//! `finish` lifecycle, written once in [`lifecycle`]. WebAssembly
+//! components implement it in [`wasm`], shared libraries in [`native`];
+//! the server only sees the trait, so it does not know which kind runs.
+//! [`loader`] picks the kind; [`source`] reads a plugin from a built-in
+//! name ([`builtin`]), a file or a plugin directory ([`manifest`]).
 //! The plugin currently in service sits behind a [`CurrentPlugin`] that a
 //! reload can swap while connections keep the version they started with.
 
 pub mod builtin;
+pub mod lifecycle;
 pub mod loader;
 pub mod manifest;
 pub mod native;
@@ -20,6 +23,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::connection::Connection;
+use crate::connection::event::EventConnection;
 
 /// Names a plugin build: its name and a short hash of its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,14 +81,29 @@ impl Outcome {
 }
 
 /// Request-handling code that can serve connections.
+///
+/// Every kind serves a connection on the calling thread ([`Plugin::serve`]);
+/// a kind that can also wait for its clients without holding a thread
+/// offers that through [`Plugin::on_event_loop`]. Which of the two a
+/// connection gets is the server's choice (see `server`), made when it
+/// accepts the connection.
 pub trait Plugin: Send + Sync {
     /// Which build this is.
     fn version(&self) -> &PluginVersion;
 
-    /// Serves one connection: `setup`, then `handle` and `finish` (unless
-    /// `setup` failed or a call trapped). The connection is the plugin's
-    /// until this returns it, with the outcome.
+    /// Serves one connection on the calling thread, blocking while the
+    /// plugin waits for the client: `setup`, then `handle` and `finish`
+    /// (see [`lifecycle`]). The connection is the plugin's until this
+    /// returns it, with the outcome.
     fn serve(&self, conn: Connection) -> (Connection, Outcome);
+
+    /// The plugin's form for event-loop threads, if it has one (WASM
+    /// plugins loaded for a listener with event loops); `None` for kinds
+    /// whose calls block (native plugins), which then get a thread per
+    /// connection.
+    fn on_event_loop(&self) -> Option<&dyn EventPlugin> {
+        None
+    }
 
     /// Creates what a connection gets before `setup` runs (for a WASM
     /// plugin: its store, sandbox and a fresh instance), throws it away and
@@ -93,20 +112,13 @@ pub trait Plugin: Send + Sync {
     fn time_instantiation(&self) -> anyhow::Result<Option<std::time::Duration>> {
         Ok(None)
     }
+}
 
-    /// Whether [`Plugin::serve_events`] can serve on an event-loop thread
-    /// (WASM plugins loaded with event loops enabled); the others need a
-    /// thread per connection.
-    fn serves_events(&self) -> bool {
-        false
-    }
-
-    /// Like [`Plugin::serve`], as a future for an event-loop thread
-    /// (a tokio runtime): waiting for the client suspends it.
-    fn serve_events(&self, conn: Connection) -> BoxFuture<'_, (Connection, Outcome)> {
-        let reason = "this plugin cannot run on an event loop".to_string();
-        Box::pin(std::future::ready((conn, Outcome::HostError(reason))))
-    }
+/// A plugin serving connections as tasks on an event-loop thread.
+pub trait EventPlugin: Send + Sync {
+    /// Like [`Plugin::serve`], as a future for an event-loop thread (a
+    /// tokio runtime): waiting for the client suspends it.
+    fn serve(&self, conn: EventConnection) -> BoxFuture<'_, (EventConnection, Outcome)>;
 }
 
 /// A boxed, sendable future.

@@ -70,14 +70,7 @@ impl Listener {
             Listener::Tcp(l) => l.as_raw_fd(),
             Listener::Unix(l, _) => l.as_raw_fd(),
         };
-        let mut poll_fd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, zero timeout.
-        let ready = unsafe { libc::poll(&mut poll_fd, 1, 0) };
-        ready > 0 && poll_fd.revents & libc::POLLIN != 0
+        crate::sys::socket::is_readable(fd)
     }
 
     /// The bound address (port 0 resolved).

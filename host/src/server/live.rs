@@ -82,9 +82,7 @@ impl LiveConnections {
         for fd in sockets.values() {
             // SAFETY: the fd is open: guards remove it (under this lock)
             // before their stream is dropped.
-            unsafe {
-                libc::shutdown(*fd, libc::SHUT_RDWR);
-            }
+            unsafe { crate::sys::socket::shutdown_both(*fd) };
         }
         sockets.len()
     }

@@ -5,7 +5,6 @@
 //! gracefully (SIGINT/SIGTERM) or ask for a reload (SIGHUP).
 
 mod access;
-mod batch;
 mod bind;
 mod events;
 mod listener;
@@ -165,7 +164,7 @@ impl Server {
 
     /// Accepts and serves connections until SIGINT/SIGTERM, then drains.
     pub fn run(mut self, hooks: &mut dyn ServerHooks) -> Result<()> {
-        batch::accept_in_batches();
+        crate::sys::sched::accept_in_batches();
         for addr in self.local_addrs() {
             tracing::info!(
                 listener = self.metrics.name(),
@@ -284,7 +283,7 @@ impl Server {
         };
         self.metrics.opened();
         match &self.events {
-            Some(events) if session.plugin.serves_events() => {
+            Some(events) if session.plugin.on_event_loop().is_some() => {
                 events.spawn(session::serve_events(session));
             }
             _ => {

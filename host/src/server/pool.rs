@@ -125,7 +125,7 @@ fn claim(idle: &AtomicUsize) -> bool {
 
 fn worker(first: Job, shared: &Shared) {
     // Started by the accept loop, the thread inherited its batch class.
-    super::batch::serve_in_the_normal_class();
+    crate::sys::sched::serve_in_the_normal_class();
     first();
     loop {
         shared.idle.fetch_add(1, Ordering::AcqRel);

@@ -1,12 +1,15 @@
-//! One connection's life: hand it to the plugin snapshot it was accepted
-//! with — on a pooled thread ([`serve`]) or as a task on an event loop
-//! ([`serve_events`]) — then log a single line with what happened.
+//! One connection's life in the server: wrap the accepted socket for the
+//! serving mode the server chose — blocking, on a pooled thread
+//! ([`serve`]), or registered with an event loop, as a task there
+//! ([`serve_events`]) — hand it to the plugin snapshot it was accepted
+//! with, then count it and log a single line with what happened.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::address::PeerAddr;
-use crate::connection::{Connection, Stream, Waits};
+use crate::connection::event::EventConnection;
+use crate::connection::{Connection, Stream};
 use crate::metrics::ListenerMetrics;
 use crate::plugin::{Outcome, Plugin};
 
@@ -30,20 +33,27 @@ pub struct Session {
 
 /// Serves the session on the current thread (blocking).
 pub fn serve(session: Session) {
-    let Some((conn, open)) = session.open(Waits::OnThread) else {
+    let Some((conn, open)) = session.open(Connection::blocking) else {
         return;
     };
     let (conn, outcome) = open.plugin.serve(conn);
     open.close(conn, outcome);
 }
 
-/// Serves the session as a task on an event loop.
+/// Serves the session as a task on an event loop (the server sends only
+/// sessions whose plugin has an event-loop form).
 pub async fn serve_events(session: Session) {
-    let Some((conn, open)) = session.open(Waits::OnEventLoop) else {
+    let Some((conn, open)) = session.open(EventConnection::accepted) else {
         return;
     };
-    let (conn, outcome) = open.plugin.serve_events(conn).await;
-    open.close(conn, outcome);
+    let (conn, outcome) = match open.plugin.on_event_loop() {
+        Some(plugin) => plugin.serve(conn).await,
+        None => {
+            let reason = "this plugin cannot run on an event loop".to_string();
+            (conn, Outcome::HostError(reason))
+        }
+    };
+    open.close(conn.into_inner(), outcome);
 }
 
 /// A session whose connection is being served.
@@ -55,15 +65,19 @@ struct Open {
     started: Instant,
 }
 
+/// Wraps an accepted stream for a serving mode: [`Connection::blocking`]
+/// or [`EventConnection::accepted`].
+type Wrap<C> = fn(Stream, PeerAddr, Option<Duration>) -> std::io::Result<C>;
+
 impl Session {
-    /// Logs the opening and wraps the socket for a plugin that `waits`
-    /// there; `None` if the peer is already gone (logged).
-    fn open(self, waits: Waits) -> Option<(Connection, Open)> {
+    /// Logs the opening and wraps the socket for its serving mode; `None`
+    /// if the peer is already gone (logged).
+    fn open<C>(self, wrap: Wrap<C>) -> Option<(C, Open)> {
         let started = Instant::now();
         let version = self.plugin.version();
         tracing::info!(target: "connection", peer = %self.peer, plugin = %version, "connection opened");
         let peer = self.peer.clone();
-        match Connection::accepted(self.stream, peer, self.idle_timeout, waits) {
+        match wrap(self.stream, peer, self.idle_timeout) {
             Ok(conn) => Some((
                 conn,
                 Open {

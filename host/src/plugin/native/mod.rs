@@ -1,6 +1,7 @@
 //! Native plugins: shared libraries that implement the same
-//! `setup`/`handle`/`finish` lifecycle through the C ABI in
-//! `plughost-native-abi` (`wit/native-abi`).
+//! `setup`/`handle`/`finish` lifecycle ([`lifecycle`], with the same bound
+//! on `finish`) through the C ABI in `plughost-native-abi`
+//! (`wit/native-abi`).
 //!
 //! Native code runs unsandboxed in the host process: no memory cap, no CPU
 //! deadline, and a crash takes the host down. Panics are caught at the
@@ -31,6 +32,7 @@ use libloading::Library;
 use plughost_native_abi::{ABI_VERSION, ENTRY_SYMBOL, EntryFn, Message, PluginTable, Status};
 use tempfile::NamedTempFile;
 
+use super::lifecycle::{self, Step};
 use super::source::PluginBytes;
 use super::{Outcome, Plugin, PluginVersion};
 use crate::connection::Connection;
@@ -115,32 +117,50 @@ impl Plugin for NativePlugin {
     }
 
     fn serve(&self, mut conn: Connection) -> (Connection, Outcome) {
-        let outcome = (|| {
-            match self.call(self.table.setup, &mut conn) {
-                (Status::OK, _) => {}
-                (Status::ERROR, message) => return Outcome::SetupError(message),
-                other => return failure(other),
-            }
-            let handled = match self.call(self.table.handle, &mut conn) {
-                (Status::OK, _) => Outcome::Ok,
-                (Status::ERROR, message) => Outcome::HandleError(message),
-                other => return failure(other),
-            };
-            match self.call(self.table.finish, &mut conn) {
-                (Status::OK | Status::ERROR, _) => handled,
-                other => failure(other),
-            }
-        })();
+        let mut steps = NativeSteps {
+            plugin: self,
+            conn: &mut conn,
+        };
+        let outcome = lifecycle::run_blocking(&mut steps, lifecycle::FINISH_TIMEOUT);
         (conn, outcome)
     }
 }
 
-/// A panic or an unknown status: the plugin must not be called again.
-fn failure((status, message): (i32, String)) -> Outcome {
-    if status == Status::PANICKED {
-        Outcome::Trap(format!("plugin panicked: {message}"))
-    } else {
-        Outcome::Trap(format!("plugin returned unknown status {status}"))
+/// A native plugin's lifecycle calls on one connection (see
+/// [`lifecycle`]); each blocks on the calling thread.
+struct NativeSteps<'a> {
+    plugin: &'a NativePlugin,
+    conn: &'a mut Connection,
+}
+
+impl lifecycle::Steps for NativeSteps<'_> {
+    async fn setup(&mut self) -> Step {
+        step(self.plugin.call(self.plugin.table.setup, self.conn))
+    }
+
+    async fn handle(&mut self) -> Step {
+        step(self.plugin.call(self.plugin.table.handle, self.conn))
+    }
+
+    fn limit_blocking(&mut self, limit: std::time::Duration) {
+        self.conn.limit_blocking(limit);
+    }
+
+    async fn finish(&mut self) -> Step {
+        step(self.plugin.call(self.plugin.table.finish, self.conn))
+    }
+}
+
+/// A call's status as a lifecycle step: a panic or an unknown status means
+/// the plugin must not be called again.
+fn step((status, message): (i32, String)) -> Step {
+    match status {
+        Status::OK => Ok(Ok(())),
+        Status::ERROR => Ok(Err(message)),
+        Status::PANICKED => Err(Outcome::Trap(format!("plugin panicked: {message}"))),
+        other => Err(Outcome::Trap(format!(
+            "plugin returned unknown status {other}"
+        ))),
     }
 }
 

@@ -76,7 +76,7 @@ impl Default for InstanceLimits {
             call_timeout: Duration::from_secs(5),
             max_instances: 1000,
             max_wasm_stack: 512 * 1024,
-            finish_timeout: Duration::from_secs(5),
+            finish_timeout: crate::plugin::lifecycle::FINISH_TIMEOUT,
             event_loop: false,
         }
     }
@@ -100,6 +100,32 @@ const TABLE_KEEP_RESIDENT: usize = 16 * 1024;
 const CORE_INSTANCES_PER_SLOT: u32 = 8;
 const TABLES_PER_SLOT: u32 = 4;
 const MEMORIES_PER_SLOT: u32 = 2;
+
+/// How many core instances, memories and tables the pool holds in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PoolTotals {
+    core_instances: u32,
+    memories: u32,
+    tables: u32,
+}
+
+impl PoolTotals {
+    /// Room for `instances` live component instances of the usual size,
+    /// and always for one of the largest a component may be: a pool sized
+    /// for a single connection (`host check`, `--max-connections 1`) must
+    /// still fit a componentize-py guest, which links more core instances
+    /// than the usual share.
+    fn for_instances(instances: u32) -> Self {
+        let total = |per_slot: u32, per_component: u32| {
+            instances.saturating_mul(per_slot).max(per_component)
+        };
+        Self {
+            core_instances: total(CORE_INSTANCES_PER_SLOT, MAX_CORE_INSTANCES_PER_COMPONENT),
+            memories: total(MEMORIES_PER_SLOT, MAX_MEMORIES_PER_COMPONENT),
+            tables: total(TABLES_PER_SLOT, MAX_TABLES_PER_COMPONENT),
+        }
+    }
+}
 
 /// The engine plus the limits it was configured with.
 #[derive(Clone)]
@@ -127,10 +153,11 @@ impl WasmEngine {
     fn config(limits: &InstanceLimits) -> Config {
         let mut pool = PoolingAllocationConfig::new();
         let slots = limits.max_instances.max(1);
+        let totals = PoolTotals::for_instances(slots);
         pool.total_component_instances(slots)
-            .total_core_instances(slots.saturating_mul(CORE_INSTANCES_PER_SLOT))
-            .total_memories(slots.saturating_mul(MEMORIES_PER_SLOT))
-            .total_tables(slots.saturating_mul(TABLES_PER_SLOT))
+            .total_core_instances(totals.core_instances)
+            .total_memories(totals.memories)
+            .total_tables(totals.tables)
             .total_stacks(if limits.event_loop { slots } else { 0 })
             .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
             .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
@@ -204,6 +231,17 @@ fn spawn_epoch_ticker(engine: &Engine) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pool_for_one_instance_fits_the_largest_component() {
+        let one = PoolTotals::for_instances(1);
+        assert_eq!(one.core_instances, MAX_CORE_INSTANCES_PER_COMPONENT);
+        assert_eq!(one.memories, MAX_MEMORIES_PER_COMPONENT);
+        assert_eq!(one.tables, MAX_TABLES_PER_COMPONENT);
+        let many = PoolTotals::for_instances(1000);
+        assert_eq!(many.core_instances, 1000 * CORE_INSTANCES_PER_SLOT);
+        assert_eq!(many.memories, 1000 * MEMORIES_PER_SLOT);
+    }
 
     #[test]
     fn a_budget_is_rounded_up_to_whole_ticks() {

@@ -157,7 +157,7 @@ impl Sandbox {
             builder
                 .allow_tcp(true)
                 .socket_addr_check(move |addr, use_| {
-                    let ok = matches!(use_, SocketAddrUse::TcpConnect) && allowed.contains(&addr);
+                    let ok = permits_connecting(&allowed, addr, use_);
                     Box::pin(async move { ok })
                 });
         }
@@ -165,9 +165,52 @@ impl Sandbox {
     }
 }
 
+/// Whether a `connect` grant of `allowed` addresses permits `use_` of
+/// `addr`: connecting to a granted address, and the implicit bind that
+/// precedes every connect of an unbound socket, which wasmtime-wasi checks
+/// as a bind of the wildcard address with port 0 (the OS then picks the
+/// local port). Binding any other address, and listening or accepting on
+/// any address, stay refused, so a plugin can reach the granted services
+/// but never serve a port of its own.
+fn permits_connecting(allowed: &[SocketAddr], addr: SocketAddr, use_: SocketAddrUse) -> bool {
+    match use_ {
+        SocketAddrUse::TcpConnect => allowed.contains(&addr),
+        SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connect_grant_permits_the_implicit_bind_and_nothing_else() {
+        let granted: SocketAddr = "127.0.0.1:5432".parse().unwrap();
+        let other: SocketAddr = "127.0.0.1:5433".parse().unwrap();
+        let allowed = [granted];
+        let check = |addr: &str, use_| permits_connecting(&allowed, addr.parse().unwrap(), use_);
+        assert!(permits_connecting(
+            &allowed,
+            granted,
+            SocketAddrUse::TcpConnect
+        ));
+        assert!(!permits_connecting(
+            &allowed,
+            other,
+            SocketAddrUse::TcpConnect
+        ));
+        // What connecting an unbound socket checks first, for IPv4 and IPv6.
+        assert!(check("0.0.0.0:0", SocketAddrUse::TcpBind));
+        assert!(check("[::]:0", SocketAddrUse::TcpBind));
+        // A bind to a chosen address or port, and any listen, are refused.
+        assert!(!check("127.0.0.1:0", SocketAddrUse::TcpBind));
+        assert!(!check("0.0.0.0:8080", SocketAddrUse::TcpBind));
+        assert!(!check("0.0.0.0:0", SocketAddrUse::TcpListen));
+        assert!(!check("127.0.0.1:5432", SocketAddrUse::TcpListen));
+        assert!(!check("127.0.0.1:5432", SocketAddrUse::TcpAccept));
+        assert!(!check("127.0.0.1:5432", SocketAddrUse::UdpBind));
+    }
 
     #[test]
     fn grants_describe_themselves() {

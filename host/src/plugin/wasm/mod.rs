@@ -30,8 +30,9 @@ pub use self::engine::{InstanceLimits, WasmEngine, write_perf_map};
 use self::event::{EventPre, EventState};
 pub use self::grants::{DirGrant, Grants, Sandbox};
 use self::state::{ConnState, ConnectionHandle, DatagramState, StoreState};
+use super::lifecycle::{self, Step};
 use super::source::PluginBytes;
-use super::{BoxFuture, Outcome, Plugin, PluginVersion};
+use super::{BoxFuture, EventPlugin, Outcome, Plugin, PluginVersion};
 use crate::connection::Connection;
 use crate::connection::event::EventConnection;
 
@@ -167,36 +168,47 @@ pub struct WasmPlugin {
 #[error("plugin ran for more than {0:?} without returning to the host (call timeout)")]
 struct CallTimeout(Duration);
 
-impl WasmPlugin {
-    /// Runs `setup`, `handle` and `finish` in `store`. `Err` means a call
-    /// trapped and the instance must not be entered again.
-    fn run(&self, store: &mut Store<ConnState>) -> Result<Outcome, Outcome> {
-        let handler = self
-            .pre
-            .instantiate(&mut *store)
-            .map_err(|err| Outcome::HostError(format!("cannot instantiate: {}", one_line(&err))))?;
-        let own = store
-            .data_mut()
-            .table
-            .push(ConnectionHandle)
-            .map_err(|err| Outcome::HostError(err.to_string()))?;
-        let conn = || Resource::<ConnectionHandle>::new_borrow(own.rep());
+/// The blocking lifecycle steps of one instance (see [`lifecycle`]).
+struct BlockingSteps<'a> {
+    store: &'a mut Store<ConnState>,
+    handler: Handler,
+    conn: u32,
+}
 
-        store.data_mut().guest_resumes();
-        if let Err(message) = handler.call_setup(&mut *store, conn()).map_err(trapped)? {
-            return Ok(Outcome::SetupError(message));
-        }
-        store.data_mut().guest_resumes();
-        let handled = handler.call_handle(&mut *store, conn()).map_err(trapped)?;
-        let finish_timeout = self.engine.limits().finish_timeout;
-        let state = store.data_mut();
-        state.io.limit_blocking(finish_timeout);
-        state.guest_resumes();
-        handler.call_finish(&mut *store, conn()).map_err(trapped)?;
-        Ok(match handled {
-            Ok(()) => Outcome::Ok,
-            Err(message) => Outcome::HandleError(message),
-        })
+impl BlockingSteps<'_> {
+    fn conn(&self) -> Resource<ConnectionHandle> {
+        Resource::new_borrow(self.conn)
+    }
+}
+
+impl lifecycle::Steps for BlockingSteps<'_> {
+    async fn setup(&mut self) -> Step {
+        let conn = self.conn();
+        self.store.data_mut().guest_resumes();
+        self.handler
+            .call_setup(&mut *self.store, conn)
+            .map_err(trapped)
+    }
+
+    async fn handle(&mut self) -> Step {
+        let conn = self.conn();
+        self.store.data_mut().guest_resumes();
+        self.handler
+            .call_handle(&mut *self.store, conn)
+            .map_err(trapped)
+    }
+
+    fn limit_blocking(&mut self, limit: Duration) {
+        self.store.data_mut().io.limit_blocking(limit);
+    }
+
+    async fn finish(&mut self) -> Step {
+        let conn = self.conn();
+        self.store.data_mut().guest_resumes();
+        self.handler
+            .call_finish(&mut *self.store, conn)
+            .map_err(trapped)?;
+        Ok(Ok(()))
     }
 }
 
@@ -211,6 +223,24 @@ impl WasmPlugin {
     ) -> Result<Store<StoreState<C>>, (C, Outcome)> {
         new_store(&self.engine, &self.sandbox, io, peer, yield_to_loop)
     }
+
+    /// Instantiates the component in `store` and runs the lifecycle.
+    fn run(&self, store: &mut Store<ConnState>) -> Outcome {
+        let handler = match self.pre.instantiate(&mut *store) {
+            Ok(handler) => handler,
+            Err(err) => return cannot_instantiate(&err),
+        };
+        let conn = match push_connection(store.data_mut()) {
+            Ok(conn) => conn,
+            Err(outcome) => return outcome,
+        };
+        let mut steps = BlockingSteps {
+            store,
+            handler,
+            conn,
+        };
+        lifecycle::run_blocking(&mut steps, self.engine.limits().finish_timeout)
+    }
 }
 
 impl Plugin for WasmPlugin {
@@ -224,17 +254,22 @@ impl Plugin for WasmPlugin {
             Ok(store) => store,
             Err(refused) => return refused,
         };
-        let mut outcome = self.run(&mut store).unwrap_or_else(|trap| trap);
+        let mut outcome = self.run(&mut store);
         note_memory_limit(&mut outcome, &store, self.engine.limits().max_memory);
         (store.into_data().into_io(), outcome)
+    }
+
+    fn on_event_loop(&self) -> Option<&dyn EventPlugin> {
+        self.event_pre.is_some().then_some(self as &dyn EventPlugin)
     }
 
     fn time_instantiation(&self) -> Result<Option<Duration>> {
         let (server, _client) =
             std::os::unix::net::UnixStream::pair().context("cannot create a socket pair")?;
-        let conn = Connection::new(crate::connection::Stream::Unix(server), None)
+        let stream = crate::connection::Stream::Unix(server);
+        let peer = stream.peer_addr().context("cannot name the socket pair")?;
+        let conn = Connection::blocking(stream, peer.clone(), None)
             .context("cannot wrap the socket pair")?;
-        let peer = conn.peer_addr().clone();
         let started = Instant::now();
         let mut store = self
             .store(conn, &peer, false)
@@ -245,39 +280,41 @@ impl Plugin for WasmPlugin {
             .context("cannot instantiate")?;
         Ok(Some(started.elapsed()))
     }
+}
 
-    fn serves_events(&self) -> bool {
-        self.event_pre.is_some()
-    }
-
-    fn serve_events(&self, conn: Connection) -> BoxFuture<'_, (Connection, Outcome)> {
+impl EventPlugin for WasmPlugin {
+    fn serve(&self, conn: EventConnection) -> BoxFuture<'_, (EventConnection, Outcome)> {
         Box::pin(async move {
             let Some(pre) = &self.event_pre else {
                 let reason = "plugin was not loaded for event loops".to_string();
                 return (conn, Outcome::HostError(reason));
             };
             let peer = conn.peer_addr().clone();
-            let io = match EventConnection::new(conn) {
-                Ok(io) => io,
-                Err(failed) => {
-                    let (conn, err) = *failed;
-                    let reason = format!("cannot watch the socket: {err}");
-                    return (conn, Outcome::HostError(reason));
-                }
-            };
-            let mut store = match self.store(io, &peer, true) {
+            let mut store = match self.store(conn, &peer, true) {
                 Ok(store) => store,
-                Err((io, outcome)) => return (io.into_inner(), outcome),
+                Err(refused) => return refused,
             };
             let finish_timeout = self.engine.limits().finish_timeout;
-            let mut outcome = pre
-                .run(&mut store, finish_timeout)
-                .await
-                .unwrap_or_else(|trap| trap);
+            let mut outcome = pre.run(&mut store, finish_timeout).await;
             note_memory_limit(&mut outcome, &store, self.engine.limits().max_memory);
-            (store.into_data().into_io().into_inner(), outcome)
+            (store.into_data().into_io(), outcome)
         })
     }
+}
+
+/// Puts the guest's handle to its connection in the store's table: the
+/// `rep` every lifecycle call borrows.
+fn push_connection<C>(state: &mut StoreState<C>) -> Result<u32, Outcome> {
+    state
+        .table
+        .push(ConnectionHandle)
+        .map(|own| own.rep())
+        .map_err(|err| Outcome::HostError(err.to_string()))
+}
+
+/// The outcome of a connection whose instance could not be created.
+fn cannot_instantiate(err: &wasmtime::Error) -> Outcome {
+    Outcome::HostError(format!("cannot instantiate: {}", one_line(err)))
 }
 
 /// A store for one request (`io`, from `peer`) inside `sandbox`, with the

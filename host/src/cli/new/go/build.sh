@@ -8,7 +8,7 @@
 set -eu
 cd "$(dirname "$0")"
 HOST=${HOST:-{{host}}}
-GO=${GO:-go}
+GO=${GO:-{{go}}}
 rm -rf build
 "$HOST" bindgen go --out-dir build
 mkdir -p build/export_wit_world

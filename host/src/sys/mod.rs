@@ -1,0 +1,10 @@
+//! Every direct OS call the host makes (through `libc`), behind safe
+//! functions: socket calls the connection's fast paths need
+//! ([`socket`]), the accept loop's scheduling class ([`sched`]), and the
+//! process limits that bound how many connections fit ([`limits`]). The
+//! rest of the host uses the standard library, `mio`, `socket2` and
+//! tokio, and has no `unsafe` of its own for the OS.
+
+pub mod limits;
+pub mod sched;
+pub mod socket;

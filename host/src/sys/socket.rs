@@ -1,0 +1,71 @@
+//! Socket calls the standard library does not offer: `recv` with flags
+//! into a caller's buffer, the count of bytes queued for reading, a
+//! readiness check without accepting, and a shutdown by descriptor.
+
+use std::io;
+use std::os::fd::RawFd;
+
+/// `MSG_DONTWAIT`: one `recv` that does not wait, even on a blocking
+/// socket.
+pub const DONT_WAIT: libc::c_int = libc::MSG_DONTWAIT;
+
+/// One `recv` of up to `len` bytes from `fd` into `buf` with `flags`,
+/// repeated when a signal interrupts it: how many bytes arrived (0 at end
+/// of stream).
+///
+/// # Safety
+///
+/// `buf` must be valid for writes of `len` bytes.
+pub unsafe fn recv(fd: RawFd, buf: *mut u8, len: usize, flags: libc::c_int) -> io::Result<usize> {
+    loop {
+        // SAFETY: the caller vouches for `buf` and `len`; a bad `fd` is an
+        // error, not undefined behaviour.
+        let n = unsafe { libc::recv(fd, buf.cast(), len, flags) };
+        if let Ok(n) = usize::try_from(n) {
+            return Ok(n);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// How many bytes are queued for reading on `fd` (`FIONREAD`); `None`
+/// when the call fails.
+pub fn bytes_queued(fd: RawFd) -> Option<usize> {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD stores one `c_int` through the pointer.
+    let status = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut queued) };
+    if status != 0 {
+        return None;
+    }
+    usize::try_from(queued).ok()
+}
+
+/// Whether `fd` is readable right now (for a listening socket: a
+/// connection waits in its backlog), without waiting.
+pub fn is_readable(fd: RawFd) -> bool {
+    let mut poll_fd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let ready = unsafe { libc::poll(&mut poll_fd, 1, 0) };
+    ready > 0 && poll_fd.revents & libc::POLLIN != 0
+}
+
+/// Shuts both directions of the socket `fd` down, waking whoever waits on
+/// it; failures (a peer already gone) are ignored.
+///
+/// # Safety
+///
+/// `fd` must be an open socket: a closed descriptor number may have been
+/// reused by another file.
+pub unsafe fn shutdown_both(fd: RawFd) {
+    // SAFETY: the caller vouches that `fd` is an open socket.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_RDWR);
+    }
+}
