@@ -3,8 +3,10 @@
 //! from `plugins/` and `tests/plugins/`.
 
 mod behaviour;
+mod command_line;
 mod events;
 mod foundation;
+mod grants;
 mod languages;
 mod limits;
 mod native;

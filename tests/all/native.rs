@@ -130,3 +130,27 @@ fn a_native_plugin_reloads_under_a_live_connection() {
     old.read_exact(&mut reply).unwrap();
     assert_eq!(&reply, b"xyz");
 }
+
+#[test]
+fn a_native_finish_is_bounded_like_a_components() {
+    // `finish` reads until the client closes; this client never does, and
+    // with no idle timeout only the 5 s bound on `finish` can end the
+    // connection (native plugins went without it once).
+    let plugin = native_test_plugin("libfinish_drains.so");
+    let host = Host::start(&[
+        "run",
+        "--plugin",
+        plugin.to_str().unwrap(),
+        "--port",
+        "0",
+        "--idle-timeout",
+        "0",
+    ]);
+    let mut silent = host.connect();
+    host.expect_log("connection closed", Duration::from_secs(30));
+    let mut rest = Vec::new();
+    silent
+        .read_to_end(&mut rest)
+        .expect("the host closes the connection");
+    assert!(rest.is_empty(), "{rest:?}");
+}
