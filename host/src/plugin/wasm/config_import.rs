@@ -1,7 +1,7 @@
 //! The host implementation of the WIT `config` interface: read-only values
 //! the operator set for the plugin.
 
-use super::bindings::plughost::handler::config::Host;
+use super::handler::bindings::plughost::handler::config::Host;
 use super::state::StoreState;
 
 impl<C: Send> Host for StoreState<C> {

@@ -6,35 +6,34 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
-use wasmtime::component::{HasSelf, Linker};
+use anyhow::{Result, bail};
 
-use super::inspect;
 use super::state::{DatagramState, StoreState};
 use super::{
     ComponentInfo, Sandbox, WasmEngine, WasmRuntime, new_store, note_memory_limit, trapped,
 };
+use super::{inspect, linker};
 use crate::plugin::source::PluginBytes;
 use crate::plugin::{Outcome, PluginVersion};
 
-mod bindings {
+pub(super) mod bindings {
     wasmtime::component::bindgen!({
         world: "datagram-handler",
         path: "../wit",
         with: {
-            "plughost:handler/config": crate::plugin::wasm::bindings::plughost::handler::config,
+            "plughost:handler/config": crate::plugin::wasm::handler::bindings::plughost::handler::config,
         },
         imports: { default: trappable },
     });
 }
 
+use bindings::DatagramHandlerPre;
 use bindings::plughost::handler::datagrams::{Host, Peer};
-use bindings::{DatagramHandler, DatagramHandlerPre};
 
 /// The world datagram plugins implement.
 pub const DATAGRAM_WORLD: &str = concat!(
     "plughost:handler/datagram-handler@",
-    super::bindings::contract_version!()
+    super::handler::bindings::contract_version!()
 );
 
 /// Most datagrams one call may send back.
@@ -43,18 +42,6 @@ pub const MAX_REPLIES: usize = 64;
 pub const MAX_REPLY_SIZE: usize = 65_507;
 
 impl<C: Send> Host for StoreState<C> {}
-
-/// Links WASI and the datagram world's imports.
-pub(super) fn linker(engine: &WasmEngine) -> Result<Linker<DatagramState>> {
-    let mut linker = Linker::new(engine.engine());
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-        .map_err(anyhow::Error::from)
-        .context("cannot link WASI")?;
-    DatagramHandler::add_to_linker::<DatagramState, HasSelf<DatagramState>>(&mut linker, |s| s)
-        .map_err(anyhow::Error::from)
-        .context("cannot link the datagram world")?;
-    Ok(linker)
-}
 
 /// The datagram plugin in service, swappable by reloads while datagrams
 /// are being handled (each keeps the `Arc` it started with).
@@ -85,14 +72,13 @@ impl WasmRuntime {
                 super::WORLD_NAME
             );
         }
-        let instance_pre = self
-            .datagram_linker
-            .instantiate_pre(&component)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("{what} cannot be linked against world {DATAGRAM_WORLD}"))?;
-        let pre = DatagramHandlerPre::new(instance_pre)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("{what} does not implement world {DATAGRAM_WORLD}"))?;
+        let pre = linker::prelink(
+            &self.linkers.datagram,
+            &component,
+            what,
+            DATAGRAM_WORLD,
+            DatagramHandlerPre::new,
+        )?;
         let plugin = DatagramPlugin {
             version: plugin.version.clone(),
             pre,

@@ -7,7 +7,7 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
-use super::bindings::{REQUIRED_EXPORTS, WORLD_NAME};
+use super::handler::bindings::{REQUIRED_EXPORTS, WORLD_NAME};
 
 /// The WebAssembly binary magic number.
 const WASM_MAGIC: &[u8; 4] = b"\0asm";

@@ -31,8 +31,8 @@ use wasmtime::component::__internal::{
 };
 use wasmtime::component::{ComponentType, Lower};
 
-use super::state::StoreState;
 use crate::connection::{ConnError, Connection};
+use crate::plugin::wasm::state::StoreState;
 
 /// The result of `read` for a store holding `StoreState<C>`, with the
 /// bindings' error type `E`.

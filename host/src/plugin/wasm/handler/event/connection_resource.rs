@@ -12,12 +12,12 @@ use super::super::connection_resource::{
     non_waiting_connection_methods, replace_generated_io,
 };
 use super::super::guest_receive::ReadOutcome;
-use super::super::state::ConnectionHandle;
 use super::EventState;
 use super::bindings::plughost::handler::connections::{
     ErrorCode, Host, HostConnection, ShutdownHow, SocketAddress,
 };
 use crate::connection::event::EventConnection;
+use crate::plugin::wasm::state::ConnectionHandle;
 
 error_code_from_conn_error!(ErrorCode);
 
@@ -54,7 +54,9 @@ impl EventState {
 /// [`link_guest_memory_io`](super::super::connection_resource::link_guest_memory_io):
 /// `read` receives queued bytes into the guest's memory, `write` sends from
 /// it, both waiting on the loop when the socket is not ready.
-pub(super) fn link_guest_memory_io(linker: &mut Linker<EventState>) -> wasmtime::Result<()> {
+pub(in crate::plugin::wasm) fn link_guest_memory_io(
+    linker: &mut Linker<EventState>,
+) -> wasmtime::Result<()> {
     replace_generated_io(linker, |connections| {
         connections.func_wrap_async(
             READ_METHOD,

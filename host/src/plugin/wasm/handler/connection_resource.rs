@@ -17,9 +17,9 @@ use wasmtime::component::{Linker, LinkerInstance, Resource, WasmList};
 use super::bindings::plughost::handler::connections::{Host, HostConnection};
 use super::bindings::{ErrorCode, ShutdownHow, SocketAddress};
 use super::guest_receive::ReadOutcome;
-use super::state::{ConnState, ConnectionHandle, StoreState};
 use crate::address::PeerAddr;
 use crate::connection::Connection;
+use crate::plugin::wasm::state::{ConnState, ConnectionHandle, StoreState};
 
 /// `From<ConnError>` for a bindings' `error-code`.
 macro_rules! error_code_from_conn_error {
@@ -65,7 +65,7 @@ macro_rules! non_waiting_connection_methods {
             &mut self,
             handle: ::wasmtime::component::Resource<$crate::plugin::wasm::state::ConnectionHandle>,
         ) -> ::wasmtime::Result<SocketAddress> {
-            let (ip, port) = $crate::plugin::wasm::connection_resource::ip_and_port(
+            let (ip, port) = $crate::plugin::wasm::handler::connection_resource::ip_and_port(
                 self.conn(&handle)?.peer_addr(),
             );
             Ok(SocketAddress { ip, port })
@@ -75,7 +75,7 @@ macro_rules! non_waiting_connection_methods {
             &mut self,
             handle: ::wasmtime::component::Resource<$crate::plugin::wasm::state::ConnectionHandle>,
         ) -> ::wasmtime::Result<SocketAddress> {
-            let (ip, port) = $crate::plugin::wasm::connection_resource::ip_and_port(
+            let (ip, port) = $crate::plugin::wasm::handler::connection_resource::ip_and_port(
                 self.conn(&handle)?.local_addr(),
             );
             Ok(SocketAddress { ip, port })
@@ -180,7 +180,9 @@ pub(super) const WRITE_METHOD: &str = "[method]connection.write";
 /// receives straight into the guest's memory when the bytes are already
 /// queued ([`ReadOutcome`]). An allocation less per call, and a copy less
 /// for bulk transfers.
-pub(super) fn link_guest_memory_io(linker: &mut Linker<ConnState>) -> wasmtime::Result<()> {
+pub(in crate::plugin::wasm) fn link_guest_memory_io(
+    linker: &mut Linker<ConnState>,
+) -> wasmtime::Result<()> {
     replace_generated_io(linker, |connections| {
         connections.func_wrap(
             READ_METHOD,

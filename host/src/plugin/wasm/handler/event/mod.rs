@@ -5,52 +5,29 @@
 //! guest that computes is made to yield to the loop at every epoch tick, so
 //! it cannot starve the connections that share its thread.
 
-mod bindings;
+pub(in crate::plugin::wasm) mod bindings;
 mod connection_resource;
 
-use anyhow::{Context, Result};
+pub(in crate::plugin::wasm) use self::connection_resource::link_guest_memory_io;
+
 use wasmtime::Store;
-use wasmtime::component::{Component, HasSelf, Linker, Resource};
+use wasmtime::component::Resource;
 
 use self::bindings::{Handler, HandlerPre};
-use super::state::{ConnectionHandle, StoreState};
-use super::{WasmEngine, cannot_instantiate, push_connection, trapped};
+use super::{cannot_instantiate, push_connection};
 use crate::connection::event::EventConnection;
 use crate::plugin::Outcome;
 use crate::plugin::lifecycle::{self, Step};
+use crate::plugin::wasm::state::{ConnectionHandle, StoreState};
+use crate::plugin::wasm::trapped;
 
 /// Store data of an instance on an event loop.
 pub type EventState = StoreState<EventConnection>;
 
-/// The linker for event-loop instances: async WASI, async `read`/`write`.
-pub fn linker(engine: &WasmEngine) -> Result<Linker<EventState>> {
-    let mut linker = Linker::new(engine.engine());
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-        .map_err(anyhow::Error::from)
-        .context("cannot link WASI")?;
-    Handler::add_to_linker::<EventState, HasSelf<EventState>>(&mut linker, |state| state)
-        .and_then(|()| connection_resource::link_guest_memory_io(&mut linker))
-        .map_err(anyhow::Error::from)
-        .context("cannot link the connection interface")?;
-    Ok(linker)
-}
-
 /// A component pre-linked for event-loop instances.
-pub struct EventPre(HandlerPre<EventState>);
+pub struct EventPre(pub HandlerPre<EventState>);
 
 impl EventPre {
-    /// Pre-links `component` (already checked against the world).
-    pub fn new(linker: &Linker<EventState>, component: &Component, what: &str) -> Result<Self> {
-        let instance_pre = linker
-            .instantiate_pre(component)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("{what} cannot be linked for the event loop"))?;
-        let pre = HandlerPre::new(instance_pre)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("{what} cannot be linked for the event loop"))?;
-        Ok(Self(pre))
-    }
-
     /// Instantiates the component in `store` and runs the lifecycle,
     /// suspending whenever the guest waits.
     pub async fn run(

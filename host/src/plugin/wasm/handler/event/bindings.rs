@@ -9,7 +9,7 @@ wasmtime::component::bindgen!({
     path: "../wit",
     with: {
         "plughost:handler/connections.connection": crate::plugin::wasm::state::ConnectionHandle,
-        "plughost:handler/config": crate::plugin::wasm::bindings::plughost::handler::config,
+        "plughost:handler/config": crate::plugin::wasm::handler::bindings::plughost::handler::config,
     },
     imports: {
         "plughost:handler/connections.[method]connection.read": async | trappable,

@@ -2,7 +2,7 @@
 //! from `wit/handler.wit` at compile time.
 //!
 //! The `connection` resource is a
-//! [`ConnectionHandle`](super::state::ConnectionHandle) in the store's table;
+//! [`ConnectionHandle`](crate::plugin::wasm::state::ConnectionHandle) in the store's table;
 //! the socket itself stays in host memory, so a guest only ever holds a
 //! handle to it.
 
@@ -10,7 +10,7 @@ wasmtime::component::bindgen!({
     world: "handler",
     path: "../wit",
     with: {
-        "plughost:handler/connections.connection": super::state::ConnectionHandle,
+        "plughost:handler/connections.connection": crate::plugin::wasm::state::ConnectionHandle,
     },
     imports: { default: trappable },
 });
@@ -24,7 +24,7 @@ macro_rules! contract_version {
         "0.1.1"
     };
 }
-pub(super) use contract_version;
+pub(crate) use contract_version;
 
 /// The fully qualified name of the world every handler plugin implements.
 pub const WORLD_NAME: &str = concat!("plughost:handler/handler@", contract_version!());
