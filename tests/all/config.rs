@@ -1,0 +1,105 @@
+//! Configuration: values a plugin reads from its listener's table, errors
+//! that name the file, line and key, and the number of event loops (from
+//! the file, overridden by `--event-loops`, bounded).
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+
+use crate::support::{Host, Mode, config_file, refused, round_trip, run_host, test_plugin, utf8};
+
+in_every_mode! {
+    /// `[listener.config]` values reach the plugin.
+    fn plugins_read_their_configuration_values(mode: Mode) {
+        let config = config_file(
+            "plugin-config",
+            &format!(
+                "[[listener]]\naddress = \"127.0.0.1:0\"\nplugin = \"{}\"\n[listener.config]\ngreeting = \"hello from the operator\"\n",
+                test_plugin("greeter.wasm").display()
+            ),
+        );
+        let host = Host::builder().config(&config).mode(mode).start();
+        let mut line = String::new();
+        BufReader::new(host.connect())
+            .read_line(&mut line)
+            .expect("the greeting");
+        assert_eq!(line, "hello from the operator\n");
+    }
+}
+
+#[test]
+fn bad_config_files_name_file_line_and_key() {
+    let cases = [
+        (
+            "[[listener]]\naddress = \"127.0.0.1:0\"\nplugin = \"echo\"\nbiuld = 1\n",
+            ":4:",
+            "unknown field `biuld`",
+        ),
+        (
+            "[[listener]]\naddress = \"127.0.0.1:0\"\nplugin = \"echo\"\nmax_memory = \"lots\"\n",
+            ":4:",
+            "listener[0].max_memory",
+        ),
+        (
+            "[[listener]]\naddress = \"localhost\"\nplugin = \"echo\"\n",
+            ":2:",
+            "address",
+        ),
+        ("[[listener]\n", ":1:", "host.toml"),
+        ("grace = \"5s\"\n", "", "no [[listener]]"),
+    ];
+    for (text, place, needle) in cases {
+        let path = config_file("bad-config", text);
+        let out = run_host(&["run", "--config", utf8(&path)]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{text}: {stderr}");
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with("error: "))
+            .unwrap_or_else(|| panic!("{stderr}"));
+        assert!(
+            line.contains(&format!("host.toml{place}")),
+            "{text}: {line}"
+        );
+        assert!(line.contains(needle), "{text}: {line}");
+        assert!(!stderr.contains("panicked"));
+    }
+}
+
+/// The file's `event_loops = 1` serves 20 connections on one loop; with
+/// `--event-loops 0` on the command line each gets a thread.
+#[test]
+fn the_flag_overrides_the_files_event_loops_even_with_zero() {
+    let config = config_file(
+        "events-override",
+        "[[listener]]\naddress = \"127.0.0.1:0\"\nplugin = \"echo\"\nevent_loops = 1\n",
+    );
+    let threads_for = |host: Host| {
+        let mut open: Vec<TcpStream> = (0..20).map(|_| host.connect()).collect();
+        for stream in &mut open {
+            assert_eq!(round_trip(stream, b"x"), b"x");
+        }
+        host.thread_count()
+    };
+    let on_the_loop = threads_for(Host::builder().config(&config).mode_as_configured().start());
+    let on_threads = threads_for(Host::builder().config(&config).mode(Mode::Threads).start());
+    assert!(
+        on_threads >= on_the_loop + 15,
+        "--event-loops 0 did not give each connection a thread \
+         ({on_threads} threads vs {on_the_loop} on the file's loop)"
+    );
+}
+
+#[test]
+fn absurd_event_loop_counts_are_refused_clearly() {
+    let out = run_host(&["run", "--plugin", "echo", "--event-loops", "100000"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("0..=256"), "{stderr}");
+
+    let config = config_file(
+        "events-too-many",
+        "[[listener]]\naddress = \"127.0.0.1:0\"\nplugin = \"echo\"\nevent_loops = 3000\n",
+    );
+    let line = refused(&["run", "--config", utf8(&config)]);
+    assert!(line.contains("3000 event loops"), "{line}");
+}
