@@ -1,7 +1,8 @@
 //! Handlers written in other languages than Rust — C, Go, Python and
 //! JavaScript (`plugins/<lang>/`, built by `scripts/build-guests.sh` into
-//! `target/guests/<lang>-<plugin>.wasm`) — served by the real host and held
-//! to the same behavioural checks as the Rust examples; and guests built
+//! `target/guests/<lang>-<plugin>.wasm`) — served by the real host, on
+//! threads and on an event loop, and held to the same behavioural checks
+//! as the Rust examples; and guests built
 //! against another version of the WIT, refused with the expected world and
 //! what is missing.
 //!
@@ -17,8 +18,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::behaviour::{check_bot, check_echo, check_http};
-use crate::support::{Host, echo_to_end, refused, run_host, temp_dir, workspace_root};
+use crate::support::checks::{check_bot, check_echo, check_http};
+use crate::support::clients::echo_to_end;
+use crate::support::{Host, Mode, refused, run_host, temp_dir, utf8, workspace_root};
 
 /// How long a host may take to start with a guest nobody compiled yet:
 /// Python and JavaScript components are 12–18 MB (an interpreter inside).
@@ -73,7 +75,7 @@ fn check_echo_to_eof(host: &Host) {
     let payload: Vec<u8> = (0..16u32 << 20).map(|i| (i % 253) as u8).collect();
     let sent = payload.clone();
     let echoed = echo_to_end(&host.connect(), move |writer| {
-        writer.write_all(&sent).unwrap()
+        writer.write_all(&sent).expect("send 16 MiB")
     });
     assert_eq!(echoed.len(), payload.len(), "16 MiB echo length");
     assert!(echoed == payload, "16 MiB payload came back changed");
@@ -82,11 +84,12 @@ fn check_echo_to_eof(host: &Host) {
 /// Runs one guest through its checks; then every connection must have
 /// ended `outcome=ok` (a guest that forgets to drop its borrowed
 /// connection still answers, then traps on return).
-fn check_guest(name: &str, plugin: Plugin, serving: &[&str]) {
-    let path = guest_path(name);
-    let mut args = vec!["run", "--plugin", path.to_str().unwrap(), "--port", "0"];
-    args.extend_from_slice(serving);
-    let host = Host::start_with_timeout(&args, COLD_START);
+fn check_guest(name: &str, plugin: Plugin, mode: Mode) {
+    let host = Host::builder()
+        .plugin(guest_path(name))
+        .mode(mode)
+        .start_timeout(COLD_START)
+        .start();
     let connections = match plugin {
         Plugin::Echo => {
             check_echo(&host);
@@ -126,26 +129,25 @@ fn assert_connections_ok(host: &Host, name: &str, connections: usize) {
     }
 }
 
-#[test]
-fn guests_in_every_language_behave_like_the_rust_examples() {
-    let names: Vec<&str> = GUESTS.iter().map(|(name, _)| *name).collect();
-    require_built(&names);
-    // Run every guest, on threads and on an event loop, even if one
-    // fails; then report them all.
-    let mut failed = Vec::new();
-    for serving in [&[][..], &["--event-loops", "1"][..]] {
+in_every_mode! {
+    /// Every guest passes its example's checks; all of them run even if
+    /// one fails, then the failures are reported together.
+    fn guests_in_every_language_behave_like_the_rust_examples(mode: Mode) {
+        let names: Vec<&str> = GUESTS.iter().map(|(name, _)| *name).collect();
+        require_built(&names);
+        let mut failed = Vec::new();
         for (name, plugin) in GUESTS {
-            eprintln!("--- {name} {serving:?}");
-            if catch_unwind(AssertUnwindSafe(|| check_guest(name, *plugin, serving))).is_err() {
-                failed.push(format!("{name} {serving:?}"));
+            eprintln!("--- {name} {mode:?}");
+            if catch_unwind(AssertUnwindSafe(|| check_guest(name, *plugin, mode))).is_err() {
+                failed.push(*name);
             }
         }
+        assert!(
+            failed.is_empty(),
+            "failed (see the panics above): {}",
+            failed.join(", ")
+        );
     }
-    assert!(
-        failed.is_empty(),
-        "failed (see the panics above): {}",
-        failed.join(", ")
-    );
 }
 
 #[test]
@@ -166,7 +168,7 @@ fn guests_built_against_another_wit_are_refused_by_name() {
     require_built(&cases.map(|(name, _)| name));
     for (name, needles) in cases {
         let path = guest_path(name);
-        let path = path.to_str().unwrap();
+        let path = utf8(&path);
         for line in [
             refused(&["check", path]),
             refused(&["run", "--plugin", path, "--port", "0"]),
@@ -184,8 +186,8 @@ fn guests_built_against_another_wit_are_refused_by_name() {
 fn build_scaffold(dir: &std::path::Path) -> PathBuf {
     let root = workspace_root();
     let tools = root.join("target/guest-tools");
-    let manifest = std::fs::read_to_string(dir.join("plugin.toml")).unwrap();
-    let manifest: toml::Table = toml::from_str(&manifest).unwrap();
+    let manifest = std::fs::read_to_string(dir.join("plugin.toml")).expect("read plugin.toml");
+    let manifest: toml::Table = toml::from_str(&manifest).expect("plugin.toml is TOML");
     let build = manifest["build"]
         .as_str()
         .expect("plugin.toml has a build command");
@@ -240,7 +242,7 @@ fn host_new_scaffolds_plugins_that_build_and_echo() {
             catch_unwind(AssertUnwindSafe(|| {
                 let name = format!("demo-{lang}");
                 let dir = temp_dir(&format!("new-{lang}")).join(&name);
-                let dir_arg = dir.to_str().unwrap();
+                let dir_arg = utf8(&dir);
                 let out = run_host(&["new", lang, &name, "--dir", dir_arg]);
                 assert!(
                     out.status.success(),
@@ -266,20 +268,24 @@ fn host_new_scaffolds_plugins_that_build_and_echo() {
                     }
                     "rust" => {
                         let target = root.join("target/scaffold-rust");
-                        std::fs::create_dir_all(&target).unwrap();
-                        std::os::unix::fs::symlink(&target, dir.join("target")).unwrap();
+                        std::fs::create_dir_all(&target).expect("create the shared target");
+                        std::os::unix::fs::symlink(&target, dir.join("target"))
+                            .expect("link the shared target");
                     }
                     _ => {}
                 }
                 let built = build_scaffold(&dir);
-                let host = Host::start_with_timeout(
-                    &["run", "--plugin", built.to_str().unwrap(), "--port", "0"],
-                    COLD_START,
-                );
+                let host = Host::builder()
+                    .plugin(&built)
+                    .mode(Mode::Threads)
+                    .start_timeout(COLD_START)
+                    .start();
                 check_echo(&host);
                 assert_connections_ok(&host, &name, 1);
                 drop(host);
-                let _ = std::fs::remove_dir_all(dir.parent().unwrap());
+                if let Some(parent) = dir.parent() {
+                    let _ = std::fs::remove_dir_all(parent);
+                }
             }))
             .is_err()
         })
