@@ -1,12 +1,70 @@
-//! `host`: a plugin host that serves TCP connections with request handlers
-//! written as WebAssembly components (or native libraries), in the shape of
-//! Python's `socketserver.BaseRequestHandler`: `setup`, `handle`, `finish`.
+//! `host`: a plugin host that owns the listeners (TCP, IPv6, Unix, UDP) and
+//! serves each connection with request-handling code written as a
+//! sandboxed WebAssembly component (or, for trusted code, a native
+//! library), in the shape of Python's `socketserver.BaseRequestHandler`:
+//! `setup`, `handle`, `finish` over a host-owned connection.
 //!
-//! - [`server`] owns the listeners (`mio`) and runs each connection on a
-//!   pooled thread;
-//! - [`plugin`] loads handlers and serves one connection in a fresh,
-//!   isolated instance;
-//! - [`connection`] is the host-owned byte stream plugins read and write.
+//! # Map
+//!
+//! | module | its one job |
+//! |---|---|
+//! | [`service`] | what `host run` serves: one server per listener, its plugin, limits, grants, reload hooks, the admin listener |
+//! | [`server`] | the accept loop (`mio`), access rules, the connection cap, signals and drain — and the two serving modes: [`server`]'s `pool` (a thread per connection) and `events` (event-loop threads); `udp` for datagrams |
+//! | [`connection`] | the socket a plugin drives: byte counts, timeouts, error mapping; [`connection::event`] is its event-loop form |
+//! | [`plugin`] | the [`Plugin`](plugin::Plugin) trait and its one [`lifecycle`](plugin::lifecycle); [`plugin::wasm`] (runtime, worlds) and [`plugin::native`] implement it; loading, built-ins, plugin directories |
+//! | [`reload`], [`watch`] | swapping a plugin under live traffic: on SIGHUP, or when its file or sources change |
+//! | [`capacity`] | how many connections fit (`vm.max_map_count`, open files) |
+//! | [`sys`] | every direct OS call (`libc`) |
+//! | [`config`], [`address`], [`size`] | the configuration file, listen addresses, byte sizes |
+//! | [`metrics`], [`admin`] | counters per listener; `/metrics` and `/status` |
+//!
+//! # One connection's route
+//!
+//! Event loops (the default for WASM plugins):
+//!
+//! 1. `server/mod.rs`: `mio` reports the listener readable; `accept_all`
+//!    accepts, checks the cap and `access.rs` rules, registers the socket in
+//!    `live.rs` and builds a `Session` with the plugin version in service.
+//! 2. `server/mod.rs` `dispatch`: the plugin has an event-loop form
+//!    ([`Plugin::on_event_loop`](plugin::Plugin::on_event_loop)), so
+//!    `server/events.rs` spawns the session on the least busy loop.
+//! 3. `server/session.rs` `serve_events`: wraps the socket as an
+//!    [`EventConnection`](connection::event::EventConnection), logs
+//!    "connection opened", calls the plugin.
+//! 4. `plugin/wasm/handler/mod.rs` (`EventPlugin for WasmPlugin`): a store
+//!    from `plugin/wasm/mod.rs` `new_store` (sandbox, memory cap, CPU
+//!    deadline), then `plugin/wasm/handler/event/mod.rs` instantiates on a
+//!    fiber and runs [`plugin::lifecycle::run`]; the guest's `read`/`write`
+//!    land in `plugin/wasm/handler/event/connection_resource.rs` and wait on
+//!    the loop through `connection/event.rs`.
+//! 5. `server/session.rs` `close`: counts the outcome in `metrics.rs`, logs
+//!    one "connection closed" line, the socket closes.
+//!
+//! A thread per connection (`--event-loops 0`, and native plugins always):
+//! steps 1–2 alike, then `server/pool.rs` runs `session::serve` on a
+//! pooled thread; the socket is a blocking
+//! [`Connection`](connection::Connection); the plugin's
+//! [`Plugin::serve`](plugin::Plugin::serve) runs the lifecycle with
+//! [`plugin::lifecycle::run_blocking`] — `plugin/wasm/handler/mod.rs` with
+//! the blocking bindings, or `plugin/native/mod.rs` through the C ABI.
+//!
+//! A datagram: `server/udp.rs` receives it, a pooled thread hands it to a
+//! fresh `datagram-handler` instance (`plugin/wasm/datagram.rs`), the
+//! replies go back from the same socket.
+//!
+//! # To change X, edit Y
+//!
+//! | to change | edit |
+//! |---|---|
+//! | the order or bounds of `setup`/`handle`/`finish` | `plugin/lifecycle.rs` (every kind and mode follows) |
+//! | add a world | a module beside `plugin/wasm/handler/` and `datagram.rs`, its linker in `plugin/wasm/linker.rs`, its WIT in `wit/` |
+//! | add a serving mode | a module beside `server/pool.rs` and `server/events.rs`, chosen in `server/mod.rs` `dispatch` |
+//! | what a plugin may reach | `plugin/wasm/grants.rs` (WASI context), `plugin/wasm/linker.rs` (imports) |
+//! | engine, pooling, epochs | `plugin/wasm/engine.rs` |
+//! | a flag | `main.rs`'s `cli/` (flags override the file: `cli/run.rs`), then `service.rs` |
+//! | a configuration key | `config.rs`, then `cli/run.rs` `file_listener` |
+//! | an OS call | `sys/` |
+//! | a metric | `metrics.rs` |
 
 #![deny(missing_docs)]
 

@@ -150,6 +150,25 @@ in_every_mode! {
     }
 }
 
+/// `host check` sizes its engine as `host run` does: every guest passes,
+/// the Python and JavaScript ones (many core instances each) included.
+#[test]
+fn host_check_accepts_the_guest_of_every_language() {
+    let names: Vec<&str> = GUESTS.iter().map(|(name, _)| *name).collect();
+    require_built(&names);
+    for name in names {
+        let path = guest_path(name);
+        let out = run_host(&["check", utf8(&path)]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.starts_with("ok: "),
+            "host check {name}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("instance: "), "{name}: {stdout}");
+    }
+}
+
 #[test]
 fn guests_built_against_another_wit_are_refused_by_name() {
     let cases: [(&str, &[&str]); 2] = [
@@ -180,9 +199,9 @@ fn guests_built_against_another_wit_are_refused_by_name() {
     }
 }
 
-/// Runs a scaffold's `plugin.toml` build command in `dir`, with the
-/// toolchains `scripts/build-guests.sh` installs on the PATH; returns the
-/// built component.
+/// Runs a scaffold's `plugin.toml` build command in `dir` as a user would
+/// (the toolchains `scripts/build-guests.sh` installs are not on the
+/// PATH); returns the built component.
 fn build_scaffold(dir: &std::path::Path) -> PathBuf {
     let root = workspace_root();
     let tools = root.join("target/guest-tools");
@@ -194,16 +213,12 @@ fn build_scaffold(dir: &std::path::Path) -> PathBuf {
     let output = manifest["output"]
         .as_str()
         .expect("plugin.toml has an output");
-    let path = format!(
-        "{}:{}",
-        tools.join("venv/bin").display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    // The user's PATH as it is: `host new` must point the build at the
+    // toolchains the setup installed under target/guest-tools itself.
     let out = std::process::Command::new("sh")
         .arg("-c")
         .arg(build)
         .current_dir(dir)
-        .env("PATH", path)
         .env("GOCACHE", tools.join("go-cache"))
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("CARGO_BUILD_TARGET")

@@ -87,7 +87,16 @@ fn start_reference(kind: Kind, settings: &Settings) -> Target {
 fn echo_targets(settings: &Settings, plugins: &NativePlugins) -> Vec<Target> {
     let mut targets = vec![
         start_reference(Kind::Echo, settings),
-        start_host("host, wasm echo", &["--plugin", "echo"], settings),
+        start_host(
+            "host, wasm echo (default: event loops)",
+            &["--plugin", "echo"],
+            settings,
+        ),
+        start_host(
+            "host, wasm echo, --event-loops 0 (threads)",
+            &["--plugin", "echo", "--event-loops", "0"],
+            settings,
+        ),
     ];
     targets.extend(start_pgo_host("echo", settings));
     targets.extend([
@@ -280,8 +289,13 @@ pub fn http(settings: &Settings, plugins: &NativePlugins) {
     let mut targets = vec![
         start_reference(Kind::Http, settings),
         start_host(
-            "host, wasm http-hello",
+            "host, wasm http-hello (default: event loops)",
             &["--plugin", "http-hello"],
+            settings,
+        ),
+        start_host(
+            "host, wasm http-hello, --event-loops 0 (threads)",
+            &["--plugin", "http-hello", "--event-loops", "0"],
             settings,
         ),
     ];
@@ -366,7 +380,13 @@ pub fn idle(settings: &Settings, plugins: &NativePlugins) {
         &format!("idle connections: up to {count} opened and held"),
         "RSS growth per answered connection in KiB, lower is better",
         &[
-            "held", "answered", "RSS MiB", "held MiB", "threads", "sample",
+            "held",
+            "answered",
+            "RSS MiB",
+            "held MiB",
+            "threads",
+            "maps/conn",
+            "sample",
         ],
     );
     table.note(raise_fd_limit(count as u64 + 1024));
@@ -382,7 +402,20 @@ pub fn idle(settings: &Settings, plugins: &NativePlugins) {
     // One server at a time, fresh, so that its RSS is this workload's only.
     let mut starts: Vec<Box<dyn Fn() -> Target>> = vec![
         Box::new(|| start_reference(Kind::Echo, settings)),
-        Box::new(|| start_host("host, wasm echo", &["--plugin", "echo"], settings)),
+        Box::new(|| {
+            start_host(
+                "host, wasm echo (default: event loops)",
+                &["--plugin", "echo"],
+                settings,
+            )
+        }),
+        Box::new(|| {
+            start_host(
+                "host, wasm echo, --event-loops 0 (threads)",
+                &["--plugin", "echo", "--event-loops", "0"],
+                settings,
+            )
+        }),
         Box::new(|| {
             start_host(
                 "host, wasm echo, --event-loops 1",
@@ -424,6 +457,11 @@ pub fn idle(settings: &Settings, plugins: &NativePlugins) {
                         format!("{:.1}", idle.before_kib as f64 / 1024.0),
                         format!("{:.1}", idle.after_kib as f64 / 1024.0),
                         idle.threads.to_string(),
+                        format!(
+                            "{:.1}",
+                            idle.after_maps.saturating_sub(idle.before_maps) as f64
+                                / idle.answered.max(1) as f64
+                        ),
                         format!("{}/{}", idle.sample_ok, idle.sample_size),
                     ],
                 );
@@ -447,6 +485,10 @@ struct Idle {
     open_took: Duration,
     before_kib: u64,
     after_kib: u64,
+    /// Memory mappings (`/proc/<pid>/maps` lines) before and while held:
+    /// what `vm.max_map_count` bounds.
+    before_maps: usize,
+    after_maps: usize,
     threads: u64,
     sample_ok: usize,
     sample_size: usize,
@@ -460,11 +502,13 @@ fn hold_idle(server: &Server, count: usize) -> Result<Idle> {
     drop(warm);
     std::thread::sleep(Duration::from_millis(200));
     let before_kib = status_field(server.pid(), "VmRSS")?;
+    let before_maps = mappings(server.pid())?;
     let held = load::open_idle(server.addr, count, IDLE_OPEN_LIMIT);
     let all: Vec<&TcpStream> = held.streams.iter().collect();
     let answered = load::echo_check(&all, IDLE_ECHO_LIMIT)?;
     std::thread::sleep(Duration::from_millis(500));
     let after_kib = status_field(server.pid(), "VmRSS")?;
+    let after_maps = mappings(server.pid())?;
     let threads = status_field(server.pid(), "Threads")?;
     let step = (all.len() / IDLE_SAMPLE).max(1);
     let sample: Vec<&TcpStream> = all
@@ -481,10 +525,19 @@ fn hold_idle(server: &Server, count: usize) -> Result<Idle> {
         open_took: held.took,
         before_kib,
         after_kib,
+        before_maps,
+        after_maps,
         threads,
         sample_ok,
         sample_size: sample.len(),
     })
+}
+
+/// How many memory mappings process `pid` has.
+fn mappings(pid: u32) -> Result<usize> {
+    let path = format!("/proc/{pid}/maps");
+    let maps = std::fs::read(&path).with_context(|| format!("read {path}"))?;
+    Ok(maps.iter().filter(|&&b| b == b'\n').count())
 }
 
 /// A number from `/proc/<pid>/status` (`VmRSS` in KiB, `Threads`).

@@ -1,5 +1,7 @@
 //! A listening socket of either kind (TCP or Unix stream), accepting
-//! connections as blocking [`Stream`]s for the connection threads.
+//! connections as non-blocking [`Stream`]s; the session then wraps each
+//! for its serving mode (blocking on a thread, or registered with an event
+//! loop).
 
 use std::io;
 use std::os::fd::AsRawFd;

@@ -1,8 +1,11 @@
-//! The server: `mio` owns the listening sockets and the accept loop; each
-//! accepted connection is handed to a pooled thread where a fresh plugin
-//! instance serves it — or, with event loops enabled, to the least busy
-//! event-loop thread, where it is one task among many. Signals stop it
-//! gracefully (SIGINT/SIGTERM) or ask for a reload (SIGHUP).
+//! The server: `mio` owns the listening sockets and the accept loop, and
+//! the server owns the serving mode. Each accepted connection whose plugin
+//! has an event-loop form goes to the least busy event-loop thread
+//! ([`events`], where it is one task among many) when the listener has
+//! loops; any other goes to a pooled thread of its own ([`pool`]).
+//! [`session`] is one connection's life in either mode. Signals stop the
+//! server gracefully (SIGINT/SIGTERM: stop accepting, drain for the grace
+//! period) or ask for a reload (SIGHUP). [`udp`] is the datagram server.
 
 mod access;
 mod bind;
