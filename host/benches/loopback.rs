@@ -28,6 +28,9 @@
 //! - `BENCH_PGO` (default 1): with 0, leave out the rows of the
 //!   profile-guided build (`target/pgo/host`, made by
 //!   `scripts/build-pgo.sh`), which are otherwise added when it exists.
+//! - `BENCH_BASELINE`: another `host` binary (e.g. the previous commit's
+//!   build) that gets rows of its own, with its default flags, in the same
+//!   rounds: an A/B run.
 //! - `BENCH_PIN` (default 1): with 0, servers and load generators run
 //!   wherever the scheduler puts them. By default every server process is
 //!   pinned to CPU 0 and every load generator (this process's threads, wrk)

@@ -137,10 +137,12 @@ pub struct HostBinaries {
     /// The one every host row runs: `BENCH_HOST`, else the workspace's
     /// release build.
     pub main: PathBuf,
-    /// The profile-guided build `scripts/build-pgo.sh` leaves in
-    /// `target/pgo/host`, if there is one and `BENCH_PGO` is not 0: it gets
-    /// rows of its own, measured in the same rounds.
-    pub pgo: Option<PathBuf>,
+    /// Other builds with rows of their own, measured in the same rounds,
+    /// each with its label: the profile-guided build `scripts/build-pgo.sh`
+    /// leaves in `target/pgo/host` (if there is one and `BENCH_PGO` is not
+    /// 0), and `BENCH_BASELINE` (e.g. the previous commit's build, for an
+    /// A/B run).
+    pub others: Vec<(&'static str, PathBuf)>,
 }
 
 impl HostBinaries {
@@ -150,9 +152,16 @@ impl HostBinaries {
             .filter(|path| !path.is_empty())
             .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_host")), PathBuf::from);
         let pgo = workspace_target().join("pgo/host");
+        let baseline = std::env::var_os("BENCH_BASELINE")
+            .filter(|path| !path.is_empty())
+            .map(PathBuf::from);
+        let others = [
+            (pgo_rows && pgo.is_file()).then_some(("PGO build", pgo)),
+            baseline.map(|path| ("baseline", path)),
+        ];
         HostBinaries {
             main,
-            pgo: (pgo_rows && pgo.is_file()).then_some(pgo),
+            others: others.into_iter().flatten().collect(),
         }
     }
 }

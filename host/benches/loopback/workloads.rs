@@ -8,11 +8,11 @@
 //!   seeds' Python `socketserver.ThreadingTCPServer` echo when `python3`
 //!   is installed. The servers stay up for all three.
 //! - `http`: wrk against the reference HTTP server, the host with the
-//!   built-in `http-hello` (WASM on threads and on one event loop, and
+//!   built-in `http-hello` (WASM by default, on threads and on one event loop, and
 //!   native when built) and nginx.
-//! - In both, the profile-guided build of the host (`target/pgo/host`,
-//!   from `scripts/build-pgo.sh`) with the WASM plugin on threads, when it
-//!   exists.
+//! - In both, the other builds under test with their default flags: the
+//!   profile-guided build (`target/pgo/host`, from `scripts/build-pgo.sh`)
+//!   when it exists, and `BENCH_BASELINE` when set.
 //! - `idle`: many idle connections held open against a fresh server of
 //!   each kind, its RSS before and while holding them.
 //! - `startup` (in its own module): spawn to first echoed connection.
@@ -51,16 +51,18 @@ fn start_host(name: &str, args: &[&str], settings: &Settings) -> Target {
     start_host_binary(name, &settings.hosts.main, args, settings)
 }
 
-/// The profile-guided build serving `plugin` on threads, if it was built.
-fn start_pgo_host(plugin: &str, settings: &Settings) -> Option<Target> {
-    let binary = settings.hosts.pgo.as_ref()?;
-    let name = format!("host (PGO build), wasm {plugin}");
-    Some(start_host_binary(
-        &name,
-        binary,
-        &["--plugin", plugin],
-        settings,
-    ))
+/// The other builds under test (the PGO build, `BENCH_BASELINE`) serving
+/// `plugin` with their default flags.
+fn start_other_hosts(plugin: &str, settings: &Settings) -> Vec<Target> {
+    settings
+        .hosts
+        .others
+        .iter()
+        .map(|(label, binary)| {
+            let name = format!("host ({label}), wasm {plugin}");
+            start_host_binary(&name, binary, &["--plugin", plugin], settings)
+        })
+        .collect()
 }
 
 fn start_host_binary(name: &str, binary: &Path, args: &[&str], settings: &Settings) -> Target {
@@ -98,7 +100,7 @@ fn echo_targets(settings: &Settings, plugins: &NativePlugins) -> Vec<Target> {
             settings,
         ),
     ];
-    targets.extend(start_pgo_host("echo", settings));
+    targets.extend(start_other_hosts("echo", settings));
     targets.extend([
         start_host(
             "host, wasm echo, --call-timeout 0",
@@ -299,7 +301,7 @@ pub fn http(settings: &Settings, plugins: &NativePlugins) {
             settings,
         ),
     ];
-    targets.extend(start_pgo_host("http-hello", settings));
+    targets.extend(start_other_hosts("http-hello", settings));
     targets.extend([start_host(
         "host, wasm http-hello, --event-loops 1",
         &["--plugin", "http-hello", "--event-loops", "1"],
