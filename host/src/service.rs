@@ -241,13 +241,12 @@ fn runtime_for(
     max_connections: usize,
     event_loop: bool,
 ) -> Result<WasmRuntime> {
-    let limits = InstanceLimits {
-        max_memory: plan.max_memory,
-        call_timeout: plan.call_timeout,
-        max_instances: u32::try_from(max_connections).unwrap_or(u32::MAX),
+    let limits = InstanceLimits::for_listener(
+        plan.max_memory,
+        plan.call_timeout,
+        max_connections,
         event_loop,
-        ..InstanceLimits::default()
-    };
+    );
     WasmRuntime::new(limits, plan.cache.clone(), sandbox)
 }
 

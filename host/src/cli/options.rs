@@ -51,12 +51,12 @@ impl EngineOptions {
     /// `max_instances` live instances, granting what `sandbox` allows.
     pub fn runtime(&self, max_instances: usize, sandbox: Sandbox) -> Result<WasmRuntime> {
         let defaults = InstanceLimits::default();
-        let limits = InstanceLimits {
-            max_memory: self.max_memory.unwrap_or(defaults.max_memory),
-            call_timeout: self.call_timeout.unwrap_or(defaults.call_timeout),
-            max_instances: u32::try_from(max_instances).unwrap_or(u32::MAX),
-            ..defaults
-        };
+        let limits = InstanceLimits::for_listener(
+            self.max_memory.unwrap_or(defaults.max_memory),
+            self.call_timeout.unwrap_or(defaults.call_timeout),
+            max_instances,
+            false,
+        );
         WasmRuntime::new(limits, self.cache(), sandbox)
     }
 

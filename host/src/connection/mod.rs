@@ -64,6 +64,28 @@ impl ConnError {
     }
 }
 
+/// `From<ConnError>` for an `error-code` of the plugin contract: a WIT
+/// bindings' type or the native ABI's (the same variants), so every plugin
+/// kind maps transport errors one way.
+macro_rules! error_code_from_conn_error {
+    ($code:ty) => {
+        impl From<$crate::connection::ConnError> for $code {
+            fn from(err: $crate::connection::ConnError) -> Self {
+                use $crate::connection::ConnError;
+                match err {
+                    ConnError::Closed => Self::Closed,
+                    ConnError::TimedOut => Self::TimedOut,
+                    ConnError::Reset => Self::Reset,
+                    ConnError::BrokenPipe => Self::BrokenPipe,
+                    ConnError::InvalidArgument => Self::InvalidArgument,
+                    ConnError::Other => Self::Other,
+                }
+            }
+        }
+    };
+}
+pub(crate) use error_code_from_conn_error;
+
 /// Which direction(s) `shutdown` closes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShutdownDirection {

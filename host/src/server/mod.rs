@@ -14,6 +14,7 @@ mod listener;
 mod live;
 mod pool;
 mod session;
+mod signals;
 mod udp;
 
 use std::io;
@@ -21,9 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use signal_hook_mio::v1_0::Signals;
+use mio::{Events, Poll, Token, Waker};
 
 pub use self::access::AccessRules;
 use self::events::EventLoops;
@@ -31,6 +30,7 @@ use self::listener::Listener;
 use self::live::LiveConnections;
 use self::pool::ThreadPool;
 use self::session::Session;
+use self::signals::{ControlSignals, Stop};
 pub use self::udp::{UdpConfig, UdpServer};
 use crate::address::{ListenAddr, PeerAddr};
 use crate::connection::Stream;
@@ -87,7 +87,7 @@ pub struct Server {
     metrics: ListenerMetrics,
     poll: Poll,
     listeners: Vec<Listener>,
-    signals: Signals,
+    signals: ControlSignals,
     live: LiveConnections,
     pool: ThreadPool,
     events: Option<EventLoops>,
@@ -112,11 +112,7 @@ impl Server {
                 .context("cannot watch the listening socket")?;
             listeners.push(listener);
         }
-        let mut signals =
-            Signals::new([SIGINT, SIGTERM, SIGHUP]).context("cannot install signal handlers")?;
-        poll.registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)
-            .context("cannot watch signals")?;
+        let signals = ControlSignals::register(poll.registry(), SIGNALS)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).context("cannot create waker")?);
         let live = LiveConnections::new(Box::new(move || {
             // Waking only fails if the event loop is gone, i.e. at exit.
@@ -187,14 +183,7 @@ impl Server {
             let mut stop = None;
             for event in events.iter() {
                 match event.token() {
-                    SIGNALS => {
-                        for signal in self.signals.pending() {
-                            match signal {
-                                SIGHUP => hooks.reload(),
-                                other => stop = Some(other),
-                            }
-                        }
-                    }
+                    SIGNALS => stop = self.signals.handle(hooks).or(stop),
                     WAKER => {}
                     Token(index) => self.accept_all(index),
                 }
@@ -304,12 +293,7 @@ impl Server {
 
     /// Stops accepting, waits up to the grace period for live connections,
     /// then shuts the rest down.
-    fn drain(mut self, signal: i32) -> Result<()> {
-        let name = if signal == SIGINT {
-            "SIGINT"
-        } else {
-            "SIGTERM"
-        };
+    fn drain(mut self, Stop { name }: Stop) -> Result<()> {
         for mut listener in self.listeners.drain(..) {
             let _ = listener.deregister(self.poll.registry());
         }
@@ -345,8 +329,7 @@ impl Server {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => return Err(err).context("event loop failed"),
             }
-            let again = events.iter().any(|e| e.token() == SIGNALS)
-                && self.signals.pending().any(|s| s == SIGINT || s == SIGTERM);
+            let again = events.iter().any(|e| e.token() == SIGNALS) && self.signals.stop_again();
             if again {
                 tracing::warn!("second signal: not waiting for the grace period");
                 return Ok(false);

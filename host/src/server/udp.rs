@@ -13,10 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use signal_hook_mio::v1_0::Signals;
 
 use super::pool::ThreadPool;
+use super::signals::{ControlSignals, Stop};
 use super::{AccessRules, ServerHooks};
 use crate::metrics::{ListenerMetrics, Metrics};
 use crate::plugin::Outcome;
@@ -53,7 +52,7 @@ pub struct UdpServer {
     socket: mio::net::UdpSocket,
     replies: Arc<UdpSocket>,
     poll: Poll,
-    signals: Signals,
+    signals: ControlSignals,
     pool: ThreadPool,
     in_flight: Arc<AtomicUsize>,
     metrics: ListenerMetrics,
@@ -82,11 +81,7 @@ impl UdpServer {
         poll.registry()
             .register(&mut socket, SOCKET, Interest::READABLE)
             .context("cannot watch the UDP socket")?;
-        let mut signals =
-            Signals::new([SIGINT, SIGTERM, SIGHUP]).context("cannot install signal handlers")?;
-        poll.registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)
-            .context("cannot watch signals")?;
+        let signals = ControlSignals::register(poll.registry(), SIGNALS)?;
         let bound = socket.local_addr().context("UDP socket has no address")?;
         let name = config
             .name
@@ -134,23 +129,15 @@ impl UdpServer {
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => return Err(err).context("event loop failed"),
             }
-            let mut stop = false;
+            let mut stop = None;
             for event in events.iter() {
                 match event.token() {
-                    SIGNALS => {
-                        for signal in self.signals.pending() {
-                            if signal == SIGHUP {
-                                hooks.reload();
-                            } else {
-                                stop = true;
-                            }
-                        }
-                    }
+                    SIGNALS => stop = self.signals.handle(hooks).or(stop),
                     _ => self.receive_all(&mut buf),
                 }
             }
-            if stop {
-                return self.drain();
+            if let Some(stop) = stop {
+                return self.drain(stop);
             }
         }
     }
@@ -221,10 +208,10 @@ impl UdpServer {
         }
     }
 
-    fn drain(self) -> Result<()> {
+    fn drain(self, Stop { name }: Stop) -> Result<()> {
         tracing::info!(
             in_flight = self.in_flight.load(Ordering::Acquire),
-            "shutting down: no longer receiving datagrams"
+            "{name} received: shutting down; no longer receiving datagrams"
         );
         let deadline = Instant::now() + self.config.grace;
         while self.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {

@@ -24,16 +24,7 @@ pub static HOST_API: HostApi = HostApi {
     timeout,
 };
 
-fn code(err: ConnError) -> ErrorCode {
-    match err {
-        ConnError::Closed => ErrorCode::Closed,
-        ConnError::TimedOut => ErrorCode::TimedOut,
-        ConnError::Reset => ErrorCode::Reset,
-        ConnError::BrokenPipe => ErrorCode::BrokenPipe,
-        ConnError::InvalidArgument => ErrorCode::InvalidArgument,
-        ConnError::Other => ErrorCode::Other,
-    }
-}
+crate::connection::error_code_from_conn_error!(ErrorCode);
 
 /// Runs `f` on the connection behind `conn`, turning a (host bug) panic
 /// into `fallback` instead of unwinding across the C boundary.
@@ -50,7 +41,7 @@ unsafe fn with_conn<R>(conn: *mut c_void, fallback: R, f: impl FnOnce(&mut Conne
 fn status(result: Result<(), ConnError>) -> i32 {
     match result {
         Ok(()) => 0,
-        Err(err) => code(err) as i32,
+        Err(err) => ErrorCode::from(err) as i32,
     }
 }
 
@@ -65,7 +56,7 @@ unsafe extern "C" fn read(conn: *mut c_void, buf: *mut u8, len: usize) -> i64 {
         with_conn(conn, -(ErrorCode::Other as i64), |c| {
             match c.read_into(buf) {
                 Ok(n) => n as i64,
-                Err(err) => -(code(err) as i64),
+                Err(err) => -(ErrorCode::from(err) as i64),
             }
         })
     }

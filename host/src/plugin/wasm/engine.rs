@@ -57,6 +57,24 @@ pub struct InstanceLimits {
 }
 
 impl InstanceLimits {
+    /// The limits of a listener's instances: memory and CPU per instance,
+    /// room for `max_instances` live at once (fiber stacks too, with
+    /// `event_loop`), the defaults for the rest.
+    pub fn for_listener(
+        max_memory: usize,
+        call_timeout: Duration,
+        max_instances: usize,
+        event_loop: bool,
+    ) -> Self {
+        Self {
+            max_memory,
+            call_timeout,
+            max_instances: u32::try_from(max_instances).unwrap_or(u32::MAX),
+            event_loop,
+            ..Self::default()
+        }
+    }
+
     /// Whether guest calls run under a CPU deadline.
     pub fn cpu_deadline(&self) -> bool {
         !self.call_timeout.is_zero()

@@ -21,26 +21,6 @@ use crate::address::PeerAddr;
 use crate::connection::Connection;
 use crate::plugin::wasm::state::{ConnState, ConnectionHandle, StoreState};
 
-/// `From<ConnError>` for a bindings' `error-code`.
-macro_rules! error_code_from_conn_error {
-    ($code:ty) => {
-        impl From<$crate::connection::ConnError> for $code {
-            fn from(err: $crate::connection::ConnError) -> Self {
-                use $crate::connection::ConnError;
-                match err {
-                    ConnError::Closed => Self::Closed,
-                    ConnError::TimedOut => Self::TimedOut,
-                    ConnError::Reset => Self::Reset,
-                    ConnError::BrokenPipe => Self::BrokenPipe,
-                    ConnError::InvalidArgument => Self::InvalidArgument,
-                    ConnError::Other => Self::Other,
-                }
-            }
-        }
-    };
-}
-pub(super) use error_code_from_conn_error;
-
 /// The `connection` methods that never wait (shutdown, addresses, the read
 /// timeout, drop), for inside a bindings' `impl HostConnection`. `ErrorCode`,
 /// `ShutdownHow` and `SocketAddress` are that bindings' types, in scope where
@@ -115,7 +95,7 @@ macro_rules! non_waiting_connection_methods {
 }
 pub(super) use non_waiting_connection_methods;
 
-error_code_from_conn_error!(ErrorCode);
+crate::connection::error_code_from_conn_error!(ErrorCode);
 
 /// The WIT `socket-address` fields for `addr`: Unix peers appear as
 /// `{ ip: "unix:<path>", port: 0 }` (see the WIT).

@@ -8,8 +8,8 @@ use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, Resource, WasmList};
 
 use super::super::connection_resource::{
-    READ_METHOD, WRITE_METHOD, data_and_guest_bytes, error_code_from_conn_error,
-    non_waiting_connection_methods, replace_generated_io,
+    READ_METHOD, WRITE_METHOD, data_and_guest_bytes, non_waiting_connection_methods,
+    replace_generated_io,
 };
 use super::super::guest_receive::ReadOutcome;
 use super::EventState;
@@ -19,7 +19,7 @@ use super::bindings::plughost::handler::connections::{
 use crate::connection::event::EventConnection;
 use crate::plugin::wasm::state::ConnectionHandle;
 
-error_code_from_conn_error!(ErrorCode);
+crate::connection::error_code_from_conn_error!(ErrorCode);
 
 impl Host for EventState {}
 
