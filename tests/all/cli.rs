@@ -4,17 +4,13 @@
 
 use std::fs;
 
-use crate::support::{example_plugin, refused, run_host, temp_dir, test_plugin, utf8};
+use crate::support::{
+    START_TIMEOUT, checked, example_plugin, refused, temp_dir, test_plugin, utf8,
+};
 
 #[test]
 fn check_describes_a_good_plugin() {
-    let out = run_host(&["check", utf8(&example_plugin("http-hello.wasm"))]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = checked(&example_plugin("http-hello.wasm"), START_TIMEOUT);
     assert!(
         stdout.contains("implements plughost:handler/handler@0.1"),
         "{stdout}"

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use crate::support::checks::{check_bot, check_echo, check_http};
 use crate::support::clients::echo_to_end;
-use crate::support::{Host, Mode, refused, run_host, temp_dir, utf8, workspace_root};
+use crate::support::{Host, Mode, checked, refused, run_host, temp_dir, utf8, workspace_root};
 
 /// How long a host may take to start with a guest nobody compiled yet:
 /// Python and JavaScript components are 12–18 MB (an interpreter inside).
@@ -157,14 +157,8 @@ fn host_check_accepts_the_guest_of_every_language() {
     let names: Vec<&str> = GUESTS.iter().map(|(name, _)| *name).collect();
     require_built(&names);
     for name in names {
-        let path = guest_path(name);
-        let out = run_host(&["check", utf8(&path)]);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && stdout.starts_with("ok: "),
-            "host check {name}: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stdout = checked(&guest_path(name), COLD_START);
+        assert!(stdout.starts_with("ok: "), "host check {name}: {stdout}");
         assert!(stdout.contains("instance: "), "{name}: {stdout}");
     }
 }

@@ -14,8 +14,8 @@ use crate::support::checks::{
 };
 use crate::support::clients::echo_to_end;
 use crate::support::{
-    Host, Mode, SOON, connect, example_plugin, lean_test_plugin, native_test_plugin, round_trip,
-    run_host, test_plugin,
+    Host, Mode, SOON, START_TIMEOUT, checked, connect, example_plugin, lean_test_plugin,
+    native_test_plugin, round_trip, test_plugin,
 };
 
 type Check = fn(&Host);
@@ -308,13 +308,7 @@ in_every_mode! {
     /// described by `check` and serves like the current echo.
     fn a_plugin_built_against_the_previous_contract_still_works(mode: Mode) {
         let plugin = test_plugin("old_wit_echo.wasm");
-        let out = run_host(&["check", crate::support::utf8(&plugin)]);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stdout = checked(&plugin, START_TIMEOUT);
         assert!(
             stdout.contains("plughost:handler/connections@0.1.0"),
             "{stdout}"

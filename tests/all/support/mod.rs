@@ -170,13 +170,19 @@ fn host_command() -> Command {
 /// Runs a one-shot `host` command (e.g. `check`, or a `run` that must fail)
 /// to completion, bounded in time.
 pub fn run_host(args: &[&str]) -> Output {
+    run_host_within(args, START_TIMEOUT)
+}
+
+/// [`run_host`] with a bound of its own (a first compile of a big guest
+/// takes longer than [`START_TIMEOUT`]).
+pub fn run_host_within(args: &[&str], timeout: Duration) -> Output {
     let mut child = host_command()
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start host");
-    let deadline = Instant::now() + START_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     loop {
         if child.try_wait().expect("wait for host").is_some() {
             return child.wait_with_output().expect("host output");
@@ -187,6 +193,18 @@ pub fn run_host(args: &[&str]) -> Output {
         }
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// `host check PLUGIN`, which must succeed (within `timeout`); its report.
+pub fn checked(plugin: &Path, timeout: Duration) -> String {
+    let out = run_host_within(&["check", utf8(plugin)], timeout);
+    assert!(
+        out.status.success(),
+        "host check {}: {}",
+        plugin.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Runs a bad `host` command line and returns its one error line.
