@@ -154,3 +154,25 @@ fn the_files_values_apply_where_no_flag_is_given() {
     assert_eq!(listener["max_memory"], 128 << 20, "{listener}");
     assert_eq!(listener["call_timeout_ms"], 10_000, "{listener}");
 }
+
+/// With no mode asked for, a WASM plugin is served on event loops (one
+/// per CPU the host may use), and the `listening on` line says how.
+#[test]
+fn the_default_serving_mode_is_event_loops_and_is_logged() {
+    let host = Host::builder().plugin("echo").mode_as_configured().start();
+    let logs = host.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("listening on"))
+        .expect("a listening line");
+    assert!(
+        line.contains("serving=") && line.contains("event loop"),
+        "{line}"
+    );
+    let threads = Host::builder().plugin("echo").mode(Mode::Threads).start();
+    assert!(
+        threads.stderr_contains("serving=a thread per connection"),
+        "{}",
+        threads.logs()
+    );
+}

@@ -164,10 +164,16 @@ impl Server {
     /// Accepts and serves connections until SIGINT/SIGTERM, then drains.
     pub fn run(mut self, hooks: &mut dyn ServerHooks) -> Result<()> {
         crate::sys::sched::accept_in_batches();
+        let serving = match (&self.events, self.plugin.get().on_event_loop()) {
+            (Some(_), Some(_)) if self.config.event_loops == 1 => "1 event loop".to_string(),
+            (Some(_), Some(_)) => format!("{} event loops", self.config.event_loops),
+            _ => "a thread per connection".to_string(),
+        };
         for addr in self.local_addrs() {
             tracing::info!(
                 listener = self.metrics.name(),
                 plugin = %self.plugin.get().version(),
+                serving = %serving,
                 "listening on {addr}"
             );
         }
