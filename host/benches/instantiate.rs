@@ -29,7 +29,9 @@ fn closed_connection() -> Result<Connection> {
     drop(client);
     let stream = Stream::Unix(server);
     let peer = stream.peer_addr().context("peer address")?;
-    Connection::blocking(stream, peer, None).context("wrap socket")
+    Connection::blocking(stream, peer, None)
+        .map_err(|unwrapped| unwrapped.error)
+        .context("wrap socket")
 }
 
 /// Runs `once` WARMUP + ROUNDS times; the last ROUNDS timings, sorted.

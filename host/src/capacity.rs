@@ -58,14 +58,14 @@ pub fn raise_open_files() {
     }
 }
 
-/// The most connections the open-file soft limit leaves room for.
-fn connections_for_open_files() -> Option<usize> {
+/// The most connections the open-file soft limit leaves room for when
+/// each holds `files_per_connection` descriptors.
+fn connections_for_open_files(files_per_connection: usize) -> Option<usize> {
     let soft = limits::open_files_soft_limit()?;
-    Some(
-        usize::try_from(soft)
-            .unwrap_or(usize::MAX)
-            .saturating_sub(RESERVED_FILES),
-    )
+    let free = usize::try_from(soft)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(RESERVED_FILES);
+    Some(free / files_per_connection.max(1))
 }
 
 /// Mappings per connection: on event loops or on threads.
@@ -85,20 +85,23 @@ pub fn connections_for_map_count(max_map_count: usize, per_connection: usize) ->
 
 /// The default connection cap: [`DEFAULT_MAX_CONNECTIONS`], lowered to what
 /// the live `vm.max_map_count` (served on event loops or threads) and the
-/// open-file limit allow.
-pub fn default_max_connections(event_loops: bool) -> usize {
+/// open-file limit allow, for connections that each hold their socket and
+/// `granted_dirs` directories (opened per connection, see
+/// `plugin/wasm/grants.rs`). The budget is per listener: listeners of one
+/// process share the limits, so several busy ones may still meet them.
+pub fn default_max_connections(event_loops: bool, granted_dirs: usize) -> usize {
     let per_connection = mappings_per_connection(event_loops);
     let by_maps = max_map_count().map_or(DEFAULT_MAX_CONNECTIONS, |count| {
         connections_for_map_count(count, per_connection)
     });
-    let by_files = connections_for_open_files().unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    let by_files = connections_for_open_files(1 + granted_dirs).unwrap_or(DEFAULT_MAX_CONNECTIONS);
     DEFAULT_MAX_CONNECTIONS.min(by_maps).min(by_files).max(1)
 }
 
 /// The connection cap for a listener: `asked`, else the default; asking
 /// for more than `vm.max_map_count` allows is warned about.
-pub fn connection_cap(asked: Option<usize>, event_loops: bool) -> usize {
-    let safe = default_max_connections(event_loops);
+pub fn connection_cap(asked: Option<usize>, event_loops: bool, granted_dirs: usize) -> usize {
+    let safe = default_max_connections(event_loops, granted_dirs);
     match asked {
         None => safe,
         Some(asked) => {
@@ -106,7 +109,8 @@ pub fn connection_cap(asked: Option<usize>, event_loops: bool) -> usize {
                 tracing::warn!(
                     "a connection cap of {asked} exceeds what vm.max_map_count and the \
                      open-file limit allow (about {safe}); raise them with \
-                     `sysctl -w vm.max_map_count=262144` and `ulimit -Hn`"
+                     `sysctl -w vm.max_map_count=262144` and, as root, the hard \
+                     open-file limit (`LimitNOFILE=` for a systemd unit)"
                 );
             }
             asked
@@ -131,7 +135,9 @@ mod tests {
     #[test]
     fn a_tiny_map_count_still_allows_one_connection() {
         assert_eq!(connections_for_map_count(10, 6), 0);
-        assert!(default_max_connections(false) >= 1);
-        assert!(default_max_connections(true) >= 1);
+        assert!(default_max_connections(false, 0) >= 1);
+        assert!(default_max_connections(true, 0) >= 1);
+        // Each granted directory is a descriptor per connection.
+        assert!(default_max_connections(true, 3) <= default_max_connections(true, 0));
     }
 }

@@ -23,22 +23,25 @@
 //! Event loops (the default for WASM plugins):
 //!
 //! 1. `server/mod.rs`: `mio` reports the listener readable; `accept_all`
-//!    accepts, checks the cap and `access.rs` rules, registers the socket in
-//!    `live.rs` and builds a `Session` with the plugin version in service.
-//! 2. `server/mod.rs` `dispatch`: the plugin has an event-loop form
+//!    checks the cap and accepts.
+//! 2. `server/mod.rs` `dispatch`: checks the `access.rs` rules, registers
+//!    the socket in `live.rs`, builds a `Session` with the plugin version
+//!    in service; the plugin has an event-loop form
 //!    ([`Plugin::on_event_loop`](plugin::Plugin::on_event_loop)), so
 //!    `server/events.rs` spawns the session on the least busy loop.
-//! 3. `server/session.rs` `serve_events`: wraps the socket as an
-//!    [`EventConnection`](connection::event::EventConnection), logs
-//!    "connection opened", calls the plugin.
+//! 3. `server/session.rs` `serve_events`: logs "connection opened", wraps
+//!    the socket as an
+//!    [`EventConnection`](connection::event::EventConnection), calls the
+//!    plugin.
 //! 4. `plugin/wasm/handler/mod.rs` (`EventPlugin for WasmPlugin`): a store
 //!    from `plugin/wasm/mod.rs` `new_store` (sandbox, memory cap, CPU
 //!    deadline), then `plugin/wasm/handler/event/mod.rs` instantiates on a
 //!    fiber and runs [`plugin::lifecycle::run`]; the guest's `read`/`write`
 //!    land in `plugin/wasm/handler/event/connection_resource.rs` and wait on
 //!    the loop through `connection/event.rs`.
-//! 5. `server/session.rs` `close`: counts the outcome in `metrics.rs`, logs
-//!    one "connection closed" line, the socket closes.
+//! 5. `server/session.rs` `close`: unregisters the socket, closes it,
+//!    counts the outcome in `metrics.rs` and logs one "connection closed"
+//!    line.
 //!
 //! A thread per connection (`--event-loops 0`, and native plugins always):
 //! steps 1–2 alike, then `server/pool.rs` runs `session::serve` on a

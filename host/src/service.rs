@@ -105,8 +105,16 @@ pub fn run(plan: ServicePlan) -> Result<()> {
     }
     if let Some(addr) = plan.admin {
         let statuses = started.iter().map(|s| s.status.clone()).collect();
-        let caps: Vec<usize> = started.iter().map(|s| s.max_connections).collect();
-        admin::spawn(addr, Arc::clone(&metrics), statuses, summary(&plan, &caps))?;
+        let in_force: Vec<(usize, usize)> = started
+            .iter()
+            .map(|s| (s.max_connections, s.event_loops))
+            .collect();
+        admin::spawn(
+            addr,
+            Arc::clone(&metrics),
+            statuses,
+            summary(&plan, &in_force),
+        )?;
     }
     let mut threads = Vec::new();
     for Started { runner, status, .. } in started {
@@ -145,6 +153,8 @@ struct Started {
     status: ListenerStatus,
     /// The connection cap in force (asked, or derived).
     max_connections: usize,
+    /// The event loops it serves on (0: a thread per connection).
+    event_loops: usize,
 }
 
 /// What runs a listener on its thread.
@@ -166,7 +176,8 @@ fn start(plan: &ListenerPlan, grace: Duration, metrics: &Metrics) -> Result<Star
     let source = PluginSource::parse(&plan.plugin)?;
     let sandbox = Sandbox::new(&plan.grants, plan.config.clone())?;
     if let ListenAddr::Udp(addr) = plan.address {
-        let max_connections = capacity::connection_cap(plan.max_connections, false);
+        let max_connections =
+            capacity::connection_cap(plan.max_connections, false, plan.grants.dirs.len());
         let runtime = runtime_for(plan, sandbox, max_connections, false)?;
         let datagram = DatagramListener {
             addr,
@@ -176,10 +187,16 @@ fn start(plan: &ListenerPlan, grace: Duration, metrics: &Metrics) -> Result<Star
         return start_datagram(plan, datagram, grace, &source, metrics);
     }
     let bytes = source.read()?;
-    // A native plugin keeps a thread per connection even with event loops,
-    // and its cap must leave room for those threads.
+    // Event loops serve WASM plugins; a listener that starts with a native
+    // plugin (a thread per connection) gets none, and a cap with room for
+    // its threads. (A reload to a WASM plugin then runs on threads too.)
     let wasm = loader::kind_of(plan.kind, &bytes.bytes) == PluginKind::Wasm;
-    let max_connections = capacity::connection_cap(plan.max_connections, wasm && event_loops > 0);
+    let event_loops = if wasm { event_loops } else { 0 };
+    let max_connections = capacity::connection_cap(
+        plan.max_connections,
+        event_loops > 0,
+        plan.grants.dirs.len(),
+    );
     let runtime = runtime_for(plan, sandbox, max_connections, event_loops > 0)?;
     let loader = Loader::new(runtime, plan.kind);
     let (plugin, details) = loader.load(&bytes, &source.to_string())?;
@@ -194,9 +211,6 @@ fn start(plan: &ListenerPlan, grace: Duration, metrics: &Metrics) -> Result<Star
         tracing::warn!(
             "serving native plugin `{name}`: it runs unsandboxed, without memory or CPU limits"
         );
-        if event_loops > 0 {
-            tracing::info!("native plugins block: each connection still gets its own thread");
-        }
     }
     for grant in plan.grants.describe() {
         tracing::info!(plugin = %bytes.version, "grant: {grant}");
@@ -230,6 +244,7 @@ fn start(plan: &ListenerPlan, grace: Duration, metrics: &Metrics) -> Result<Star
         runner: Runner::Stream(Box::new((server, hooks))),
         status,
         max_connections,
+        event_loops,
     })
 }
 
@@ -310,24 +325,25 @@ fn start_datagram(
         runner: Runner::Datagram(Box::new((server, hooks))),
         status,
         max_connections: max_in_flight,
+        event_loops: 0,
     })
 }
 
-/// The settings `/status` reports (`caps`: each listener's connection cap
-/// in force).
-fn summary(plan: &ServicePlan, caps: &[usize]) -> serde_json::Value {
+/// The settings `/status` reports (`in_force`: each listener's connection
+/// cap and event loops as started).
+fn summary(plan: &ServicePlan, in_force: &[(usize, usize)]) -> serde_json::Value {
     let listeners: Vec<_> = plan
         .listeners
         .iter()
-        .zip(caps)
-        .map(|(l, cap)| {
+        .zip(in_force)
+        .map(|(l, (cap, event_loops))| {
             serde_json::json!({
                 "name": l.name,
                 "address": l.address.to_string(),
                 "plugin": l.plugin,
                 "watch": l.watch,
                 "max_connections": cap,
-                "event_loops": l.event_loops.unwrap_or_else(default_event_loops),
+                "event_loops": event_loops,
                 "idle_timeout_ms": l.idle_timeout.map(|t| t.as_millis() as u64),
                 "max_memory": l.max_memory,
                 "call_timeout_ms": l.call_timeout.as_millis() as u64,

@@ -176,3 +176,16 @@ fn the_default_serving_mode_is_event_loops_and_is_logged() {
         threads.logs()
     );
 }
+
+#[test]
+fn udp_with_a_configuration_file_is_refused_with_what_to_write_instead() {
+    let config = config_file(
+        "udp-with-file",
+        "[[listener]]\naddress = \"127.0.0.1:0\"\nplugin = \"echo\"\n",
+    );
+    let line = refused(&["run", "--config", utf8(&config), "--udp"]);
+    assert!(
+        line.contains("--udp") && line.contains("udp:IP:PORT"),
+        "{line}"
+    );
+}

@@ -395,8 +395,8 @@ pub fn idle(settings: &Settings, plugins: &NativePlugins) {
     table.note(format!(
         "host: default --max-connections here is {} on threads, {} on event loops (vm.max_map_count {}); \
          answered = echoed one byte within {}s; sample = {IDLE_SAMPLE} of them echo again after the RSS reading",
-        host::capacity::default_max_connections(false),
-        host::capacity::default_max_connections(true),
+        host::capacity::default_max_connections(false, 0),
+        host::capacity::default_max_connections(true, 0),
         host::sys::limits::max_map_count().map_or("unknown".to_string(), |m| m.to_string()),
         IDLE_ECHO_LIMIT.as_secs(),
     ));

@@ -357,6 +357,26 @@ mod tests {
     }
 
     #[test]
+    fn a_quoted_tool_path_survives_in_plugin_toml() {
+        let vars = Vars {
+            componentize_py: shell_quote("/opt/it's/componentize-py"),
+            ..vars()
+        };
+        let python = render(PYTHON, &vars);
+        let manifest = &python
+            .iter()
+            .find(|(p, _)| p == Path::new("plugin.toml"))
+            .unwrap()
+            .1;
+        let parsed: toml::Table = toml::from_str(manifest).expect("plugin.toml parses");
+        let build = parsed["build"].as_str().unwrap();
+        assert!(
+            build.starts_with(r"'/opt/it'\''s/componentize-py' -d wit"),
+            "{build}"
+        );
+    }
+
+    #[test]
     fn a_tool_off_path_is_found_where_the_setup_installs_it() {
         let root = std::env::temp_dir().join(format!("plughost-find-tool-{}", std::process::id()));
         let bin = root.join("target/guest-tools/venv/bin");

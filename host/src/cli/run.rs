@@ -18,8 +18,9 @@ use super::options::EngineOptions;
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Serve the listeners of this configuration file (TOML; see the
-    /// README). With a one-listener file, --plugin, --host, --port and
-    /// --watch override it.
+    /// README). Every limit flag given overrides the file's value for each
+    /// listener; with a one-listener file, --plugin, --host, --port and
+    /// --unix override it too.
     #[arg(long, short, value_name = "FILE")]
     config: Option<PathBuf>,
 
@@ -134,6 +135,13 @@ impl RunArgs {
                 admin: self.admin,
             });
         };
+        if self.udp {
+            bail!(
+                "--udp describes the command line's own listener; in {} write \
+                 `address = \"udp:IP:PORT\"` for a UDP listener",
+                path.display()
+            );
+        }
         let file = ConfigFile::load(path)?;
         let overrides = self.plugin.is_some()
             || self.host.is_some()
@@ -141,8 +149,8 @@ impl RunArgs {
             || self.unix.is_some();
         if overrides && file.listener.len() > 1 {
             bail!(
-                "--plugin, --host and --port override a configuration file only when it \
-                 has one listener; {} has {}",
+                "--plugin, --host, --port and --unix override a configuration file only \
+                 when it has one listener; {} has {}",
                 path.display(),
                 file.listener.len()
             );

@@ -6,7 +6,6 @@
 
 use std::borrow::{Borrow, BorrowMut};
 use std::future::{Future, poll_fn};
-use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::task::Poll;
@@ -16,7 +15,7 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::time::{Instant, Sleep};
 
-use super::{ConnError, Connection, MAX_READ_CHUNK, Stream};
+use super::{ConnError, Connection, MAX_READ_CHUNK, Stream, Unwrapped};
 use crate::address::PeerAddr;
 
 /// The socket's descriptor, registered with the reactor; the
@@ -47,18 +46,29 @@ impl EventConnection {
     /// accepts it) and registers it with the current tokio runtime (must
     /// be called on an event-loop thread); `idle_timeout` as for
     /// [`Connection::blocking`].
-    pub fn accepted(
+    /// On failure the stream comes back with the error.
+    pub(crate) fn accepted(
         stream: Stream,
         peer: PeerAddr,
         idle_timeout: Option<Duration>,
-    ) -> io::Result<Self> {
+    ) -> Result<Self, Unwrapped> {
         let conn = Connection::non_blocking(stream, peer, idle_timeout)?;
         let fd = Registered(conn.as_raw_fd());
         let interest = Interest::READABLE | Interest::WRITABLE;
         // SAFETY: the fd stays open while `readiness` lives: `conn` owns the
         // socket and is dropped after `readiness` (field order, and
-        // `into_inner` drops `readiness` first).
-        let readiness = unsafe { AsyncFd::register_with_interest(fd, interest) }?;
+        // `into_inner` drops `readiness` first); nothing outside this
+        // module can replace `conn` (`connection_mut` is crate-private and
+        // its callers only use the connection in place).
+        let readiness = match unsafe { AsyncFd::register_with_interest(fd, interest) } {
+            Ok(readiness) => readiness,
+            Err(error) => {
+                return Err(Unwrapped {
+                    stream: conn.stream,
+                    error: error.into(),
+                });
+            }
+        };
         Ok(Self {
             readiness,
             timer: Box::pin(tokio::time::sleep(FAR_FUTURE)),
@@ -83,7 +93,7 @@ impl EventConnection {
     /// The connection, for what does not wait (addresses, timeouts,
     /// shutdown). Callers must not swap the connection out: the reactor
     /// registration refers to its socket.
-    pub fn connection_mut(&mut self) -> &mut Connection {
+    pub(crate) fn connection_mut(&mut self) -> &mut Connection {
         &mut self.conn
     }
 
@@ -237,7 +247,9 @@ mod tests {
             server.set_nonblocking(true).unwrap();
             let stream = Stream::Unix(server);
             let peer = stream.peer_addr().unwrap();
-            let conn = EventConnection::accepted(stream, peer, idle).unwrap();
+            let conn = EventConnection::accepted(stream, peer, idle)
+                .map_err(|unwrapped| unwrapped.error)
+                .unwrap();
             tokio::time::timeout(Duration::from_secs(5), test(conn, client))
                 .await
                 .expect("the operation waited instead of answering");

@@ -205,6 +205,16 @@ impl AsRawFd for Connection {
     }
 }
 
+/// A stream that could not be wrapped for serving, and why (usually the
+/// peer is already gone).
+#[derive(Debug)]
+pub struct Unwrapped {
+    /// The stream, still open.
+    pub stream: Stream,
+    /// What failed.
+    pub error: io::Error,
+}
+
 /// One accepted client connection, owned by the host.
 #[derive(Debug)]
 pub struct Connection {
@@ -232,15 +242,22 @@ impl Connection {
     /// every read the plugin did not give a shorter timeout, and every
     /// write to a client that stopped reading) is set on it as socket
     /// options.
+    ///
+    /// On failure the stream comes back with the error, so the caller
+    /// decides when it closes (after unregistering it, say).
     pub fn blocking(
         stream: Stream,
         peer: PeerAddr,
         idle_timeout: Option<Duration>,
-    ) -> io::Result<Self> {
-        stream.set_nonblocking(false)?;
-        stream.set_read_timeout(idle_timeout)?;
-        stream.set_write_timeout(idle_timeout)?;
-        Self::wrap(stream, peer, idle_timeout)
+    ) -> Result<Self, Unwrapped> {
+        let prepared = stream
+            .set_nonblocking(false)
+            .and_then(|()| stream.set_read_timeout(idle_timeout))
+            .and_then(|()| stream.set_write_timeout(idle_timeout));
+        match prepared {
+            Ok(()) => Self::wrap(stream, peer, idle_timeout),
+            Err(error) => Err(Unwrapped { stream, error }),
+        }
     }
 
     /// Wraps a stream for an event loop, which applies `idle_timeout` with
@@ -250,13 +267,22 @@ impl Connection {
         stream: Stream,
         peer: PeerAddr,
         idle_timeout: Option<Duration>,
-    ) -> io::Result<Self> {
+    ) -> Result<Self, Unwrapped> {
         Self::wrap(stream, peer, idle_timeout)
     }
 
-    fn wrap(stream: Stream, peer: PeerAddr, idle_timeout: Option<Duration>) -> io::Result<Self> {
-        let local = stream.local_addr()?;
-        stream.prepare()?;
+    fn wrap(
+        stream: Stream,
+        peer: PeerAddr,
+        idle_timeout: Option<Duration>,
+    ) -> Result<Self, Unwrapped> {
+        let local = match stream.local_addr().and_then(|local| {
+            stream.prepare()?;
+            Ok(local)
+        }) {
+            Ok(local) => local,
+            Err(error) => return Err(Unwrapped { stream, error }),
+        };
         Ok(Self {
             stream,
             peer,
@@ -567,8 +593,9 @@ mod tests {
         let peer = Stream::Unix(server.try_clone().unwrap())
             .peer_addr()
             .unwrap();
-        let conn =
-            Connection::blocking(Stream::Unix(server), peer, Some(Duration::from_secs(5))).unwrap();
+        let conn = Connection::blocking(Stream::Unix(server), peer, Some(Duration::from_secs(5)))
+            .map_err(|unwrapped| unwrapped.error)
+            .unwrap();
         (conn, client)
     }
 

@@ -73,7 +73,10 @@ pub fn run_blocking(steps: &mut impl Steps, finish_timeout: Duration) -> Outcome
         Poll::Ready(outcome) => outcome,
         // Blocking steps finish within their single poll: a step that
         // suspended has no one to wake it.
-        Poll::Pending => Outcome::HostError("a blocking plugin call suspended".into()),
+        Poll::Pending => {
+            debug_assert!(false, "a blocking plugin call suspended");
+            Outcome::HostError("a blocking plugin call suspended".into())
+        }
     }
 }
 

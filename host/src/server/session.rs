@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::address::PeerAddr;
 use crate::connection::event::EventConnection;
-use crate::connection::{Connection, Stream};
+use crate::connection::{Connection, Stream, Unwrapped};
 use crate::metrics::ListenerMetrics;
 use crate::plugin::{Outcome, Plugin};
 
@@ -17,14 +17,17 @@ use super::live::LiveGuard;
 
 /// Everything a connection needs from the accept loop.
 pub struct Session {
+    /// Keeps the connection counted as open until the plugin is done.
+    /// Declared before `stream`, so a session dropped unserved unregisters
+    /// its socket before closing it (a drain never touches a reused file
+    /// descriptor).
+    pub guard: LiveGuard,
     /// The accepted socket.
     pub stream: Stream,
     /// Who connected.
     pub peer: PeerAddr,
     /// The plugin version in service when it was accepted.
     pub plugin: Arc<Box<dyn Plugin>>,
-    /// Keeps the connection counted as open until the plugin is done.
-    pub guard: LiveGuard,
     /// Longest the client may stay silent.
     pub idle_timeout: Option<Duration>,
     /// The listener's counters.
@@ -67,7 +70,7 @@ struct Open {
 
 /// Wraps an accepted stream for a serving mode: [`Connection::blocking`]
 /// or [`EventConnection::accepted`].
-type Wrap<C> = fn(Stream, PeerAddr, Option<Duration>) -> std::io::Result<C>;
+type Wrap<C> = fn(Stream, PeerAddr, Option<Duration>) -> Result<C, Unwrapped>;
 
 impl Session {
     /// Logs the opening and wraps the socket for its serving mode; `None`
@@ -88,9 +91,11 @@ impl Session {
                     started,
                 },
             )),
-            Err(err) => {
+            Err(Unwrapped { stream, error: err }) => {
                 // The peer is usually already gone (reset before we got to it).
+                // Unregister before the socket closes.
                 drop(self.guard);
+                drop(stream);
                 self.metrics.closed("host-error", 0, 0, started.elapsed());
                 tracing::warn!(peer = %self.peer, plugin = %version, "connection dropped before serving: {err}");
                 None

@@ -208,13 +208,17 @@ impl UdpServer {
         }
     }
 
-    fn drain(self, Stop { name }: Stop) -> Result<()> {
+    fn drain(mut self, Stop { name }: Stop) -> Result<()> {
         tracing::info!(
             in_flight = self.in_flight.load(Ordering::Acquire),
             "{name} received: shutting down; no longer receiving datagrams"
         );
         let deadline = Instant::now() + self.config.grace;
         while self.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            if self.signals.stop_again() {
+                tracing::warn!("second signal: not waiting for the grace period");
+                break;
+            }
             std::thread::sleep(DRAIN_POLL);
         }
         tracing::info!("shutdown complete");

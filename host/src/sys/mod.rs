@@ -1,5 +1,6 @@
-//! Every direct OS call the host makes (through `libc`), behind safe
-//! functions: socket calls the connection's fast paths need
+//! Every direct OS call the host makes (through `libc`), behind small
+//! functions (safe ones, except where the caller must vouch for a buffer
+//! or a descriptor, which say so in their `# Safety`): socket calls the connection's fast paths need
 //! ([`socket`]), the accept loop's scheduling class ([`sched`]), and the
 //! process limits that bound how many connections fit ([`limits`]). The
 //! rest of the host uses the standard library, `mio`, `socket2` and

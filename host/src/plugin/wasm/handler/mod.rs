@@ -176,6 +176,7 @@ impl Plugin for WasmPlugin {
         let stream = crate::connection::Stream::Unix(server);
         let peer = stream.peer_addr().context("cannot name the socket pair")?;
         let conn = Connection::blocking(stream, peer.clone(), None)
+            .map_err(|unwrapped| unwrapped.error)
             .context("cannot wrap the socket pair")?;
         let started = Instant::now();
         let mut store = self
