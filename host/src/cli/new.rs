@@ -295,6 +295,15 @@ fn write_new_dir(dir: &Path, files: &[(PathBuf, String)]) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// The contents of the rendered file `name`.
+    fn file<'a>(files: &'a [(PathBuf, String)], name: &str) -> &'a str {
+        &files
+            .iter()
+            .find(|(path, _)| path == Path::new(name))
+            .unwrap_or_else(|| panic!("no {name} rendered"))
+            .1
+    }
+
     fn vars() -> Vars {
         Vars {
             name: "my-proto".into(),
@@ -315,11 +324,7 @@ mod tests {
                 assert!(!path.to_string_lossy().contains("{{"), "{where_}");
                 assert!(!contents.contains("{{"), "{where_}: {contents}");
             }
-            let manifest = &files
-                .iter()
-                .find(|(p, _)| p == Path::new("plugin.toml"))
-                .unwrap()
-                .1;
+            let manifest = file(&files, "plugin.toml");
             assert!(manifest.contains("output = \""), "{lang:?}");
         }
     }
@@ -338,21 +343,13 @@ mod tests {
     #[test]
     fn the_host_path_is_quoted_for_sh() {
         let c = render(C, &vars());
-        let build = &c
-            .iter()
-            .find(|(p, _)| p == Path::new("build.sh"))
-            .unwrap()
-            .1;
+        let build = file(&c, "build.sh");
         assert!(
             build.contains(r"HOST=${HOST:-'/opt/it'\''s/host'}"),
             "{build}"
         );
         let js = render(JS, &vars());
-        let lock = &js
-            .iter()
-            .find(|(p, _)| p == Path::new("package-lock.json"))
-            .unwrap()
-            .1;
+        let lock = file(&js, "package-lock.json");
         assert!(lock.contains("\"name\": \"my-proto\""), "{lock}");
     }
 
@@ -363,11 +360,7 @@ mod tests {
             ..vars()
         };
         let python = render(PYTHON, &vars);
-        let manifest = &python
-            .iter()
-            .find(|(p, _)| p == Path::new("plugin.toml"))
-            .unwrap()
-            .1;
+        let manifest = file(&python, "plugin.toml");
         let parsed: toml::Table = toml::from_str(manifest).expect("plugin.toml parses");
         let build = parsed["build"].as_str().unwrap();
         assert!(
@@ -390,11 +383,7 @@ mod tests {
         assert_eq!(find_tool("no-such-tool-abc", &host), None);
         assert_eq!(find_tool("sh", &host), Some(PathBuf::from("sh")));
         let go = render(GO, &vars());
-        let build = &go
-            .iter()
-            .find(|(p, _)| p == Path::new("build.sh"))
-            .unwrap()
-            .1;
+        let build = file(&go, "build.sh");
         assert!(build.contains("GO=${GO:-'/opt/tools/go'}"), "{build}");
         fs::remove_dir_all(root).unwrap();
     }
