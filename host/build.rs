@@ -20,10 +20,14 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("bot10086", "bot10086"),
     ("http_hello", "http-hello"),
     ("udp_echo", "udp-echo"),
+    ("chat", "chat"),
+    ("proto_echo", "proto-echo"),
+    ("proto_http_hello", "proto-http-hello"),
 ];
 
-/// Examples of the datagram world (no native build).
-const DATAGRAM_EXAMPLES: &[&str] = &["udp_echo"];
+/// Examples of the datagram and protocol worlds, which have no native
+/// form.
+const WASM_ONLY_EXAMPLES: &[&str] = &["udp_echo", "chat", "proto_echo", "proto_http_hello"];
 
 /// The target of the example plugins: std without WASI, linked into a
 /// component by wasm-component-ld (`.cargo/config.toml`). Their instances
@@ -91,8 +95,8 @@ fn main() {
         let from = built.join(format!("{stem}.wasm"));
         copy(&from, &out_dir.join(format!("{name}.wasm")));
         copy(&from, &shipped.join(format!("{name}.wasm")));
-        // The stream examples also build as native plugins.
-        if !DATAGRAM_EXAMPLES.contains(stem) {
+        // The handler-world examples also build as native plugins.
+        if !WASM_ONLY_EXAMPLES.contains(stem) {
             let library = format!("lib{stem}.so");
             copy(
                 &native_dir.join("release").join(&library),

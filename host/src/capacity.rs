@@ -118,6 +118,26 @@ pub fn connection_cap(asked: Option<usize>, event_loops: bool, granted_dirs: usi
     }
 }
 
+/// The connection cap of a listener whose connections share instances
+/// (the `protocol` world): a connection costs no mapping and one
+/// descriptor, so the default is what the open-file limit leaves.
+pub fn shared_connection_cap(asked: Option<usize>) -> usize {
+    let safe = connections_for_open_files(1).unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    match asked {
+        Some(asked) => {
+            if asked > safe {
+                tracing::warn!(
+                    "a connection cap of {asked} exceeds what the open-file limit allows \
+                     (about {safe}); raise the hard open-file limit as root \
+                     (`LimitNOFILE=` for a systemd unit)"
+                );
+            }
+            asked
+        }
+        None => safe.max(1),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

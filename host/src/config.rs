@@ -12,6 +12,8 @@
 //! watch = true                       # optional
 //! max_connections = 1000             # optional
 //! event_loops = 2                    # optional; 0 = a thread per connection
+//! instances = 2                      # optional; protocol world: shared instances (1)
+//! write_buffer = "1MiB"              # optional; protocol world: unsent bytes per connection
 //! idle_timeout = "10m"               # optional
 //! max_memory = "64MiB"               # optional
 //! call_timeout = "5s"                # optional
@@ -77,6 +79,11 @@ pub struct ListenerConfig {
     pub max_connections: Option<u32>,
     /// Event-loop threads for WASM plugins.
     pub event_loops: Option<usize>,
+    /// Shared instances (reactor threads) of a `protocol` plugin.
+    pub instances: Option<usize>,
+    /// Unsent bytes a shared instance buffers per connection.
+    #[serde(default, deserialize_with = "size")]
+    pub write_buffer: Option<usize>,
     /// Close clients silent for this long (`"0s"` = never).
     #[serde(default, deserialize_with = "duration")]
     pub idle_timeout: Option<Duration>,

@@ -34,6 +34,12 @@ struct ReloadLabels {
     result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstanceLabels {
+    listener: String,
+    event: String,
+}
+
 fn duration_histogram() -> Histogram {
     // 100 µs … ~30 min, ×4 per bucket.
     Histogram::new(exponential_buckets(0.0001, 4.0, 12))
@@ -52,6 +58,7 @@ pub struct Metrics {
     durations: Family<ListenerLabel, Histogram, fn() -> Histogram>,
     plugin: Family<PluginLabels, Gauge>,
     reloads: Family<ReloadLabels, Counter>,
+    instances: Family<InstanceLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -75,6 +82,7 @@ impl Metrics {
         );
         let plugin = Family::default();
         let reloads = Family::default();
+        let instances = Family::default();
         registry.register(
             "connections_accepted",
             "Connections accepted",
@@ -112,6 +120,11 @@ impl Metrics {
             plugin.clone(),
         );
         registry.register("reloads", "Plugin reloads, by result", reloads.clone());
+        registry.register(
+            "protocol_instances",
+            "Shared (protocol-world) instances, by event: started, failed (could not start), trapped",
+            instances.clone(),
+        );
         Self {
             registry,
             started: Instant::now(),
@@ -124,6 +137,7 @@ impl Metrics {
             durations,
             plugin,
             reloads,
+            instances,
         }
     }
 
@@ -143,6 +157,7 @@ impl Metrics {
             closed: self.closed.clone(),
             plugin: self.plugin.clone(),
             reloads: self.reloads.clone(),
+            instances: self.instances.clone(),
         }
     }
 
@@ -173,6 +188,7 @@ pub struct ListenerMetrics {
     closed: Family<ClosedLabels, Counter>,
     plugin: Family<PluginLabels, Gauge>,
     reloads: Family<ReloadLabels, Counter>,
+    instances: Family<InstanceLabels, Counter>,
 }
 
 /// A snapshot of one listener's counters, for `/status`.
@@ -200,6 +216,29 @@ impl ListenerMetrics {
     /// A connection was refused by access rules.
     pub fn refused(&self) {
         self.refused.inc();
+    }
+
+    fn instance_event(&self, event: &'static str) {
+        let labels = InstanceLabels {
+            listener: self.name.clone(),
+            event: event.to_string(),
+        };
+        self.instances.get_or_create(&labels).inc();
+    }
+
+    /// A shared instance started (its `init` succeeded).
+    pub fn instance_started(&self) {
+        self.instance_event("started");
+    }
+
+    /// A shared instance could not start (`init` failed or trapped).
+    pub fn instance_failed(&self) {
+        self.instance_event("failed");
+    }
+
+    /// A shared instance trapped and was dropped with its connections.
+    pub fn instance_trapped(&self) {
+        self.instance_event("trapped");
     }
 
     /// A connection ended.

@@ -9,13 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 
 use crate::metrics::ListenerMetrics;
 use crate::plugin::loader::{LoadDetails, Loader};
 use crate::plugin::source::{PluginBytes, PluginSource};
 use crate::plugin::wasm::{CurrentDatagram, WasmRuntime};
-use crate::plugin::{CurrentPlugin, Plugin, PluginVersion};
+use crate::plugin::{CurrentPlugin, Plugin, PluginVersion, Serving};
 
 /// A listener's plugin in service, as a reload sees it: what serves now,
 /// how to load a candidate and how to put it in service.
@@ -46,8 +46,25 @@ impl PluginSlot for StreamSlot {
     }
 
     fn load(&self, bytes: &PluginBytes, what: &str) -> Result<(Self::Loaded, LoadDetails)> {
+        let shared = |plugin: &dyn Plugin| matches!(plugin.serving(), Serving::Shared(_));
+        let serving_shared = shared(self.current.get().as_ref().as_ref());
+        if self.loader.is_protocol(&bytes.bytes) != serving_shared {
+            let (now, new) = if serving_shared {
+                ("the protocol world", "a per-connection plugin")
+            } else {
+                ("per-connection plugins", "the protocol world")
+            };
+            bail!(
+                "{what} is {new}, but this listener serves {now}; a reload cannot change \
+                 how a listener serves (restart the host to)"
+            );
+        }
         let (plugin, details) = self.loader.load(bytes, what)?;
-        if self.current.get().on_event_loop().is_some() && plugin.on_event_loop().is_none() {
+        let event_form = |plugin: &dyn Plugin| match plugin.serving() {
+            Serving::PerConnection(plugin) => plugin.on_event_loop().is_some(),
+            Serving::Shared(_) => false,
+        };
+        if event_form(self.current.get().as_ref().as_ref()) && !event_form(plugin.as_ref()) {
             tracing::warn!(
                 "{what} cannot run on this listener's event loops: each of its connections \
                  takes a thread, under a connection cap sized for event loops \

@@ -31,8 +31,17 @@ use crate::watch;
 /// plus host frames.
 const CONNECTION_THREAD_STACK: usize = 1024 * 1024;
 
-/// Most event-loop threads one listener may have.
+/// Most event-loop threads one listener may have (and most shared
+/// instances).
 pub const MAX_EVENT_LOOPS: usize = 256;
+
+/// Unsent bytes a shared instance buffers per connection by default.
+pub const DEFAULT_WRITE_BUFFER: usize = 1024 * 1024;
+
+/// Instance slots a protocol listener reserves per shared instance: the
+/// one serving, one of a replaced version still draining, one starting
+/// after a trap, and one to spare.
+const SLOTS_PER_SHARED_INSTANCE: usize = 4;
 
 /// Everything one listener needs.
 #[derive(Debug, Clone)]
@@ -52,10 +61,16 @@ pub struct ListenerPlan {
     /// Event-loop threads for WASM plugins (0: a thread per connection;
     /// `None`: [`default_event_loops`]).
     pub event_loops: Option<usize>,
+    /// Shared instances of a `protocol` plugin (`None`: 1).
+    pub instances: Option<usize>,
+    /// Unsent bytes a shared instance buffers per connection (`None`:
+    /// [`DEFAULT_WRITE_BUFFER`]).
+    pub write_buffer: Option<usize>,
     /// Idle client bound.
     pub idle_timeout: Option<Duration>,
-    /// Memory cap per instance.
-    pub max_memory: usize,
+    /// Memory cap per instance (`None`: the world's default, see
+    /// [`InstanceLimits::default_max_memory`]).
+    pub max_memory: Option<usize>,
     /// CPU budget per call.
     pub call_timeout: Duration,
     /// The compile cache (`None`: compile every time).
@@ -105,9 +120,14 @@ pub fn run(plan: ServicePlan) -> Result<()> {
     }
     if let Some(addr) = plan.admin {
         let statuses = started.iter().map(|s| s.status.clone()).collect();
-        let in_force: Vec<(usize, usize)> = started
+        let in_force: Vec<InForce> = started
             .iter()
-            .map(|s| (s.max_connections, s.event_loops))
+            .map(|s| InForce {
+                max_connections: s.max_connections,
+                event_loops: s.event_loops,
+                instances: s.instances,
+                max_memory: s.max_memory,
+            })
             .collect();
         admin::spawn(
             addr,
@@ -155,6 +175,10 @@ struct Started {
     max_connections: usize,
     /// The event loops it serves on (0: a thread per connection).
     event_loops: usize,
+    /// Its shared instances (0 unless it serves the protocol world).
+    instances: usize,
+    /// The memory cap of each of its instances.
+    max_memory: usize,
 }
 
 /// What runs a listener on its thread.
@@ -178,7 +202,7 @@ fn start(plan: &ListenerPlan, grace: Duration, metrics: &Metrics) -> Result<Star
     if let ListenAddr::Udp(addr) = plan.address {
         let max_connections =
             capacity::connection_cap(plan.max_connections, false, plan.grants.dirs.len());
-        let runtime = runtime_for(plan, sandbox, max_connections, false)?;
+        let runtime = runtime_for(plan, sandbox, max_connections)?;
         let datagram = DatagramListener {
             addr,
             max_in_flight: max_connections,
@@ -187,17 +211,54 @@ fn start(plan: &ListenerPlan, grace: Duration, metrics: &Metrics) -> Result<Star
         return start_datagram(plan, datagram, grace, &source, metrics);
     }
     let bytes = source.read()?;
-    // Event loops serve WASM plugins; a listener that starts with a native
-    // plugin (a thread per connection) gets none, and a cap with room for
-    // its threads. (A reload to a WASM plugin then runs on threads too.)
     let wasm = loader::kind_of(plan.kind, &bytes.bytes) == PluginKind::Wasm;
-    let event_loops = if wasm { event_loops } else { 0 };
-    let max_connections = capacity::connection_cap(
-        plan.max_connections,
-        event_loops > 0,
-        plan.grants.dirs.len(),
+    let sizing = if wasm && crate::plugin::wasm::exports_protocol(&bytes.bytes) {
+        // One instance per reactor serves every connection: the cap is
+        // what the open-file limit allows, and the pool holds a few
+        // instances, each with the larger memory of a shared instance.
+        let instances = plan.instances.unwrap_or(1);
+        if instances == 0 || instances > MAX_EVENT_LOOPS {
+            bail!(
+                "listener {}: instances must be between 1 and {MAX_EVENT_LOOPS}, not {instances}",
+                plan.address
+            );
+        }
+        Sizing {
+            max_connections: capacity::shared_connection_cap(plan.max_connections),
+            event_loops: 0,
+            instances,
+            slots: instances * SLOTS_PER_SHARED_INSTANCE,
+            shared: true,
+        }
+    } else {
+        // Event loops serve WASM plugins; a listener that starts with a
+        // native plugin (a thread per connection) gets none, and a cap
+        // with room for its threads. (A reload to a WASM plugin then runs
+        // on threads too.)
+        let event_loops = if wasm { event_loops } else { 0 };
+        let max_connections = capacity::connection_cap(
+            plan.max_connections,
+            event_loops > 0,
+            plan.grants.dirs.len(),
+        );
+        Sizing {
+            max_connections,
+            event_loops,
+            instances: 0,
+            slots: max_connections,
+            shared: false,
+        }
+    };
+    let max_memory = plan
+        .max_memory
+        .unwrap_or(InstanceLimits::default_max_memory(sizing.shared));
+    let limits = InstanceLimits::for_listener(
+        max_memory,
+        plan.call_timeout,
+        sizing.slots,
+        sizing.event_loops > 0,
     );
-    let runtime = runtime_for(plan, sandbox, max_connections, event_loops > 0)?;
+    let runtime = WasmRuntime::new(limits, plan.cache.clone(), sandbox)?;
     let loader = Loader::new(runtime, plan.kind);
     let (plugin, details) = loader.load(&bytes, &source.to_string())?;
     tracing::info!(
@@ -220,15 +281,17 @@ fn start(plan: &ListenerPlan, grace: Duration, metrics: &Metrics) -> Result<Star
         name: plan.name.clone(),
         addrs: vec![plan.address.clone()],
         grace,
-        max_connections,
+        max_connections: sizing.max_connections,
         idle_timeout: plan.idle_timeout,
         thread_stack: CONNECTION_THREAD_STACK,
-        event_loops,
+        event_loops: sizing.event_loops,
         access: AccessRules {
             allow: plan.allow.clone(),
             deny: plan.deny.clone(),
         },
         reuse_port: plan.reuse_port,
+        instances: sizing.instances,
+        write_limit: plan.write_buffer.unwrap_or(DEFAULT_WRITE_BUFFER),
     };
     let server = Server::bind(config, current.clone(), metrics)?;
     let slot = StreamSlot {
@@ -243,25 +306,34 @@ fn start(plan: &ListenerPlan, grace: Duration, metrics: &Metrics) -> Result<Star
     Ok(Started {
         runner: Runner::Stream(Box::new((server, hooks))),
         status,
-        max_connections,
-        event_loops,
+        max_connections: sizing.max_connections,
+        event_loops: sizing.event_loops,
+        instances: sizing.instances,
+        max_memory,
     })
 }
 
-/// The WebAssembly runtime of one listener: its limits, with room for
-/// `max_connections` instances (fiber stacks too with `event_loop`).
-fn runtime_for(
-    plan: &ListenerPlan,
-    sandbox: Sandbox,
+/// How a stream listener is sized, by the shape of its plugin.
+struct Sizing {
+    /// The connection cap.
     max_connections: usize,
-    event_loop: bool,
-) -> Result<WasmRuntime> {
-    let limits = InstanceLimits::for_listener(
-        plan.max_memory,
-        plan.call_timeout,
-        max_connections,
-        event_loop,
-    );
+    /// Event-loop threads (per-connection WASM plugins).
+    event_loops: usize,
+    /// Shared instances (protocol plugins).
+    instances: usize,
+    /// Instances the pooling allocator makes room for.
+    slots: usize,
+    /// Whether instances are shared (protocol world).
+    shared: bool,
+}
+
+/// The WebAssembly runtime of a UDP listener: room for `max_in_flight`
+/// instances at once.
+fn runtime_for(plan: &ListenerPlan, sandbox: Sandbox, max_in_flight: usize) -> Result<WasmRuntime> {
+    let max_memory = plan
+        .max_memory
+        .unwrap_or(InstanceLimits::default_max_memory(false));
+    let limits = InstanceLimits::for_listener(max_memory, plan.call_timeout, max_in_flight, false);
     WasmRuntime::new(limits, plan.cache.clone(), sandbox)
 }
 
@@ -292,6 +364,7 @@ fn start_datagram(
         tracing::warn!("udp:{addr}: event loops serve stream listeners only; ignored");
     }
     let bytes = source.read()?;
+    let runtime_memory = runtime.limits().max_memory;
     let (plugin, info) = runtime.load_datagram(&bytes, &source.to_string())?;
     tracing::info!(
         plugin = %bytes.version,
@@ -326,26 +399,38 @@ fn start_datagram(
         status,
         max_connections: max_in_flight,
         event_loops: 0,
+        instances: 0,
+        max_memory: runtime_memory,
     })
 }
 
-/// The settings `/status` reports (`in_force`: each listener's connection
-/// cap and event loops as started).
-fn summary(plan: &ServicePlan, in_force: &[(usize, usize)]) -> serde_json::Value {
+/// What a listener runs with as started (derived, not only asked).
+struct InForce {
+    max_connections: usize,
+    event_loops: usize,
+    instances: usize,
+    max_memory: usize,
+}
+
+/// The settings `/status` reports (`in_force`: each listener's settings as
+/// started).
+fn summary(plan: &ServicePlan, in_force: &[InForce]) -> serde_json::Value {
     let listeners: Vec<_> = plan
         .listeners
         .iter()
         .zip(in_force)
-        .map(|(l, (cap, event_loops))| {
+        .map(|(l, in_force)| {
             serde_json::json!({
                 "name": l.name,
                 "address": l.address.to_string(),
                 "plugin": l.plugin,
                 "watch": l.watch,
-                "max_connections": cap,
-                "event_loops": event_loops,
+                "max_connections": in_force.max_connections,
+                "event_loops": in_force.event_loops,
+                "instances": in_force.instances,
+                "write_buffer": l.write_buffer.unwrap_or(DEFAULT_WRITE_BUFFER),
                 "idle_timeout_ms": l.idle_timeout.map(|t| t.as_millis() as u64),
-                "max_memory": l.max_memory,
+                "max_memory": in_force.max_memory,
                 "call_timeout_ms": l.call_timeout.as_millis() as u64,
                 "reuse_port": l.reuse_port,
                 "allow": l.allow.iter().map(ToString::to_string).collect::<Vec<_>>(),

@@ -7,10 +7,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use host::config::ConfigFile;
-use host::plugin::Plugin;
+use host::plugin::{Plugin, Serving};
 use host::plugin::loader::{LoadDetails, Loader, PluginKind};
 use host::plugin::source::PluginSource;
-use host::plugin::wasm::{Grants, Sandbox};
+use host::plugin::wasm::{Grants, Sandbox, exports_protocol};
 use plughost_native_abi::ABI_VERSION;
 
 use super::options::EngineOptions;
@@ -82,11 +82,19 @@ impl CheckArgs {
     ) -> Result<()> {
         let source = PluginSource::parse(plugin)?;
         let sandbox = Sandbox::new(grants, Default::default())?;
-        let loader = Loader::new(self.engine.runtime(1, sandbox)?, kind);
         let bytes = source.read()?;
+        let shared = kind != Some(PluginKind::Native) && exports_protocol(&bytes.bytes);
+        let loader = Loader::new(self.engine.runtime(1, shared, sandbox)?, kind);
         let what = source.to_string();
         let (details, instantiation) = match loader.load(&bytes, &what) {
-            Ok((plugin, details)) => (details, instantiation_median(plugin.as_ref())?),
+            Ok((plugin, details)) => {
+                let per = match plugin.serving() {
+                    Serving::Shared(_) => "to create and init one shared instance",
+                    Serving::PerConnection(_) => "to create per connection",
+                };
+                let median = instantiation_median(plugin.as_ref())?;
+                (details, median.map(|median| (median, per)))
+            }
             // A component exporting only `handle` may be a datagram handler.
             Err(err) => match loader.wasm().load_datagram(&bytes, &what) {
                 Ok((_, info)) => (LoadDetails::Wasm(info), None),
@@ -118,10 +126,10 @@ impl CheckArgs {
             "compiled"
         };
         out!(report, "  compile:  {how} in {:?}", info.compile_time);
-        if let Some(instantiation) = instantiation {
+        if let Some((instantiation, per)) = instantiation {
             out!(
                 report,
-                "  instance: {instantiation:?} to create per connection (median of {INSTANTIATION_ROUNDS})"
+                "  instance: {instantiation:?} {per} (median of {INSTANTIATION_ROUNDS})"
             );
         }
         out!(report, "  exports:  {}", info.exports.join(", "));

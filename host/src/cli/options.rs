@@ -20,7 +20,8 @@ pub struct EngineOptions {
     pub kind: Option<PluginKind>,
 
     /// Largest linear memory one plugin instance may use (e.g. 64MiB, 1GiB)
-    /// [default: the file's `max_memory`, else 64MiB].
+    /// [default: the file's `max_memory`, else 64MiB for an instance per
+    /// connection, 256MiB for a protocol world's shared instance].
     #[arg(long, value_name = "SIZE", value_parser = host::size::parse_size)]
     pub max_memory: Option<usize>,
 
@@ -48,11 +49,19 @@ pub struct EngineOptions {
 
 impl EngineOptions {
     /// The WebAssembly runtime for these options, with room for
-    /// `max_instances` live instances, granting what `sandbox` allows.
-    pub fn runtime(&self, max_instances: usize, sandbox: Sandbox) -> Result<WasmRuntime> {
+    /// `max_instances` live instances (`shared` ones, serving many
+    /// connections each, get their larger default memory), granting what
+    /// `sandbox` allows.
+    pub fn runtime(
+        &self,
+        max_instances: usize,
+        shared: bool,
+        sandbox: Sandbox,
+    ) -> Result<WasmRuntime> {
         let defaults = InstanceLimits::default();
         let limits = InstanceLimits::for_listener(
-            self.max_memory.unwrap_or(defaults.max_memory),
+            self.max_memory
+                .unwrap_or(InstanceLimits::default_max_memory(shared)),
             self.call_timeout.unwrap_or(defaults.call_timeout),
             max_instances,
             false,

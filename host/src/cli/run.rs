@@ -24,7 +24,8 @@ pub struct RunArgs {
     #[arg(long, short, value_name = "FILE")]
     config: Option<PathBuf>,
 
-    /// The plugin: a built-in name (echo, bot10086, http-hello, udp-echo), the path
+    /// The plugin: a built-in name (echo, bot10086, http-hello, chat,
+    /// proto-echo, proto-http-hello, udp-echo), the path
     /// of a component or native library, or a plugin directory with a
     /// plugin.toml [default: echo].
     #[arg(long, short = 'P', value_name = "NAME|PATH")]
@@ -69,6 +70,21 @@ pub struct RunArgs {
     #[arg(long, value_name = "N",
           value_parser = clap::value_parser!(u16).range(0..=service::MAX_EVENT_LOOPS as i64))]
     event_loops: Option<u16>,
+
+    /// Serve a protocol-world plugin (one instance, many connections) with
+    /// N instances on N reactor threads, spreading connections over them;
+    /// each instance has its own state [default: the file's `instances`,
+    /// else 1: one state for every connection, as Twisted's Factory].
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=service::MAX_EVENT_LOOPS as i64))]
+    instances: Option<u16>,
+
+    /// Most bytes a protocol-world instance may have written to one
+    /// connection and not yet sent; a write past it is refused, and the
+    /// plugin decides (stop producing, or drop the client) [default: the
+    /// file's `write_buffer`, else 1MiB].
+    #[arg(long, value_name = "SIZE", value_parser = host::size::parse_size)]
+    write_buffer: Option<usize>,
 
     /// Close a connection whose client sends nothing for this long
     /// (0 = never) [default: the file's `idle_timeout`, else 10m].
@@ -186,8 +202,10 @@ impl RunArgs {
             watch: self.watch,
             max_connections: self.max_connections.map(|n| n as usize),
             event_loops: self.event_loops.map(usize::from),
+            instances: self.instances.map(usize::from),
+            write_buffer: self.write_buffer,
             idle_timeout: nonzero(self.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT)),
-            max_memory: self.engine.max_memory.unwrap_or(defaults.max_memory),
+            max_memory: self.engine.max_memory,
             call_timeout: self.engine.call_timeout.unwrap_or(defaults.call_timeout),
             cache: self.engine.cache(),
             allow: self.allow.clone(),
@@ -236,16 +254,14 @@ impl RunArgs {
                 .or(file.max_connections)
                 .map(|n| n as usize),
             event_loops,
+            instances: self.instances.map(usize::from).or(file.instances),
+            write_buffer: self.write_buffer.or(file.write_buffer),
             idle_timeout: nonzero(
                 self.idle_timeout
                     .or(file.idle_timeout)
                     .unwrap_or(DEFAULT_IDLE_TIMEOUT),
             ),
-            max_memory: self
-                .engine
-                .max_memory
-                .or(file.max_memory)
-                .unwrap_or(defaults.max_memory),
+            max_memory: self.engine.max_memory.or(file.max_memory),
             call_timeout: self
                 .engine
                 .call_timeout

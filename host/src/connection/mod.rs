@@ -8,9 +8,11 @@
 //! [`Connection::blocking`] one is served on a thread of its own (its
 //! timeouts are socket options); an [`event::EventConnection`] is
 //! non-blocking, registered with an event loop, and applies the same
-//! timeouts as timers.
+//! timeouts as timers. The connections of a shared instance (the
+//! `protocol` world) are non-blocking too, in [`shared::SharedIo`].
 
 pub mod event;
+pub mod shared;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -420,6 +422,20 @@ impl Connection {
         match failure {
             Some(err) if filled == 0 => Err(err),
             _ => Ok(filled),
+        }
+    }
+
+    /// One non-blocking read into `buf`: how many bytes arrived (0 at the
+    /// end of the stream), or `None` when none is available yet.
+    pub fn try_read_into(&mut self, buf: &mut [u8]) -> Result<Option<usize>, ConnError> {
+        if let Some(answer) = self.read_without_socket(buf.len()) {
+            return answer.map(Some);
+        }
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+        match unsafe { self.recv(buf.as_mut_ptr(), buf.len(), socket::DONT_WAIT) } {
+            Ok(n) => Ok(Some(n)),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(err) => Err(ConnError::from_io(&err)),
         }
     }
 

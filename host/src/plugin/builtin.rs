@@ -32,6 +32,21 @@ pub const BUILTINS: &[Builtin] = &[
         bytes: include_bytes!(concat!(env!("OUT_DIR"), "/http-hello.wasm")),
     },
     Builtin {
+        name: "chat",
+        summary: "a chat room: /nick NAME, each line goes to everyone else (protocol world)",
+        bytes: include_bytes!(concat!(env!("OUT_DIR"), "/chat.wasm")),
+    },
+    Builtin {
+        name: "proto-echo",
+        summary: "echo from one instance serving every connection (protocol world)",
+        bytes: include_bytes!(concat!(env!("OUT_DIR"), "/proto-echo.wasm")),
+    },
+    Builtin {
+        name: "proto-http-hello",
+        summary: "http-hello from one instance serving every connection (protocol world)",
+        bytes: include_bytes!(concat!(env!("OUT_DIR"), "/proto-http-hello.wasm")),
+    },
+    Builtin {
         name: "udp-echo",
         summary: "UDP: sends every datagram back (datagram-handler world; use with --udp)",
         bytes: include_bytes!(concat!(env!("OUT_DIR"), "/udp-echo.wasm")),

@@ -1,5 +1,6 @@
 //! Turning plugin bytes into a [`Plugin`]: WebAssembly components go to the
-//! wasm runtime, ELF shared libraries to the native loader.
+//! wasm runtime (as the `protocol` world when they export it, else the
+//! `handler` world), ELF shared libraries to the native loader.
 
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use anyhow::Result;
 use super::Plugin;
 use super::native::{self, NativePlugin};
 use super::source::PluginBytes;
-use super::wasm::{ComponentInfo, WasmRuntime};
+use super::wasm::{ComponentInfo, WasmRuntime, exports_protocol};
 
 /// Which kind of plugin a file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -80,9 +81,19 @@ impl Loader {
         &self.wasm
     }
 
+    /// Whether `bytes` are a component of the `protocol` world (one
+    /// instance serving many connections).
+    pub fn is_protocol(&self, bytes: &[u8]) -> bool {
+        self.kind_of(bytes) == PluginKind::Wasm && exports_protocol(bytes)
+    }
+
     /// Loads and checks a plugin; `what` names it in errors.
     pub fn load(&self, bytes: &PluginBytes, what: &str) -> Result<(Box<dyn Plugin>, LoadDetails)> {
         Ok(match self.kind_of(&bytes.bytes) {
+            PluginKind::Wasm if exports_protocol(&bytes.bytes) => {
+                let (plugin, info) = self.wasm.load_protocol(bytes, what)?;
+                (Box::new(plugin), LoadDetails::Wasm(info))
+            }
             PluginKind::Wasm => {
                 let (plugin, info) = self.wasm.load(bytes, what)?;
                 (Box::new(plugin), LoadDetails::Wasm(info))

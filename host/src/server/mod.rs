@@ -2,7 +2,9 @@
 //! the server owns the serving mode. Each accepted connection whose plugin
 //! has an event-loop form goes to the least busy event-loop thread
 //! ([`events`], where it is one task among many) when the listener has
-//! loops; any other goes to a pooled thread of its own ([`pool`]).
+//! loops; a connection whose plugin serves many from one instance (the
+//! `protocol` world) goes to a reactor thread ([`reactor`]); any other
+//! goes to a pooled thread of its own ([`pool`]).
 //! [`session`] is one connection's life in either mode. Signals stop the
 //! server gracefully (SIGINT/SIGTERM: stop accepting, drain for the grace
 //! period) or ask for a reload (SIGHUP). [`udp`] is the datagram server.
@@ -13,6 +15,7 @@ mod events;
 mod listener;
 mod live;
 mod pool;
+mod reactor;
 mod session;
 mod signals;
 mod udp;
@@ -29,13 +32,14 @@ use self::events::EventLoops;
 use self::listener::Listener;
 use self::live::LiveConnections;
 use self::pool::ThreadPool;
+use self::reactor::{ReactorSettings, Reactors};
 use self::session::Session;
 use self::signals::{ControlSignals, Stop};
 pub use self::udp::{UdpConfig, UdpServer};
 use crate::address::{ListenAddr, PeerAddr};
 use crate::connection::Stream;
 use crate::metrics::{ListenerMetrics, Metrics};
-use crate::plugin::CurrentPlugin;
+use crate::plugin::{CurrentPlugin, Serving};
 
 const SIGNALS: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -72,6 +76,11 @@ pub struct ServerConfig {
     /// Let other processes bind the same address (SO_REUSEPORT): the
     /// kernel spreads connections across them.
     pub reuse_port: bool,
+    /// Reactor threads — one shared instance each — for a plugin that
+    /// serves many connections from one instance (the `protocol` world).
+    pub instances: usize,
+    /// The most unsent bytes a shared instance buffers per connection.
+    pub write_limit: usize,
 }
 
 /// Something the server asks its owner to do.
@@ -91,6 +100,7 @@ pub struct Server {
     live: LiveConnections,
     pool: ThreadPool,
     events: Option<EventLoops>,
+    reactors: Option<Reactors>,
     /// Set while `accept` is paused (connection cap or fd exhaustion).
     paused: bool,
     /// When the cap last made a connection wait (and that was logged).
@@ -133,6 +143,20 @@ impl Server {
         };
         let metrics = metrics.listener(&name);
         metrics.serving(None, &plugin.get().version().to_string());
+        let reactors = match plugin.get().serving() {
+            Serving::Shared(_) => {
+                let settings = ReactorSettings {
+                    write_limit: config.write_limit,
+                    idle_timeout: config.idle_timeout,
+                    current: plugin.clone(),
+                    metrics: metrics.clone(),
+                };
+                let reactors = Reactors::start(config.instances, &name, &settings)
+                    .context("cannot start the reactor threads")?;
+                Some(reactors)
+            }
+            Serving::PerConnection(_) => None,
+        };
         Ok(Self {
             config,
             plugin,
@@ -143,6 +167,7 @@ impl Server {
             live,
             pool,
             events,
+            reactors,
             paused: false,
             warned_full: None,
         })
@@ -164,11 +189,7 @@ impl Server {
     /// Accepts and serves connections until SIGINT/SIGTERM, then drains.
     pub fn run(mut self, hooks: &mut dyn ServerHooks) -> Result<()> {
         crate::sys::sched::accept_in_batches();
-        let serving = match (&self.events, self.plugin.get().on_event_loop()) {
-            (Some(_), Some(_)) if self.config.event_loops == 1 => "1 event loop".to_string(),
-            (Some(_), Some(_)) => format!("{} event loops", self.config.event_loops),
-            _ => "a thread per connection".to_string(),
-        };
+        let serving = self.serving_mode();
         for addr in self.local_addrs() {
             tracing::info!(
                 listener = self.metrics.name(),
@@ -204,6 +225,25 @@ impl Server {
                     self.accept_all(index);
                 }
             }
+        }
+    }
+
+    /// How the listener serves, for the log: "2 event loops", "a thread
+    /// per connection", "1 shared instance".
+    fn serving_mode(&self) -> String {
+        let plural = |n: usize, what: &str| {
+            if n == 1 {
+                format!("1 {what}")
+            } else {
+                format!("{n} {what}s")
+            }
+        };
+        match self.plugin.get().serving() {
+            Serving::Shared(_) => plural(self.config.instances, "shared instance"),
+            Serving::PerConnection(plugin) => match (&self.events, plugin.on_event_loop()) {
+                (Some(_), Some(_)) => plural(self.config.event_loops, "event loop"),
+                _ => "a thread per connection".to_string(),
+            },
         }
     }
 
@@ -280,10 +320,13 @@ impl Server {
             plugin,
         };
         self.metrics.opened();
-        match &self.events {
-            Some(events) if session.plugin.on_event_loop().is_some() => {
-                events.spawn(session::serve_events(session));
-            }
+        let (shared, event_form) = match session.plugin.serving() {
+            Serving::Shared(_) => (true, false),
+            Serving::PerConnection(plugin) => (false, plugin.on_event_loop().is_some()),
+        };
+        match (&self.reactors, &self.events) {
+            (Some(reactors), _) if shared => reactors.admit(session),
+            (_, Some(events)) if event_form => events.spawn(session::serve_events(session)),
             _ => {
                 let shown = session.peer.to_string();
                 if let Err(err) = self.pool.execute(move || session::serve(session)) {
@@ -313,6 +356,9 @@ impl Server {
         );
         let deadline = Instant::now() + self.config.grace;
         if !self.wait_for_connections(deadline)? {
+            if let Some(reactors) = &self.reactors {
+                reactors.shutting_down();
+            }
             let closed = self.live.shutdown_all();
             tracing::warn!("grace period over: closing {closed} connection(s) still open");
             self.wait_for_connections(Instant::now() + CLOSE_WAIT)?;

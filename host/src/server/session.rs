@@ -1,8 +1,10 @@
 //! One connection's life in the server: wrap the accepted socket for the
 //! serving mode the server chose — blocking, on a pooled thread
 //! ([`serve`]), or registered with an event loop, as a task there
-//! ([`serve_events`]) — hand it to the plugin snapshot it was accepted
-//! with, then count it and log a single line with what happened.
+//! ([`serve_events`]), or as one of a shared instance's connections on a
+//! reactor (`reactor.rs`, which uses [`Session::open`] and [`Open::close`])
+//! — hand it to the plugin snapshot it was accepted with, then count it
+//! and log a single line with what happened.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +13,7 @@ use crate::address::PeerAddr;
 use crate::connection::event::EventConnection;
 use crate::connection::{Connection, Stream, Unwrapped};
 use crate::metrics::ListenerMetrics;
-use crate::plugin::{Outcome, Plugin};
+use crate::plugin::{Outcome, Plugin, Serving};
 
 use super::live::LiveGuard;
 
@@ -34,12 +36,16 @@ pub struct Session {
     pub metrics: ListenerMetrics,
 }
 
-/// Serves the session on the current thread (blocking).
+/// Serves the session on the current thread (blocking; the server sends
+/// only sessions whose plugin serves each connection in an instance).
 pub fn serve(session: Session) {
     let Some((conn, open)) = session.open(Connection::blocking) else {
         return;
     };
-    let (conn, outcome) = open.plugin.serve(conn);
+    let (conn, outcome) = match open.plugin.serving() {
+        Serving::PerConnection(plugin) => plugin.serve(conn),
+        Serving::Shared(_) => (conn, wrong_mode("a thread")),
+    };
     open.close(conn, outcome);
 }
 
@@ -49,18 +55,26 @@ pub async fn serve_events(session: Session) {
     let Some((conn, open)) = session.open(EventConnection::accepted) else {
         return;
     };
-    let (conn, outcome) = match open.plugin.on_event_loop() {
+    let event_form = match open.plugin.serving() {
+        Serving::PerConnection(plugin) => plugin.on_event_loop(),
+        Serving::Shared(_) => None,
+    };
+    let (conn, outcome) = match event_form {
         Some(plugin) => plugin.serve(conn).await,
-        None => {
-            let reason = "this plugin cannot run on an event loop".to_string();
-            (conn, Outcome::HostError(reason))
-        }
+        None => (conn, wrong_mode("an event loop")),
     };
     open.close(conn.into_inner(), outcome);
 }
 
+/// The outcome of a connection sent to a serving mode its plugin has no
+/// form for (a reload between the choice and the call cannot cause it:
+/// the session keeps the plugin it was accepted with).
+fn wrong_mode(mode: &str) -> Outcome {
+    Outcome::HostError(format!("this plugin cannot serve a connection on {mode}"))
+}
+
 /// A session whose connection is being served.
-struct Open {
+pub(super) struct Open {
     peer: PeerAddr,
     plugin: Arc<Box<dyn Plugin>>,
     guard: LiveGuard,
@@ -75,7 +89,7 @@ type Wrap<C> = fn(Stream, PeerAddr, Option<Duration>) -> Result<C, Unwrapped>;
 impl Session {
     /// Logs the opening and wraps the socket for its serving mode; `None`
     /// if the peer is already gone (logged).
-    fn open<C>(self, wrap: Wrap<C>) -> Option<(C, Open)> {
+    pub(super) fn open<C>(self, wrap: Wrap<C>) -> Option<(C, Open)> {
         let started = Instant::now();
         let version = self.plugin.version();
         tracing::info!(target: "connection", peer = %self.peer, plugin = %version, "connection opened");
@@ -106,7 +120,7 @@ impl Session {
 
 impl Open {
     /// Closes the connection and logs and counts how it went.
-    fn close(self, conn: Connection, outcome: Outcome) {
+    pub(super) fn close(self, conn: Connection, outcome: Outcome) {
         let (bytes_in, bytes_out) = (conn.bytes_in(), conn.bytes_out());
         // Unregister before the socket closes, so a drain never touches a
         // reused file descriptor.

@@ -34,7 +34,7 @@ use tempfile::NamedTempFile;
 
 use super::lifecycle::{self, Step};
 use super::source::PluginBytes;
-use super::{Outcome, Plugin, PluginVersion};
+use super::{ConnectionPlugin, Outcome, Plugin, PluginVersion, Serving};
 use crate::connection::Connection;
 
 /// The ELF magic number: how a native plugin file is recognised.
@@ -116,6 +116,12 @@ impl Plugin for NativePlugin {
         &self.version
     }
 
+    fn serving(&self) -> Serving<'_> {
+        Serving::PerConnection(self)
+    }
+}
+
+impl ConnectionPlugin for NativePlugin {
     fn serve(&self, mut conn: Connection) -> (Connection, Outcome) {
         let mut steps = NativeSteps {
             plugin: self,

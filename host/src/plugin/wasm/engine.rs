@@ -75,6 +75,13 @@ impl InstanceLimits {
         }
     }
 
+    /// The memory cap of an instance when none is asked for: 64 MiB for
+    /// an instance that serves one connection (or one datagram), 256 MiB
+    /// for a `shared` one, which holds the state of all its connections.
+    pub fn default_max_memory(shared: bool) -> usize {
+        if shared { 256 << 20 } else { 64 << 20 }
+    }
+
     /// Whether guest calls run under a CPU deadline.
     pub fn cpu_deadline(&self) -> bool {
         !self.call_timeout.is_zero()
@@ -90,7 +97,7 @@ impl InstanceLimits {
 impl Default for InstanceLimits {
     fn default() -> Self {
         Self {
-            max_memory: 64 * 1024 * 1024,
+            max_memory: Self::default_max_memory(false),
             call_timeout: Duration::from_secs(5),
             max_instances: 1000,
             max_wasm_stack: 512 * 1024,

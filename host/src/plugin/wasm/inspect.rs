@@ -1,6 +1,6 @@
-//! Recognising what a file is before compiling it, and checking that a
-//! compiled component implements the handler world, with messages that say
-//! exactly what is wrong.
+//! Recognising what a file is before compiling it (a component or a core
+//! module; of which stream world), and checking that a compiled component
+//! implements its world, with messages that say exactly what is wrong.
 
 use anyhow::{Result, bail};
 use wasmtime::Engine;
@@ -46,6 +46,34 @@ pub fn require_component(bytes: &[u8], what: &str) -> Result<()> {
              wasm32-wasip2, or wrap it with `wasm-tools component new`"
         ),
     }
+}
+
+/// The export that tells a `protocol` component from a `handler` one.
+const PROTOCOL_MARK: &str = "data-received";
+
+/// Whether `bytes` hold a component that exports the `protocol` world's
+/// `data-received` at its top level: it is meant to serve many
+/// connections from one instance. Read from the binary without compiling
+/// it, so a listener can size its runtime before loading; anything that
+/// does not parse is not (loading then says what is wrong).
+pub fn exports_protocol(bytes: &[u8]) -> bool {
+    use wasmparser::{Parser, Payload};
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload {
+            Ok(Payload::Version { .. }) => depth += 1,
+            Ok(Payload::End(_)) => depth = depth.saturating_sub(1),
+            Ok(Payload::ComponentExportSection(exports)) if depth == 1 => {
+                let mut names = exports.into_iter().filter_map(|e| e.ok());
+                if names.any(|export| export.name.name == PROTOCOL_MARK) {
+                    return true;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 /// Checks that `component` exports `setup`, `handle` and `finish` as

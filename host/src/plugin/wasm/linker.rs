@@ -2,7 +2,7 @@
 //! pre-linking a component against one. A linker provides a world's
 //! imports: WASI (whose grants are applied per store, see
 //! [`Sandbox`](super::Sandbox)), the contract's interfaces (`connection`,
-//! `config`, `datagrams`), and for the `connection` the host's own
+//! `config`, `datagrams`, `transports`, `timers`), and for the `connection` the host's own
 //! guest-memory `read` and `write` in place of the generated ones.
 
 use anyhow::{Context, Result};
@@ -13,6 +13,8 @@ use super::datagram::bindings::DatagramHandler;
 use super::handler::bindings::Handler;
 use super::handler::event::EventState;
 use super::handler::event::bindings::Handler as EventHandler;
+use super::protocol::ProtocolState;
+use super::protocol::bindings::Protocol;
 use super::state::{ConnState, DatagramState};
 
 /// The linkers of one runtime.
@@ -25,6 +27,9 @@ pub(super) struct Linkers {
     pub handler_on_event_loop: Option<Linker<EventState>>,
     /// The `datagram-handler` world.
     pub datagram: Linker<DatagramState>,
+    /// The `protocol` world: one instance, many connections, every call
+    /// synchronous.
+    pub protocol: Linker<ProtocolState>,
 }
 
 impl Linkers {
@@ -39,6 +44,7 @@ impl Linkers {
             handler: handler(engine)?,
             handler_on_event_loop,
             datagram: datagram(engine)?,
+            protocol: protocol(engine)?,
         })
     }
 }
@@ -75,6 +81,17 @@ fn datagram(engine: &WasmEngine) -> Result<Linker<DatagramState>> {
     DatagramHandler::add_to_linker::<DatagramState, HasSelf<DatagramState>>(&mut linker, |s| s)
         .map_err(anyhow::Error::from)
         .context("cannot link the datagram world")?;
+    Ok(linker)
+}
+
+fn protocol(engine: &WasmEngine) -> Result<Linker<ProtocolState>> {
+    let mut linker = Linker::new(engine.engine());
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        .map_err(anyhow::Error::from)
+        .context("cannot link WASI")?;
+    Protocol::add_to_linker::<ProtocolState, HasSelf<ProtocolState>>(&mut linker, |s| s)
+        .map_err(anyhow::Error::from)
+        .context("cannot link the protocol world")?;
     Ok(linker)
 }
 

@@ -5,8 +5,9 @@
 //! instance gets ([`new_store`]: memory cap, CPU deadline, the grants of
 //! [`grants`], guest output to the log). The worlds are modules of their
 //! own: [`handler`] (an instance per connection, on a thread or an event
-//! loop) and [`datagram`] (an instance per datagram); a new world is a new
-//! module beside them, with its linker in [`linker`].
+//! loop), [`datagram`] (an instance per datagram) and [`protocol`] (one
+//! instance serving many connections through events); a new world is a
+//! new module beside them, with its linker in [`linker`].
 
 mod cache;
 mod config_import;
@@ -17,6 +18,7 @@ mod guest_output;
 mod handler;
 mod inspect;
 mod linker;
+mod protocol;
 mod state;
 
 use std::sync::Arc;
@@ -30,8 +32,10 @@ pub use self::cache::{CacheSettings, CompileCache};
 pub use self::datagram::{CurrentDatagram, DATAGRAM_WORLD, DatagramPlugin};
 pub use self::engine::{InstanceLimits, WasmEngine, write_perf_map};
 pub use self::grants::{DirGrant, Grants, Sandbox};
+pub use self::inspect::exports_protocol;
 pub use self::handler::WasmPlugin;
 pub use self::handler::bindings::WORLD_NAME;
+pub use self::protocol::{PROTOCOL_WORLD, WasmProtocol};
 use self::linker::Linkers;
 use self::state::StoreState;
 use super::Outcome;
@@ -81,6 +85,11 @@ impl WasmRuntime {
             cache,
             sandbox: Arc::new(sandbox),
         })
+    }
+
+    /// The limits every instance of this runtime gets.
+    pub fn limits(&self) -> &InstanceLimits {
+        self.engine.limits()
     }
 
     /// Compiles a component (or loads it from the cache) and describes it

@@ -17,15 +17,10 @@
 //!   shuts down its write side and briefly drains what the client still
 //!   sends, so that the client reads the last response rather than a reset.
 
-pub mod request;
-pub mod response;
-
 use std::net::Shutdown;
 use std::time::Duration;
 
 use plughost_sdk::{Conn, Error, Handler};
-
-use request::Parsed;
 
 /// How much one read asks for.
 const CHUNK: usize = 64 * 1024;
@@ -41,34 +36,13 @@ impl Handler for HttpHello {
         // Responses to one read, sent in one write; reused.
         let mut out = Vec::new();
         loop {
-            let mut start = skip(&buf, 0, &mut discard);
             out.clear();
-            let mut close = false;
-            while discard == 0 && start < buf.len() {
-                match request::parse(&buf[start..]) {
-                    Parsed::Partial => break,
-                    Parsed::Reject(r) => {
-                        response::reject(r, &mut out);
-                        close = true;
-                        break;
-                    }
-                    Parsed::Request(head) => {
-                        response::respond(&head, &mut out);
-                        start += head.len;
-                        discard = head.body_len;
-                        start = skip(&buf, start, &mut discard);
-                        if !head.keep_alive {
-                            close = true;
-                            break;
-                        }
-                    }
-                }
-            }
-            buf.drain(..start);
+            let answered = http_core::answer_all(&buf, &mut discard, &mut out);
+            buf.drain(..answered.consumed);
             if !out.is_empty() {
                 conn.write_all(&out)?;
             }
-            if close {
+            if answered.close {
                 linger(conn);
                 return Ok(());
             }
@@ -84,14 +58,6 @@ impl Handler for HttpHello {
 }
 
 plughost_sdk::export!(HttpHello);
-
-/// Skips up to `discard` body bytes of `buf` from `start`; returns the new
-/// start.
-fn skip(buf: &[u8], start: usize, discard: &mut u64) -> usize {
-    let n = (buf.len() - start).min(usize::try_from(*discard).unwrap_or(usize::MAX));
-    *discard -= n as u64;
-    start + n
-}
 
 /// Closes gracefully: end our side, then read and drop what the client
 /// still sends (bounded), so the kernel does not answer it with a reset

@@ -132,20 +132,10 @@
 
 extern crate self as plughost_sdk;
 
-#[cfg(all(any(target_arch = "wasm32", test), feature = "aligned-alloc"))]
-mod aligned_alloc;
 mod conn;
 mod error;
-#[cfg(all(
-    target_arch = "wasm32",
-    target_os = "unknown",
-    feature = "aligned-alloc"
-))]
-mod lean_heap;
 #[cfg(not(target_arch = "wasm32"))]
 mod native;
-#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
-mod panic_report;
 pub mod testing;
 #[cfg(target_arch = "wasm32")]
 mod wasm;

@@ -86,8 +86,7 @@ thread_local! {
 }
 
 fn with_conn<R>(raw: &Connection, f: impl FnOnce(&mut Conn<'_>) -> R) -> R {
-    #[cfg(target_os = "unknown")]
-    crate::panic_report::install();
+    plughost_guest_rt::install_panic_report();
     let mut transport = Wit(raw);
     let mut conn = Conn::with_buffer(&mut transport, READ_AHEAD.take());
     let result = f(&mut conn);

@@ -21,7 +21,7 @@ pub use plughost::handler::connections::{ErrorCode, ShutdownHow, SocketAddress};
 /// for `concat!`.
 macro_rules! contract_version {
     () => {
-        "0.1.1"
+        "0.1.2"
     };
 }
 pub(crate) use contract_version;

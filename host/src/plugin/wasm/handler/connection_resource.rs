@@ -99,7 +99,7 @@ crate::connection::error_code_from_conn_error!(ErrorCode);
 
 /// The WIT `socket-address` fields for `addr`: Unix peers appear as
 /// `{ ip: "unix:<path>", port: 0 }` (see the WIT).
-pub(super) fn ip_and_port(addr: &PeerAddr) -> (String, u16) {
+pub(in crate::plugin::wasm) fn ip_and_port(addr: &PeerAddr) -> (String, u16) {
     match addr {
         PeerAddr::Ip(addr) => (addr.ip().to_string(), addr.port()),
         unix => (unix.to_string(), 0),

@@ -18,7 +18,7 @@ use wasmtime::Store;
 use wasmtime::component::Resource;
 
 use self::bindings::{Handler, HandlerPre, WORLD_NAME};
-pub(super) use self::connection_resource::link_guest_memory_io;
+pub(super) use self::connection_resource::{ip_and_port, link_guest_memory_io};
 use self::event::EventPre;
 use self::event::bindings::HandlerPre as EventHandlerPre;
 use super::state::{ConnState, ConnectionHandle, StoreState};
@@ -30,7 +30,9 @@ use crate::connection::Connection;
 use crate::connection::event::EventConnection;
 use crate::plugin::lifecycle::{self, Step};
 use crate::plugin::source::PluginBytes;
-use crate::plugin::{BoxFuture, EventPlugin, Outcome, Plugin, PluginVersion};
+use crate::plugin::{
+    BoxFuture, ConnectionPlugin, EventPlugin, Outcome, Plugin, PluginVersion, Serving,
+};
 
 impl WasmRuntime {
     /// Compiles `plugin` (or loads it from the cache), checks it implements
@@ -155,19 +157,8 @@ impl Plugin for WasmPlugin {
         &self.version
     }
 
-    fn serve(&self, conn: Connection) -> (Connection, Outcome) {
-        let peer = conn.peer_addr().clone();
-        let mut store = match self.store(conn, &peer, false) {
-            Ok(store) => store,
-            Err(refused) => return refused,
-        };
-        let mut outcome = self.run(&mut store);
-        note_memory_limit(&mut outcome, &store, self.engine.limits().max_memory);
-        (store.into_data().into_io(), outcome)
-    }
-
-    fn on_event_loop(&self) -> Option<&dyn EventPlugin> {
-        self.event_pre.is_some().then_some(self as &dyn EventPlugin)
+    fn serving(&self) -> Serving<'_> {
+        Serving::PerConnection(self)
     }
 
     fn time_instantiation(&self) -> Result<Option<Duration>> {
@@ -187,6 +178,23 @@ impl Plugin for WasmPlugin {
             .map_err(anyhow::Error::from)
             .context("cannot instantiate")?;
         Ok(Some(started.elapsed()))
+    }
+}
+
+impl ConnectionPlugin for WasmPlugin {
+    fn serve(&self, conn: Connection) -> (Connection, Outcome) {
+        let peer = conn.peer_addr().clone();
+        let mut store = match self.store(conn, &peer, false) {
+            Ok(store) => store,
+            Err(refused) => return refused,
+        };
+        let mut outcome = self.run(&mut store);
+        note_memory_limit(&mut outcome, &store, self.engine.limits().max_memory);
+        (store.into_data().into_io(), outcome)
+    }
+
+    fn on_event_loop(&self) -> Option<&dyn EventPlugin> {
+        self.event_pre.is_some().then_some(self as &dyn EventPlugin)
     }
 }
 

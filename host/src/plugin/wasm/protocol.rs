@@ -1,0 +1,264 @@
+//! The `protocol` world (Twisted's `Protocol` and `Factory`): one instance
+//! serves many connections through events. The host calls `init` once,
+//! then `connection-made`, `data-received`, `write-drained`,
+//! `connection-lost` and `timer-fired` as the reactor (`server/reactor.rs`)
+//! sees things happen; the guest's `transports` and `timers` imports act on
+//! the instance's [`SharedIo`] and never wait.
+//!
+//! Every callback is a plain synchronous call under the CPU deadline of a
+//! call (no fiber, no thread per connection); a trap poisons the instance,
+//! and the reactor closes its connections and starts a fresh one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use wasmtime::Store;
+
+use super::state::StoreState;
+use super::{
+    ComponentInfo, Sandbox, WasmEngine, WasmRuntime, inspect, linker, new_store, note_memory_limit,
+    trapped,
+};
+use crate::address::PeerAddr;
+use crate::connection::shared::{LostReason, SharedIo, WriteError};
+use crate::plugin::source::PluginBytes;
+use crate::plugin::{
+    Event, Plugin, PluginVersion, ProtocolInstance, ProtocolPlugin, Serving,
+};
+
+pub(super) mod bindings {
+    wasmtime::component::bindgen!({
+        world: "protocol",
+        path: "../wit",
+        with: {
+            "plughost:handler/config": crate::plugin::wasm::handler::bindings::plughost::handler::config,
+        },
+        imports: { default: trappable },
+    });
+}
+
+use bindings::plughost::handler::transports::{
+    self, LostReason as WitLostReason, SocketAddress, WriteError as WitWriteError,
+};
+use bindings::plughost::handler::timers;
+use bindings::{Protocol, ProtocolPre};
+
+/// The world protocol plugins implement.
+pub const PROTOCOL_WORLD: &str = concat!(
+    "plughost:handler/protocol@",
+    super::handler::bindings::contract_version!()
+);
+
+/// The exports the world requires.
+pub const PROTOCOL_EXPORTS: [&str; 6] = [
+    "init",
+    "connection-made",
+    "data-received",
+    "write-drained",
+    "connection-lost",
+    "timer-fired",
+];
+
+/// Store data of a protocol instance: its connections and timers.
+pub type ProtocolState = StoreState<SharedIo>;
+
+impl WasmRuntime {
+    /// Compiles `plugin` (or loads it from the cache), checks it implements
+    /// the protocol world, and pre-links it. `what` names it in errors.
+    pub fn load_protocol(
+        &self,
+        plugin: &PluginBytes,
+        what: &str,
+    ) -> Result<(WasmProtocol, ComponentInfo)> {
+        let (component, info) = self.compile(plugin, what, PROTOCOL_WORLD)?;
+        inspect::check_named_exports(
+            self.engine.engine(),
+            &component,
+            what,
+            PROTOCOL_WORLD,
+            &PROTOCOL_EXPORTS,
+        )?;
+        let pre = linker::prelink(
+            &self.linkers.protocol,
+            &component,
+            what,
+            PROTOCOL_WORLD,
+            ProtocolPre::new,
+        )?;
+        let plugin = WasmProtocol {
+            version: plugin.version.clone(),
+            pre,
+            engine: self.engine.clone(),
+            sandbox: Arc::clone(&self.sandbox),
+        };
+        Ok((plugin, info))
+    }
+}
+
+/// A compiled, checked and pre-linked protocol component.
+pub struct WasmProtocol {
+    version: PluginVersion,
+    pre: ProtocolPre<ProtocolState>,
+    engine: WasmEngine,
+    sandbox: Arc<Sandbox>,
+}
+
+impl Plugin for WasmProtocol {
+    fn version(&self) -> &PluginVersion {
+        &self.version
+    }
+
+    fn serving(&self) -> Serving<'_> {
+        Serving::Shared(self)
+    }
+
+    fn time_instantiation(&self) -> Result<Option<Duration>> {
+        let started = std::time::Instant::now();
+        let tag = PeerAddr::Unix(None);
+        self.instantiate(SharedIo::new(0), &tag)
+            .map_err(|reason| anyhow::anyhow!("{reason}"))?;
+        Ok(Some(started.elapsed()))
+    }
+}
+
+impl ProtocolPlugin for WasmProtocol {
+    fn instantiate(
+        &self,
+        io: SharedIo,
+        tag: &PeerAddr,
+    ) -> Result<Box<dyn ProtocolInstance>, String> {
+        let mut store = new_store(&self.engine, &self.sandbox, io, tag, false)
+            .map_err(|(_, outcome)| outcome.reason().unwrap_or_default().to_string())?;
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|err| format!("cannot instantiate: {}", super::one_line(&err)))?;
+        let mut instance = WasmProtocolInstance {
+            store,
+            bindings,
+            max_memory: self.engine.limits().max_memory,
+        };
+        instance.store.data_mut().guest_resumes();
+        let init = instance.bindings.call_init(&mut instance.store);
+        match init {
+            Ok(Ok(())) => Ok(Box::new(instance)),
+            Ok(Err(message)) => Err(format!("init failed: {message}")),
+            Err(err) => Err(format!("init: {}", instance.reason(err))),
+        }
+    }
+}
+
+/// A live protocol instance.
+struct WasmProtocolInstance {
+    store: Store<ProtocolState>,
+    bindings: Protocol,
+    max_memory: usize,
+}
+
+impl WasmProtocolInstance {
+    /// Why a call failed, with the memory limit when the guest had hit it.
+    fn reason(&self, err: wasmtime::Error) -> String {
+        let mut outcome = trapped(err);
+        note_memory_limit(&mut outcome, &self.store, self.max_memory);
+        outcome.reason().unwrap_or("trap").to_string()
+    }
+}
+
+impl ProtocolInstance for WasmProtocolInstance {
+    fn io(&mut self) -> &mut SharedIo {
+        &mut self.store.data_mut().io
+    }
+
+    fn deliver(&mut self, event: Event<'_>) -> Result<(), String> {
+        self.store.data_mut().guest_resumes();
+        let (store, guest) = (&mut self.store, &self.bindings);
+        let called = match event {
+            Event::ConnectionMade(t) => guest.call_connection_made(&mut *store, t),
+            Event::DataReceived(t, data) => guest.call_data_received(&mut *store, t, data),
+            Event::WriteDrained(t) => guest.call_write_drained(&mut *store, t),
+            Event::ConnectionLost(t, reason) => {
+                guest.call_connection_lost(&mut *store, t, wit_reason(reason))
+            }
+            Event::TimerFired(timer) => guest.call_timer_fired(&mut *store, timer),
+        };
+        called.map_err(|err| self.reason(err))
+    }
+}
+
+fn wit_reason(reason: LostReason) -> WitLostReason {
+    match reason {
+        LostReason::PeerClosed => WitLostReason::PeerClosed,
+        LostReason::Closed => WitLostReason::Closed,
+        LostReason::Aborted => WitLostReason::Aborted,
+        LostReason::Reset => WitLostReason::Reset,
+        LostReason::TimedOut => WitLostReason::TimedOut,
+        LostReason::Shutdown => WitLostReason::Shutdown,
+        LostReason::Error => WitLostReason::Error,
+    }
+}
+
+fn wit_address(addr: &PeerAddr) -> SocketAddress {
+    let (ip, port) = super::handler::ip_and_port(addr);
+    SocketAddress { ip, port }
+}
+
+impl transports::Host for ProtocolState {
+    fn write(&mut self, t: u64, data: Vec<u8>) -> wasmtime::Result<Result<(), WitWriteError>> {
+        Ok(self.io.write(t, &data).map_err(|err| match err {
+            WriteError::Closed => WitWriteError::Closed,
+            WriteError::BufferFull => WitWriteError::BufferFull,
+        }))
+    }
+
+    fn buffered(&mut self, t: u64) -> wasmtime::Result<u64> {
+        Ok(self.io.buffered(t) as u64)
+    }
+
+    fn write_limit(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.io.write_limit() as u64)
+    }
+
+    fn close(&mut self, t: u64) -> wasmtime::Result<()> {
+        self.io.close(t);
+        Ok(())
+    }
+
+    fn abort(&mut self, t: u64, reason: String) -> wasmtime::Result<()> {
+        // The reason goes to one log line: keep it to a line's worth.
+        let reason: String = reason.chars().take(512).collect();
+        self.io.abort(t, reason);
+        Ok(())
+    }
+
+    fn pause_reading(&mut self, t: u64) -> wasmtime::Result<()> {
+        self.io.pause_reading(t);
+        Ok(())
+    }
+
+    fn resume_reading(&mut self, t: u64) -> wasmtime::Result<()> {
+        self.io.resume_reading(t);
+        Ok(())
+    }
+
+    fn peer_address(&mut self, t: u64) -> wasmtime::Result<Option<SocketAddress>> {
+        Ok(self.io.peer_addr(t).map(wit_address))
+    }
+
+    fn local_address(&mut self, t: u64) -> wasmtime::Result<Option<SocketAddress>> {
+        Ok(self.io.local_addr(t).map(wit_address))
+    }
+}
+
+impl timers::Host for ProtocolState {
+    fn call_later(&mut self, delay_ms: u64) -> wasmtime::Result<Result<u64, String>> {
+        Ok(self
+            .io
+            .timers()
+            .call_later(Duration::from_millis(delay_ms)))
+    }
+
+    fn cancel(&mut self, t: u64) -> wasmtime::Result<bool> {
+        Ok(self.io.timers().cancel(t))
+    }
+}
