@@ -14,6 +14,7 @@ mod limits;
 mod listeners;
 mod native;
 mod operability;
+mod protocol;
 mod reload;
 mod sandbox;
 mod serving;

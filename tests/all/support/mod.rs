@@ -8,6 +8,7 @@ pub mod admin;
 pub mod checks;
 pub mod clients;
 mod host;
+pub mod protocol;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
