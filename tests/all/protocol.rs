@@ -12,6 +12,7 @@ use std::process::Command;
 
 use crate::support::admin::{admin_addr, wait_for_metric};
 use crate::support::checks::{check_echo, check_http};
+use crate::support::clients::echo_to_end;
 use crate::support::protocol::{LineClient, check_chat, check_chat_cuts_a_client_that_never_reads};
 use crate::support::{Host, Mode, SOON, run_host, temp_dir, test_plugin};
 
@@ -45,6 +46,24 @@ fn the_chat_cuts_a_client_that_never_reads_and_the_room_goes_on() {
 fn proto_echo_returns_a_megabyte_byte_exact() {
     let host = Host::serving("proto-echo", Mode::Shared);
     check_echo(&host);
+}
+
+#[test]
+fn proto_echo_sends_everything_before_closing_after_the_clients_end_of_stream() {
+    let host = Host::serving("proto-echo", Mode::Shared);
+    let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let sent = payload.clone();
+    let stream = host.connect();
+    let echoed = echo_to_end(&stream, move |writer| {
+        writer.write_all(&sent).expect("send 3 MB");
+    });
+    assert!(
+        echoed == payload,
+        "{} of {} bytes came back",
+        echoed.len(),
+        payload.len()
+    );
+    host.expect_log("outcome=ok", SOON);
 }
 
 #[test]
