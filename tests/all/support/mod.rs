@@ -231,3 +231,10 @@ pub fn refused(args: &[&str]) -> String {
 pub fn utf8(path: &Path) -> &str {
     path.to_str().expect("test paths are UTF-8")
 }
+
+/// Whether the tests run as root (some checks need to hand a file to
+/// another user).
+pub fn is_root() -> bool {
+    // SAFETY: `geteuid` takes nothing and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}

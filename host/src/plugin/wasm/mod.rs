@@ -78,7 +78,9 @@ impl WasmRuntime {
     ) -> Result<Self> {
         let engine = WasmEngine::new(limits)?;
         let linkers = Linkers::new(&engine)?;
-        let cache = cache.map(|settings| CompileCache::new(settings, engine.engine()));
+        let cache = cache
+            .map(|settings| CompileCache::new(settings, engine.engine()))
+            .transpose()?;
         Ok(Self {
             engine,
             linkers,
