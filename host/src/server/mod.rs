@@ -198,6 +198,7 @@ impl Server {
                 "listening on {addr}"
             );
         }
+        self.metrics.set_ready(true);
         let mut events = Events::with_capacity(256);
         loop {
             let timeout = self.paused.then_some(PAUSED_RETRY);
@@ -343,6 +344,7 @@ impl Server {
     /// Stops accepting, waits up to the grace period for live connections,
     /// then shuts the rest down.
     fn drain(mut self, Stop { name }: Stop) -> Result<()> {
+        self.metrics.set_ready(false);
         for mut listener in self.listeners.drain(..) {
             let _ = listener.deregister(self.poll.registry());
         }
