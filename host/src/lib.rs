@@ -18,6 +18,7 @@
 //! | [`capacity`] | how many connections fit (`vm.max_map_count`, open files) |
 //! | [`sys`] | every direct OS call (`libc`) |
 //! | [`config`], [`address`], [`size`] | the configuration file, listen addresses, byte sizes |
+//! | [`proxy_header`] | the PROXY protocol header (v1, v2) a load balancer sends first; `server/preamble.rs` reads it |
 //! | [`metrics`], [`admin`] | counters per listener; `/metrics` and `/status` |
 //!
 //! # One connection's route
@@ -92,6 +93,7 @@ pub mod config;
 pub mod connection;
 pub mod metrics;
 pub mod plugin;
+pub mod proxy_header;
 pub mod reload;
 pub mod server;
 pub mod service;

@@ -15,6 +15,7 @@ mod listeners;
 mod native;
 mod operability;
 mod protocol;
+mod proxy;
 mod reload;
 mod sandbox;
 mod serving;

@@ -41,11 +41,14 @@ impl LineClient {
         assert_eq!(self.line(), expected);
     }
 
+    /// Sends `bytes` as they are.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("send");
+    }
+
     /// Sends `line` and a `\n`.
     pub fn say(&mut self, line: &str) {
-        self.writer
-            .write_all(format!("{line}\n").as_bytes())
-            .expect("send a line");
+        self.send(format!("{line}\n").as_bytes());
     }
 
     /// Whether the host closed the connection: reads until the end of the
@@ -96,9 +99,8 @@ pub fn check_chat(host: &Host) {
     b.expect("* here: alice, guest2, guest3");
 
     // Lines split across packets and several in one arrive whole.
-    b.writer.write_all(b"split ").expect("send");
-    b.writer.flush().expect("flush");
-    b.writer.write_all(b"line\r\nsecond\n").expect("send");
+    b.send(b"split ");
+    b.send(b"line\r\nsecond\n");
     a.expect("guest2: split line");
     a.expect("guest2: second");
     c.expect("guest2: split line");

@@ -10,6 +10,8 @@
 //! - `hog` allocates until the memory cap stops it;
 //! - `later MS` sets a timer; when it fires, the client gets `fired\n`;
 //! - `count` answers `count N\n`, the connections the instance serves now;
+//! - `peer` answers `peer ADDRESS\n`, the client's address as the host
+//!   gives it;
 //! - anything else comes back as `echo LINE\n`.
 //!
 //! With `fail_init = "yes"` in `[listener.config]`, `init` fails.
@@ -55,6 +57,10 @@ impl Faults {
                     let _ = t.write(b"error: later takes milliseconds\n");
                 }
             },
+            ("peer", _) => {
+                let peer = t.peer_addr().map_or("none".to_string(), |a| a.to_string());
+                let _ = t.write(format!("peer {peer}\n").as_bytes());
+            }
             ("count", _) => {
                 let _ = t.write(format!("count {}\n", self.open.len()).as_bytes());
             }
