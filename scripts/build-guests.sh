@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the pinned toolchains for the non-Rust guests and builds every
 # one of them once: plugins/<lang>/<plugin>/ -> target/guests/<lang>-<plugin>.wasm
-# (e.g. target/guests/python-echo.wasm), plus the deliberately mismatched
-# guests the integration tests expect the host to refuse.
+# (e.g. target/guests/python-echo.wasm), each with the `build` command of its
+# plugin.toml (what `host run --plugin DIR --watch` runs; it names the WIT
+# world, e.g. `WORLD=protocol sh ../build.sh chat`), plus the deliberately
+# mismatched guests the integration tests expect the host to refuse.
 #
 #   C       Debian clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32 (apt-get)
 #   Python  componentize-py 0.25.1        (pip, in target/guest-tools/venv)
@@ -31,6 +33,11 @@ now() { date +%s%N; }
 since() {
     local ms=$((($(now) - $1) / 1000000))
     printf '%d.%d s' $((ms / 1000)) $((ms % 1000 / 100))
+}
+
+# The `build` command of a plugin.toml.
+manifest_build() {
+    python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["build"])' "$1"
 }
 
 started=$(now)
@@ -103,8 +110,7 @@ for lang in "${LANGUAGES[@]}"; do
     (
         for dir in plugins/"$lang"/*/; do
             [[ -f $dir/plugin.toml ]] || continue
-            plugin=$(basename "$dir")
-            plugins/"$lang"/build.sh "$plugin" "$out/$lang-$plugin.wasm"
+            (cd "$dir" && sh -c "$(manifest_build plugin.toml)")
         done
         if [[ $lang == c ]]; then
             # Guests built against another WIT than the host's, which the

@@ -1,11 +1,13 @@
 #!/bin/sh
 # Builds one JavaScript plugin (plugins/js/<plugin>/<plugin>.js, an ES
-# module exporting setup/handle/finish) into a component with
-# componentize-js (SpiderMonkey inside, ~12 MB):
+# module exporting its world's functions: setup/handle/finish, or
+# init/connectionMade/dataReceived/... for the protocol world) into a
+# component with componentize-js (SpiderMonkey inside, ~12 MB):
 #
-#   plugins/js/build.sh <plugin> [OUT.wasm]
+#   [WORLD=protocol] plugins/js/build.sh <plugin> [OUT.wasm]
 #
-# default OUT: target/guests/js-<plugin>.wasm. Needs componentize-js 0.23.0
+# default OUT: target/guests/js-<plugin>.wasm; WORLD is the WIT world the
+# plugin implements (default `handler`). Needs componentize-js 0.23.0
 # ($COMPONENTIZE_JS, target/guest-tools/js/node_modules from
 # scripts/build-guests.sh, plugins/js/node_modules after `npm install` there, or
 # on PATH). `-d http fetch-event` leaves out wasi:http, which the host does
@@ -18,6 +20,7 @@ plugin=${1:?usage: plugins/js/build.sh <plugin> [OUT.wasm]}
 src=$here/$plugin
 out=${2:-$root/target/guests/js-$plugin.wasm}
 wit=${WIT:-$root/wit}
+world=${WORLD:-handler}
 [ -f "$src/$plugin.js" ] || { echo "error: no JavaScript plugin $src/$plugin.js" >&2; exit 1; }
 
 tool=${COMPONENTIZE_JS:-}
@@ -35,6 +38,6 @@ fi
 
 work=$root/target/guests/build/js-$(basename "$out" .wasm)
 mkdir -p "$work" "$(dirname "$out")"
-"$tool" "$src/$plugin.js" --wit "$wit" -n handler -d http fetch-event -o "$work/out.wasm" >/dev/null
+"$tool" "$src/$plugin.js" --wit "$wit" -n "$world" -d http fetch-event -o "$work/out.wasm" >/dev/null
 mv "$work/out.wasm" "$out"
 echo "built $out"
