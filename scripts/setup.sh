@@ -19,5 +19,6 @@ done
 # Guests in other languages (C, Go, Python, JavaScript): installs their
 # pinned toolchains and builds target/guests/*.wasm, which the integration
 # tests run (tests/all/languages.rs). Builds the host binary first. The
-# tests' own clients come from Debian too: curl and wrk (tests/all/protocol.rs).
-EXTRA_APT_PACKAGES="curl wrk" "$(dirname "$0")/build-guests.sh"
+# tests' own clients and peers come from Debian too: curl and wrk
+# (tests/all/protocol.rs), haproxy (tests/all/scale_out.rs).
+EXTRA_APT_PACKAGES="curl wrk haproxy" "$(dirname "$0")/build-guests.sh"

@@ -4,6 +4,7 @@
 //! ```toml
 //! admin = "127.0.0.1:9100"          # optional: /metrics and /status
 //! grace = "5s"                       # optional
+//! drain_delay = "1s"                 # optional: accept, not ready, this long after SIGTERM
 //!
 //! [[listener]]
 //! name = "echo"                      # optional; default: the address
@@ -55,6 +56,9 @@ pub struct ConfigFile {
     /// How long connections may finish after SIGINT/SIGTERM.
     #[serde(default, deserialize_with = "duration")]
     pub grace: Option<Duration>,
+    /// How long to go on accepting, not ready, after SIGTERM.
+    #[serde(default, deserialize_with = "duration")]
+    pub drain_delay: Option<Duration>,
     /// The listeners (at least one).
     #[serde(default)]
     pub listener: Vec<ListenerConfig>,

@@ -97,6 +97,9 @@ pub struct ServicePlan {
     pub listeners: Vec<ListenerPlan>,
     /// Drain period on SIGINT/SIGTERM.
     pub grace: Duration,
+    /// How long stream listeners go on accepting, not ready, after
+    /// SIGINT/SIGTERM before they drain.
+    pub drain_delay: Duration,
     /// Admin listener address.
     pub admin: Option<SocketAddr>,
 }
@@ -119,7 +122,7 @@ pub fn run(plan: ServicePlan) -> Result<()> {
     let metrics = Arc::new(Metrics::new());
     let mut started = Vec::new();
     for listener in &plan.listeners {
-        started.push(start(listener, plan.grace, &metrics)?);
+        started.push(start(listener, &plan, &metrics)?);
     }
     if let Some(addr) = plan.admin {
         let statuses = started.iter().map(|s| s.status.clone()).collect();
@@ -191,7 +194,8 @@ enum Runner {
 }
 
 /// Loads the listener's plugin and binds its address.
-fn start(plan: &ListenerPlan, grace: Duration, metrics: &Metrics) -> Result<Started> {
+fn start(plan: &ListenerPlan, service: &ServicePlan, metrics: &Metrics) -> Result<Started> {
+    let grace = service.grace;
     let event_loops = plan.event_loops.unwrap_or_else(default_event_loops);
     if event_loops > MAX_EVENT_LOOPS {
         bail!(
@@ -290,6 +294,7 @@ fn start(plan: &ListenerPlan, grace: Duration, metrics: &Metrics) -> Result<Star
         name: plan.name.clone(),
         addrs: vec![plan.address.clone()],
         grace,
+        drain_delay: service.drain_delay,
         max_connections: sizing.max_connections,
         idle_timeout: plan.idle_timeout,
         thread_stack: CONNECTION_THREAD_STACK,
@@ -453,6 +458,7 @@ fn summary(plan: &ServicePlan, in_force: &[InForce]) -> serde_json::Value {
         .collect();
     serde_json::json!({
         "grace_ms": plan.grace.as_millis() as u64,
+        "drain_delay_ms": plan.drain_delay.as_millis() as u64,
         "listeners": listeners,
     })
 }

@@ -18,5 +18,6 @@ mod protocol;
 mod proxy;
 mod reload;
 mod sandbox;
+mod scale_out;
 mod serving;
 mod shutdown;

@@ -56,6 +56,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     grace: Option<Duration>,
 
+    /// After SIGINT/SIGTERM, go on accepting for this long while /readyz
+    /// says not ready, so that load balancers checking it stop sending
+    /// before the listener closes; a second signal cuts it short
+    /// [default: the file's `drain_delay`, else 0s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    drain_delay: Option<Duration>,
+
     /// Most connections served at once; more wait in the listen backlog
     /// [default: 10000, lowered to what vm.max_map_count allows: about
     /// 6,100 on threads with the Linux default, 10,000 on event loops].
@@ -155,6 +162,7 @@ impl RunArgs {
             return Ok(ServicePlan {
                 listeners: vec![self.flag_listener()],
                 grace: self.grace.unwrap_or(DEFAULT_GRACE),
+                drain_delay: self.drain_delay.unwrap_or_default(),
                 admin: self.admin,
             });
         };
@@ -186,6 +194,7 @@ impl RunArgs {
         Ok(ServicePlan {
             listeners,
             grace: self.grace.or(file.grace).unwrap_or(DEFAULT_GRACE),
+            drain_delay: self.drain_delay.or(file.drain_delay).unwrap_or_default(),
             admin: self.admin.or(file.admin),
         })
     }

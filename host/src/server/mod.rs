@@ -65,6 +65,10 @@ pub struct ServerConfig {
     pub addrs: Vec<ListenAddr>,
     /// How long live connections may run after a shutdown signal.
     pub grace: Duration,
+    /// How long to go on accepting after a shutdown signal while
+    /// reporting not ready (`/readyz`), so that load balancers stop
+    /// sending first (a "lame duck" period; zero by default).
+    pub drain_delay: Duration,
     /// Most connections served at once; more wait in the listen backlog.
     pub max_connections: usize,
     /// Longest a connection may sit without receiving a byte.
@@ -222,8 +226,15 @@ impl Server {
         }
         self.metrics.set_ready(true);
         let mut events = Events::with_capacity(256);
+        // Set by the first stop signal when there is a drain delay: the
+        // signal, and when accepting ends.
+        let mut stopping: Option<(Stop, Instant)> = None;
         loop {
-            let timeout = self.paused.then_some(PAUSED_RETRY);
+            let mut timeout = self.paused.then_some(PAUSED_RETRY);
+            if let Some((_, until)) = &stopping {
+                let left = until.saturating_duration_since(Instant::now());
+                timeout = Some(timeout.map_or(left, |t| t.min(left)));
+            }
             if let Err(err) = self.poll.poll(&mut events, timeout) {
                 if err.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -239,6 +250,22 @@ impl Server {
                 }
             }
             if let Some(signal) = stop {
+                if stopping.is_some() || self.config.drain_delay.is_zero() {
+                    // A second signal cuts the delay short.
+                    return self.drain(stopping.map_or(signal, |(first, _)| first));
+                }
+                self.metrics.set_ready(false);
+                tracing::info!(
+                    delay = ?self.config.drain_delay,
+                    "{} received: not ready; still accepting for the drain delay",
+                    signal.name
+                );
+                stopping = Some((signal, Instant::now() + self.config.drain_delay));
+            }
+            if let Some((_, until)) = &stopping
+                && Instant::now() >= *until
+            {
+                let (signal, _) = stopping.take().expect("checked above");
                 return self.drain(signal);
             }
             if self.paused {
