@@ -2,25 +2,30 @@
 //! JavaScript (`plugins/<lang>/`, built by `scripts/build-guests.sh` into
 //! `target/guests/<lang>-<plugin>.wasm`) — served by the real host, on
 //! threads and on an event loop, and held to the same behavioural checks
-//! as the Rust examples; and guests built
+//! as the Rust examples; their plugins of the protocol world (chat,
+//! proto-echo: one shared instance) held to the same checks as the Rust
+//! built-ins `chat` and `proto-echo`, which run them too; and guests built
 //! against another version of the WIT, refused with the expected world and
 //! what is missing.
 //!
-//! `host new` is checked the same way: every language's scaffold builds
-//! with the command its `plugin.toml` names and echoes.
+//! `host new` is checked the same way: every language's scaffold of each
+//! world builds with the command its `plugin.toml` names and echoes.
 //!
 //! A guest missing from `target/guests/` fails the test with its path (CI
 //! builds them all; run `scripts/build-guests.sh`), and so does a missing
 //! toolchain.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::support::checks::{check_bot, check_echo, check_http};
-use crate::support::clients::echo_to_end;
-use crate::support::{Host, Mode, checked, refused, run_host, temp_dir, utf8, workspace_root};
+use crate::support::clients::{echo_to_end, read_until_closed};
+use crate::support::{
+    Host, Mode, SOON, checked, refused, run_host, temp_dir, utf8, workspace_root,
+};
 
 /// How long a host may take to start with a guest nobody compiled yet:
 /// Python and JavaScript components are 12–18 MB (an interpreter inside).
@@ -45,6 +50,33 @@ const GUESTS: &[(&str, Plugin)] = &[
     ("js-echo", Plugin::Echo),
     ("js-http-hello", Plugin::HttpHello),
 ];
+
+/// What a plugin of the protocol world must behave like.
+#[derive(Debug, Clone, Copy)]
+enum Shared {
+    Chat,
+    ProtoEcho,
+}
+
+/// Every protocol-world guest, after the Rust built-in it copies (served
+/// by name: the checks hold the reference to them too).
+const PROTOCOL_GUESTS: &[(&str, Shared)] = &[
+    ("chat", Shared::Chat),
+    ("python-chat", Shared::Chat),
+    ("js-chat", Shared::Chat),
+    ("proto-echo", Shared::ProtoEcho),
+    ("python-proto-echo", Shared::ProtoEcho),
+    ("js-proto-echo", Shared::ProtoEcho),
+    ("c-proto-echo", Shared::ProtoEcho),
+    ("go-proto-echo", Shared::ProtoEcho),
+];
+
+/// The Rust built-ins among [`PROTOCOL_GUESTS`].
+const BUILT_IN: &[&str] = &["chat", "proto-echo"];
+
+/// The host's bound on one connection's unsent output in the protocol
+/// tests: small, so a client that never reads is cut soon.
+const WRITE_BUFFER: &str = "64KiB";
 
 fn guest_path(name: &str) -> PathBuf {
     workspace_root()
@@ -129,6 +161,207 @@ fn assert_connections_ok(host: &Host, name: &str, connections: usize) {
     }
 }
 
+/// The non-built-in guests of [`PROTOCOL_GUESTS`].
+fn protocol_guest_names() -> Vec<&'static str> {
+    PROTOCOL_GUESTS
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| !BUILT_IN.contains(name))
+        .collect()
+}
+
+/// A chat client: writes lines, reads the room's lines (each read bounded
+/// by the client's read timeout, so a missing line fails the test).
+struct Member {
+    writer: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Member {
+    /// Connects and reads the greeting, which names the client `guest{n}`.
+    fn join(host: &Host, n: u32) -> Member {
+        let stream = host.connect();
+        let mut member = Member {
+            writer: stream.try_clone().expect("clone the stream"),
+            reader: BufReader::new(stream),
+        };
+        member.expect(&format!("* welcome, guest{n} (/nick NAME to rename)"));
+        member
+    }
+
+    fn say(&mut self, text: &str) {
+        self.writer
+            .write_all(text.as_bytes())
+            .expect("send to the room");
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.reader
+            .read_line(&mut line)
+            .expect("a line from the room within the read timeout");
+        assert!(line.ends_with('\n'), "the room closed: {line:?}");
+        line.pop();
+        line
+    }
+
+    fn expect(&mut self, want: &str) {
+        assert_eq!(self.line(), want);
+    }
+}
+
+/// chat: names, `/nick`, `/who`, lines to everyone else, joins and
+/// departures; a client that never reads is cut (the host's write bound
+/// is [`WRITE_BUFFER`]) while the others carry on; a line over 4 KiB cuts
+/// its sender.
+fn check_chat(host: &Host) {
+    let mut a = Member::join(host, 1);
+    let mut b = Member::join(host, 2);
+    a.expect("* guest2 joined");
+    let mut c = Member::join(host, 3);
+    a.expect("* guest3 joined");
+    b.expect("* guest3 joined");
+
+    a.say("/nick alice\n");
+    a.expect("* you are now alice");
+    b.expect("* guest1 is now alice");
+    c.expect("* guest1 is now alice");
+    b.say("/nick alice\n/nick two words\n");
+    b.expect("* alice is taken");
+    b.expect("* a name is 1 to 32 characters without spaces");
+    b.say("hel");
+    b.say("lo\r\n");
+    a.expect("guest2: hello");
+    c.expect("guest2: hello");
+    a.say("/who\n");
+    a.expect("* here: alice, guest2, guest3");
+    drop(c);
+    a.expect("* guest3 left");
+    b.expect("* guest3 left");
+
+    // guest4 never reads: alice talks until the room drops it, bob reads
+    // every line. Bounded: the kernel's socket buffers hold a few MiB.
+    let lurker = Member::join(host, 4);
+    a.expect("* guest4 joined");
+    b.expect("* guest4 joined");
+    let chatter = format!("{}\n", "y".repeat(1000));
+    let heard = format!("alice: {}", chatter.trim_end());
+    let mut sent = 0;
+    loop {
+        a.say(&chatter);
+        sent += chatter.len();
+        let line = b.line();
+        if line == "* guest4 left" {
+            break;
+        }
+        assert_eq!(line, heard);
+        assert!(
+            sent < 64 << 20,
+            "a client that never reads was not cut after {sent} bytes"
+        );
+    }
+    a.expect("* guest4 left");
+    host.expect_log(
+        "output buffer full: the client is not reading the room",
+        SOON,
+    );
+    // Bob may still have alice's line sent as guest4 was dropped.
+    a.say("still here\n");
+    let mut line = b.line();
+    while line == heard {
+        line = b.line();
+    }
+    assert_eq!(line, "alice: still here");
+    drop(lurker);
+
+    // A line without end, longer than 4 KiB, cuts its sender.
+    let mut d = Member::join(host, 5);
+    a.expect("* guest5 joined");
+    b.expect("* guest5 joined");
+    d.say(&"z".repeat(4097));
+    assert!(
+        read_until_closed(d.reader.get_mut()),
+        "an endless line did not get its sender disconnected"
+    );
+    a.expect("* guest5 left");
+    b.expect("* guest5 left");
+    host.expect_log("sent a line longer than 4 KiB", SOON);
+    b.say("bye\n");
+    a.expect("guest2: bye");
+}
+
+/// proto-echo, beyond [`check_echo`] and [`check_echo_to_eof`]: four
+/// clients of the one instance echo 1 MiB each at the same time, every
+/// byte back to its own sender.
+fn check_echo_concurrently(host: &Host) {
+    let clients: Vec<_> = (0..4u8)
+        .map(|k| {
+            let stream = host.connect();
+            std::thread::spawn(move || {
+                let payload: Vec<u8> = (0..1u32 << 20)
+                    .map(|i| (i % 241) as u8 ^ k.wrapping_mul(67))
+                    .collect();
+                let sent = payload.clone();
+                let echoed = echo_to_end(&stream, move |w| w.write_all(&sent).expect("send 1 MiB"));
+                assert!(echoed == payload, "client {k}: its 1 MiB came back changed");
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("a client's check failed");
+    }
+}
+
+/// Runs one protocol-world guest through its checks on one shared
+/// instance (`--event-loops` does not apply to the protocol world).
+fn check_protocol_guest(name: &str, shared: Shared) {
+    let plugin = if BUILT_IN.contains(&name) {
+        PathBuf::from(name)
+    } else {
+        guest_path(name)
+    };
+    let host = Host::builder()
+        .plugin(plugin)
+        .mode(Mode::EventLoop)
+        .args(&["--instances", "1", "--write-buffer", WRITE_BUFFER])
+        .start_timeout(COLD_START)
+        .start();
+    assert!(
+        host.stderr_contains("serving=1 shared instance"),
+        "{name}: {}",
+        host.logs()
+    );
+    match shared {
+        Shared::Chat => check_chat(&host),
+        Shared::ProtoEcho => {
+            check_echo(&host);
+            check_echo_to_eof(&host);
+            check_echo_concurrently(&host);
+            assert_connections_ok(&host, name, 6);
+        }
+    }
+    host.assert_no_host_panic(name);
+}
+
+/// Every protocol-world guest behaves like its Rust built-in; all run,
+/// then the failures are reported together.
+#[test]
+fn protocol_guests_in_every_language_behave_like_the_rust_built_ins() {
+    require_built(&protocol_guest_names());
+    let mut failed = Vec::new();
+    for (name, shared) in PROTOCOL_GUESTS {
+        eprintln!("--- {name}");
+        if catch_unwind(AssertUnwindSafe(|| check_protocol_guest(name, *shared))).is_err() {
+            failed.push(*name);
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "failed (see the panics above): {}",
+        failed.join(", ")
+    );
+}
+
 in_every_mode! {
     /// Every guest passes its example's checks; all of them run even if
     /// one fails, then the failures are reported together.
@@ -154,12 +387,18 @@ in_every_mode! {
 /// the Python and JavaScript ones (many core instances each) included.
 #[test]
 fn host_check_accepts_the_guest_of_every_language() {
-    let names: Vec<&str> = GUESTS.iter().map(|(name, _)| *name).collect();
-    require_built(&names);
-    for name in names {
-        let stdout = checked(&guest_path(name), COLD_START);
-        assert!(stdout.starts_with("ok: "), "host check {name}: {stdout}");
-        assert!(stdout.contains("instance: "), "{name}: {stdout}");
+    let handlers: Vec<&str> = GUESTS.iter().map(|(name, _)| *name).collect();
+    let protocols = protocol_guest_names();
+    require_built(&handlers);
+    require_built(&protocols);
+    for (names, world) in [(handlers, "handler"), (protocols, "protocol")] {
+        for name in names {
+            let stdout = checked(&guest_path(name), COLD_START);
+            assert!(stdout.starts_with("ok: "), "host check {name}: {stdout}");
+            let implements = format!("implements plughost:handler/{world}@0.1");
+            assert!(stdout.contains(&implements), "{name}: {stdout}");
+            assert!(stdout.contains("instance: "), "{name}: {stdout}");
+        }
     }
 }
 
@@ -235,8 +474,10 @@ fn build_scaffold(dir: &std::path::Path) -> PathBuf {
     built
 }
 
-#[test]
-fn host_new_scaffolds_plugins_that_build_and_echo() {
+/// `host new --world <world>` for every language: each scaffold builds
+/// with its `plugin.toml`, passes `host check` as a plugin of `world`, and
+/// echoes.
+fn scaffolds_build_and_echo(world: &str) {
     let root = workspace_root();
     let venv = root.join("target/guest-tools/venv");
     assert!(
@@ -247,12 +488,12 @@ fn host_new_scaffolds_plugins_that_build_and_echo() {
     let failed: Vec<&str> = ["c", "go", "python", "js", "rust"]
         .into_iter()
         .filter(|lang| {
-            eprintln!("--- host new {lang}");
+            eprintln!("--- host new --world {world} {lang}");
             catch_unwind(AssertUnwindSafe(|| {
-                let name = format!("demo-{lang}");
-                let dir = temp_dir(&format!("new-{lang}")).join(&name);
+                let name = format!("demo-{world}-{lang}");
+                let dir = temp_dir(&format!("new-{world}-{lang}")).join(&name);
                 let dir_arg = utf8(&dir);
-                let out = run_host(&["new", lang, &name, "--dir", dir_arg]);
+                let out = run_host(&["new", "--world", world, lang, &name, "--dir", dir_arg]);
                 assert!(
                     out.status.success(),
                     "host new {lang}: {}",
@@ -284,6 +525,9 @@ fn host_new_scaffolds_plugins_that_build_and_echo() {
                     _ => {}
                 }
                 let built = build_scaffold(&dir);
+                let report = checked(&built, COLD_START);
+                let implements = format!("implements plughost:handler/{world}@0.1");
+                assert!(report.contains(&implements), "{report}");
                 let host = Host::builder()
                     .plugin(&built)
                     .mode(Mode::Threads)
@@ -304,4 +548,14 @@ fn host_new_scaffolds_plugins_that_build_and_echo() {
         "scaffolds that failed (see the panics above): {}",
         failed.join(", ")
     );
+}
+
+#[test]
+fn host_new_scaffolds_plugins_that_build_and_echo() {
+    scaffolds_build_and_echo("handler");
+}
+
+#[test]
+fn host_new_scaffolds_protocol_plugins_that_build_and_echo() {
+    scaffolds_build_and_echo("protocol");
 }
