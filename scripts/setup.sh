@@ -18,5 +18,6 @@ done
 
 # Guests in other languages (C, Go, Python, JavaScript): installs their
 # pinned toolchains and builds target/guests/*.wasm, which the integration
-# tests run (tests/all/languages.rs). Builds the host binary first.
-"$(dirname "$0")/build-guests.sh"
+# tests run (tests/all/languages.rs). Builds the host binary first. The
+# tests' own clients come from Debian too: curl and wrk (tests/all/protocol.rs).
+EXTRA_APT_PACKAGES="curl wrk" "$(dirname "$0")/build-guests.sh"

@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use host::connection::{Connection, Stream};
-use host::plugin::Plugin;
 use host::plugin::loader::Loader;
 use host::plugin::source::PluginSource;
 use host::plugin::wasm::{InstanceLimits, Sandbox, WasmRuntime};
+use host::plugin::{Plugin, Serving};
 
 const ROUNDS: usize = 20_000;
 const WARMUP: usize = 1_000;
@@ -49,7 +49,13 @@ fn sample(mut once: impl FnMut() -> Result<Duration>) -> Result<Vec<Duration>> {
 
 /// A whole connection whose client already closed.
 fn measure(plugin: &dyn Plugin) -> Result<Vec<Duration>> {
+    let Serving::PerConnection(plugin) = plugin.serving() else {
+        anyhow::bail!("the plugin does not serve a connection per instance");
+    };
     sample(|| {
+        let Serving::PerConnection(plugin) = plugin.serving() else {
+            anyhow::bail!("the plugin does not serve each connection in an instance");
+        };
         let conn = closed_connection()?;
         let started = Instant::now();
         let (_conn, outcome) = plugin.serve(conn);

@@ -19,9 +19,20 @@
 //!   swings by 2x from one half second to the next, and short rounds
 //!   taken in turn let such spells fall on every target alike.
 //! - `BENCH_ONLY`: comma-separated workloads out of `pingpong`, `bulk`,
-//!   `churn`, `http`, `idle`, `startup` (default: all).
+//!   `churn`, `http`, `chat`, `guests`, `idle`, `scale`, `startup`
+//!   (default: all).
 //! - `BENCH_IDLE_CONNS` (default 10000): connections the `idle` workload
-//!   opens.
+//!   opens, and the `guests` workload against the socketserver echo and
+//!   the protocol-world guests.
+//! - `BENCH_GUEST_HANDLER_IDLE` (default 500; 0 leaves them out): idle
+//!   connections the `guests` workload holds against the handler-world
+//!   Python and JavaScript echo (each holds a whole runtime: ~6 MiB for
+//!   Python).
+//! - `BENCH_SCALE_CONNS` (default 19000): concurrent connections of the
+//!   `scale` workload (this process holds the client ends, under the
+//!   open-file limit of 20,000 per process on the CI machine kind).
+//! - `BENCH_CHAT_CLIENTS` (default 1000): clients in the `chat` room;
+//!   `BENCH_CHAT_WINDOW` (default 32): lines the sender has in flight.
 //! - `BENCH_HOST`: the `host` binary to measure (default: the one this
 //!   bench was built with). `scripts/build-pgo.sh` points it at an
 //!   instrumented build to record a profile.
@@ -38,14 +49,38 @@
 //!   on the same core, so unpinned figures swing with where the scheduler
 //!   happened to put the threads.
 //!
+//! Workloads (the tables, in the order they run):
+//! - `pingpong` (1 and 50 connections), `bulk`, `churn`: echo, against
+//!   the native reference echo ([`workloads`]).
+//! - `http`: HTTP hello with keep-alive under wrk, against the native
+//!   reference and nginx ([`workloads`]).
+//! - `chat`: one room of 1,000 clients and one sender, deliveries per
+//!   second and a check that no line is lost, against a native chat
+//!   reference ([`chat`]).
+//! - `guests`: the Python and JavaScript `proto-echo` guests, churn and
+//!   idle connections, against the seeds' Python socketserver echo
+//!   ([`guests`]).
+//! - `idle`: idle echo connections held open, RSS and mappings per
+//!   connection; `scale`: 19,000 concurrent `proto-echo` connections, the
+//!   same figures ([`idle`]).
+//! - `startup`: spawn to the first echoed connection ([`startup`]).
+//!
 //! Layout: [`targets`] starts and stops the servers under test (the host,
-//! the reference, nginx), [`reference`] is the native reference server,
-//! [`load`] the load generator, [`http`] runs wrk, [`workloads`] puts them
-//! together, [`startup`] times start-up to the first echoed connection
-//! and [`report`] prints the tables.
+//! the references, nginx), [`reference`] is the native reference server
+//! (echo, HTTP, chat), [`load`] the load generator, [`http`] runs wrk,
+//! [`workloads`] puts the echo and HTTP workloads together and holds the
+//! rounds ([`workloads::measure_all`]), [`chat`], [`guests`], [`idle`] and
+//! [`startup`] are one workload (or two) each, and [`report`] prints the
+//! tables.
 
+#[path = "loopback/chat.rs"]
+mod chat;
+#[path = "loopback/guests.rs"]
+mod guests;
 #[path = "loopback/http.rs"]
 mod http;
+#[path = "loopback/idle.rs"]
+mod idle;
 #[path = "loopback/load.rs"]
 mod load;
 #[path = "loopback/reference.rs"]
@@ -64,7 +99,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 /// The workloads, in the order they run.
-const WORKLOADS: &[&str] = &["pingpong", "bulk", "churn", "http", "idle", "startup"];
+const WORKLOADS: &[&str] = &[
+    "pingpong", "bulk", "churn", "http", "chat", "guests", "idle", "scale", "startup",
+];
 
 /// What this run does, from the environment.
 pub struct Settings {
@@ -76,6 +113,14 @@ pub struct Settings {
     pub only: Vec<String>,
     /// Connections the idle workload opens.
     pub idle_conns: usize,
+    /// Idle connections held against the handler-world guests.
+    pub guest_handler_idle: usize,
+    /// Concurrent connections of the scale workload.
+    pub scale_conns: usize,
+    /// Clients in the chat room.
+    pub chat_clients: usize,
+    /// Lines the chat sender has in flight.
+    pub chat_window: usize,
     /// Where servers and load generators run.
     pub placement: targets::Placement,
     /// The host binaries under test.
@@ -111,6 +156,22 @@ impl Settings {
         if idle_conns == 0 || idle_conns > 100_000 {
             bail!("BENCH_IDLE_CONNS must be between 1 and 100000, not {idle_conns}");
         }
+        let guest_handler_idle: usize = env_number("BENCH_GUEST_HANDLER_IDLE", 500)?;
+        if guest_handler_idle > 10_000 {
+            bail!("BENCH_GUEST_HANDLER_IDLE must be at most 10000, not {guest_handler_idle}");
+        }
+        let scale_conns: usize = env_number("BENCH_SCALE_CONNS", 19_000)?;
+        if scale_conns == 0 || scale_conns > 100_000 {
+            bail!("BENCH_SCALE_CONNS must be between 1 and 100000, not {scale_conns}");
+        }
+        let chat_clients: usize = env_number("BENCH_CHAT_CLIENTS", 1000)?;
+        if !(2..=10_000).contains(&chat_clients) {
+            bail!("BENCH_CHAT_CLIENTS must be between 2 and 10000, not {chat_clients}");
+        }
+        let chat_window: usize = env_number("BENCH_CHAT_WINDOW", 32)?;
+        if !(1..=100_000).contains(&chat_window) {
+            bail!("BENCH_CHAT_WINDOW must be between 1 and 100000, not {chat_window}");
+        }
         let pin: u8 = env_number("BENCH_PIN", 1)?;
         let pgo: u8 = env_number("BENCH_PGO", 1)?;
         Ok(Settings {
@@ -118,6 +179,10 @@ impl Settings {
             rounds,
             only,
             idle_conns,
+            guest_handler_idle,
+            scale_conns,
+            chat_clients,
+            chat_window,
             placement: targets::Placement::new(pin != 0),
             hosts: targets::HostBinaries::find(pgo != 0),
         })
@@ -163,8 +228,17 @@ fn main() -> Result<()> {
     if settings.runs("http") {
         workloads::http(&settings, &plugins);
     }
+    if settings.runs("chat") {
+        chat::chat(&settings);
+    }
+    if settings.runs("guests") {
+        guests::guests_workload(&settings);
+    }
     if settings.runs("idle") {
-        workloads::idle(&settings, &plugins);
+        idle::idle(&settings, &plugins);
+    }
+    if settings.runs("scale") {
+        idle::scale(&settings);
     }
     if settings.runs("startup") {
         startup::startup(&settings, &plugins);

@@ -1,6 +1,9 @@
 //! The admin listener (`--admin ADDR`, off by default): `GET /metrics` in
-//! the Prometheus text format and `GET /status` as JSON, served by a small
-//! HTTP server on its own thread, away from the accept loop.
+//! the Prometheus text format, `GET /status` as JSON, and the probes of
+//! orchestrators: `GET /healthz` (the process is alive and answering) and
+//! `GET /readyz` (every listener accepts connections with its plugin
+//! loaded; 503 before that and while draining). Served by a small HTTP
+//! server on its own thread, away from the accept loop.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -71,10 +74,12 @@ pub fn spawn(
                         "application/json",
                         status_json(&metrics, &listeners, &config).to_string(),
                     ),
+                    "/healthz" => (200, "text/plain", "ok\n".into()),
+                    "/readyz" => readiness(&listeners),
                     _ => (
                         404,
                         "text/plain",
-                        "not found: try /metrics or /status\n".into(),
+                        "not found: try /metrics, /status, /healthz or /readyz\n".into(),
                     ),
                 };
                 let header = Header::from_bytes("Content-Type", content_type)
@@ -88,8 +93,24 @@ pub fn spawn(
             }
         })
         .context("cannot start the admin thread")?;
-    tracing::info!("admin listening on http://{bound} (/metrics, /status)");
+    tracing::info!("admin listening on http://{bound} (/metrics, /status, /healthz, /readyz)");
     Ok(bound)
+}
+
+/// `/readyz`: 200 when every listener is ready, else 503 naming those
+/// that are not (starting, or draining).
+fn readiness(listeners: &[ListenerStatus]) -> (u16, &'static str, String) {
+    let waiting: Vec<&str> = listeners
+        .iter()
+        .filter(|l| !l.metrics.is_ready())
+        .map(|l| l.metrics.name())
+        .collect();
+    if waiting.is_empty() {
+        (200, "text/plain", "ready\n".into())
+    } else {
+        let body = format!("not ready: {}\n", waiting.join(", "));
+        (503, "text/plain", body)
+    }
 }
 
 fn status_json(

@@ -18,6 +18,7 @@
 //! max_memory = "64MiB"               # optional
 //! call_timeout = "5s"                # optional
 //! allow = ["127.0.0.0/8"]            # optional CIDRs
+//! proxy_protocol = ["10.0.0.0/8"]    # optional: balancers that send a PROXY header
 //! deny = []
 //! [listener.config]                  # values the plugin reads with config.get
 //! greeting = "hello"
@@ -102,6 +103,9 @@ pub struct ListenerConfig {
     /// SO_REUSEPORT.
     #[serde(default)]
     pub reuse_port: bool,
+    /// Networks trusted to send a PROXY protocol header first.
+    #[serde(default)]
+    pub proxy_protocol: Vec<IpNet>,
     /// What the plugin may reach beyond its connection.
     #[serde(default)]
     pub grants: Grants,

@@ -2,20 +2,23 @@
 //! serves each connection with request-handling code written as a
 //! sandboxed WebAssembly component (or, for trusted code, a native
 //! library), in the shape of Python's `socketserver.BaseRequestHandler`:
-//! `setup`, `handle`, `finish` over a host-owned connection.
+//! `setup`, `handle`, `finish` over a host-owned connection — or, in the
+//! `protocol` world, Twisted's `Protocol`: one instance serving many
+//! connections through events.
 //!
 //! # Map
 //!
 //! | module | its one job |
 //! |---|---|
 //! | [`service`] | what `host run` serves: one server per listener, its plugin, limits, grants, reload hooks, the admin listener |
-//! | [`server`] | the accept loop (`mio`), access rules, the connection cap, signals and drain — and the two serving modes: [`server`]'s `pool` (a thread per connection) and `events` (event-loop threads); `udp` for datagrams |
-//! | [`connection`] | the socket a plugin drives: byte counts, timeouts, error mapping; [`connection::event`] is its event-loop form |
-//! | [`plugin`] | the [`Plugin`](plugin::Plugin) trait and its one [`lifecycle`](plugin::lifecycle); [`plugin::wasm`] (runtime, worlds) and [`plugin::native`] implement it; loading, built-ins, plugin directories |
+//! | [`server`] | the accept loop (`mio`), access rules, the connection cap, signals and drain — and the serving modes: [`server`]'s `pool` (a thread per connection), `events` (event-loop threads) and `reactor` (shared instances); `udp` for datagrams |
+//! | [`connection`] | the socket a plugin drives: byte counts, timeouts, error mapping; [`connection::event`] is its event-loop form; [`connection::shared`] a shared instance's connections and timers |
+//! | [`plugin`] | the [`Plugin`](plugin::Plugin) trait and its two shapes ([`Serving`](plugin::Serving)), the one [`lifecycle`](plugin::lifecycle) of per-connection plugins; [`plugin::wasm`] (runtime, worlds) and [`plugin::native`] implement them; loading, built-ins, plugin directories |
 //! | [`reload`], [`watch`] | swapping a plugin under live traffic: on SIGHUP, or when its file or sources change |
 //! | [`capacity`] | how many connections fit (`vm.max_map_count`, open files) |
 //! | [`sys`] | every direct OS call (`libc`) |
 //! | [`config`], [`address`], [`size`] | the configuration file, listen addresses, byte sizes |
+//! | [`proxy_header`] | the PROXY protocol header (v1, v2) a load balancer sends first; `server/preamble.rs` reads it |
 //! | [`metrics`], [`admin`] | counters per listener; `/metrics` and `/status` |
 //!
 //! # One connection's route
@@ -51,6 +54,17 @@
 //! [`plugin::lifecycle::run_blocking`] — `plugin/wasm/handler/mod.rs` with
 //! the blocking bindings, or `plugin/native/mod.rs` through the C ABI.
 //!
+//! A shared instance (a `protocol` plugin, [`Serving::Shared`](plugin::Serving)):
+//! steps 1–2 alike, then `server/reactor.rs` hands the connection to the
+//! reactor thread serving the fewest; the reactor registers its socket
+//! with its own `mio` poll, puts it in the instance's
+//! [`SharedIo`](connection::shared::SharedIo) and calls `connection-made`
+//! (`plugin/wasm/protocol.rs`, a plain call under the CPU deadline); it
+//! reads what arrives into `data-received`, the guest's `write` sends or
+//! buffers in `connection/shared.rs`, and every end is reported with
+//! `connection-lost` and logged and counted by `server/session.rs` as in
+//! step 5. A trap closes every connection of that instance.
+//!
 //! A datagram: `server/udp.rs` receives it, a pooled thread hands it to a
 //! fresh `datagram-handler` instance (`plugin/wasm/datagram.rs`), the
 //! replies go back from the same socket.
@@ -60,8 +74,9 @@
 //! | to change | edit |
 //! |---|---|
 //! | the order or bounds of `setup`/`handle`/`finish` | `plugin/lifecycle.rs` (every kind and mode follows) |
-//! | add a world | a module beside `plugin/wasm/handler/` and `datagram.rs`, its linker in `plugin/wasm/linker.rs`, its WIT in `wit/` |
-//! | add a serving mode | a module beside `server/pool.rs` and `server/events.rs`, chosen in `server/mod.rs` `dispatch` |
+//! | what a shared instance is told, and when | `server/reactor.rs` (events), `connection/shared.rs` (writes, buffers, ends, timers) |
+//! | add a world | a module beside `plugin/wasm/handler/`, `protocol.rs` and `datagram.rs`, its linker in `plugin/wasm/linker.rs`, its WIT in `wit/` |
+//! | add a serving mode | a module beside `server/pool.rs`, `server/events.rs` and `server/reactor.rs`, chosen in `server/mod.rs` `dispatch` |
 //! | what a plugin may reach | `plugin/wasm/grants.rs` (WASI context), `plugin/wasm/linker.rs` (imports) |
 //! | engine, pooling, epochs | `plugin/wasm/engine.rs` |
 //! | a flag | `main.rs`'s `cli/` (flags override the file: `cli/run.rs`), then `service.rs` |
@@ -78,6 +93,7 @@ pub mod config;
 pub mod connection;
 pub mod metrics;
 pub mod plugin;
+pub mod proxy_header;
 pub mod reload;
 pub mod server;
 pub mod service;

@@ -59,6 +59,7 @@ pub struct Metrics {
     plugin: Family<PluginLabels, Gauge>,
     reloads: Family<ReloadLabels, Counter>,
     instances: Family<InstanceLabels, Counter>,
+    ready: Family<ListenerLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -83,6 +84,7 @@ impl Metrics {
         let plugin = Family::default();
         let reloads = Family::default();
         let instances = Family::default();
+        let ready = Family::default();
         registry.register(
             "connections_accepted",
             "Connections accepted",
@@ -125,6 +127,11 @@ impl Metrics {
             "Shared (protocol-world) instances, by event: started, failed (could not start), trapped",
             instances.clone(),
         );
+        registry.register(
+            "listener_ready",
+            "1 while the listener accepts connections with its plugin loaded; 0 before and while draining",
+            ready.clone(),
+        );
         Self {
             registry,
             started: Instant::now(),
@@ -138,6 +145,7 @@ impl Metrics {
             plugin,
             reloads,
             instances,
+            ready,
         }
     }
 
@@ -154,6 +162,7 @@ impl Metrics {
             bytes_in: self.bytes_in.get_or_create(&label).clone(),
             bytes_out: self.bytes_out.get_or_create(&label).clone(),
             duration: self.durations.get_or_create(&label).clone(),
+            ready: self.ready.get_or_create(&label).clone(),
             closed: self.closed.clone(),
             plugin: self.plugin.clone(),
             reloads: self.reloads.clone(),
@@ -185,6 +194,7 @@ pub struct ListenerMetrics {
     bytes_in: Counter,
     bytes_out: Counter,
     duration: Histogram,
+    ready: Gauge,
     closed: Family<ClosedLabels, Counter>,
     plugin: Family<PluginLabels, Gauge>,
     reloads: Family<ReloadLabels, Counter>,
@@ -279,6 +289,16 @@ impl ListenerMetrics {
                 result: result.to_string(),
             })
             .inc();
+    }
+
+    /// Whether the listener accepts connections now (for `/readyz`).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    /// Whether the listener accepts connections now.
+    pub fn is_ready(&self) -> bool {
+        self.ready.get() == 1
     }
 
     /// The current counters.

@@ -81,6 +81,9 @@ pub struct ListenerPlan {
     pub deny: Vec<IpNet>,
     /// SO_REUSEPORT.
     pub reuse_port: bool,
+    /// Networks trusted to send a PROXY protocol header (none: headers are
+    /// not read).
+    pub proxy_protocol: Vec<IpNet>,
     /// What the plugin may reach.
     pub grants: Grants,
     /// Values for the plugin's `config` interface.
@@ -197,6 +200,12 @@ fn start(plan: &ListenerPlan, grace: Duration, metrics: &Metrics) -> Result<Star
             plan.address,
         );
     }
+    if !plan.proxy_protocol.is_empty() && !matches!(plan.address, ListenAddr::Tcp(_)) {
+        bail!(
+            "listener {}: the PROXY protocol (--proxy-protocol) applies to TCP listeners only",
+            plan.address
+        );
+    }
     let source = PluginSource::parse(&plan.plugin)?;
     let sandbox = Sandbox::new(&plan.grants, plan.config.clone())?;
     if let ListenAddr::Udp(addr) = plan.address {
@@ -292,6 +301,7 @@ fn start(plan: &ListenerPlan, grace: Duration, metrics: &Metrics) -> Result<Star
         reuse_port: plan.reuse_port,
         instances: sizing.instances,
         write_limit: plan.write_buffer.unwrap_or(DEFAULT_WRITE_BUFFER),
+        proxy_protocol: plan.proxy_protocol.clone(),
     };
     let server = Server::bind(config, current.clone(), metrics)?;
     let slot = StreamSlot {
@@ -433,6 +443,7 @@ fn summary(plan: &ServicePlan, in_force: &[InForce]) -> serde_json::Value {
                 "max_memory": in_force.max_memory,
                 "call_timeout_ms": l.call_timeout.as_millis() as u64,
                 "reuse_port": l.reuse_port,
+                "proxy_protocol": l.proxy_protocol.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "allow": l.allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "deny": l.deny.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "grants": l.grants.describe(),

@@ -68,3 +68,57 @@ fn bad_plugins_are_refused_by_run_and_check_with_one_clear_line() {
         "{line}"
     );
 }
+
+#[test]
+fn a_compile_cache_directory_others_may_write_or_own_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir("cache-perms");
+    let open = dir.join("open");
+    fs::create_dir(&open).expect("create the cache dir");
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).expect("chmod 777");
+    for command in ["check", "run"] {
+        let mut args = vec![command, "echo", "--cache-dir", utf8(&open)];
+        if command == "run" {
+            args = vec![
+                "run",
+                "--plugin",
+                "echo",
+                "--port",
+                "0",
+                "--cache-dir",
+                utf8(&open),
+            ];
+        }
+        let error = refused(&args);
+        assert!(
+            error.contains("refusing the compile cache directory")
+                && error.contains("its group or others may write to it (mode 777)"),
+            "{error}"
+        );
+    }
+    // A directory the host creates itself is owner-only.
+    let fresh = dir.join("fresh/cache");
+    let stdout = checked_with_cache(&fresh);
+    assert!(stdout.contains("ok: "), "{stdout}");
+    let mode = fs::metadata(&fresh).expect("created").permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+    // As root, a directory that belongs to someone else is refused too.
+    if crate::support::is_root() {
+        let theirs = dir.join("theirs");
+        fs::create_dir(&theirs).expect("create");
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).expect("chown to nobody");
+        let error = refused(&["check", "echo", "--cache-dir", utf8(&theirs)]);
+        assert!(error.contains("it belongs to user 65534"), "{error}");
+    }
+}
+
+/// `host check echo` with its compile cache in `dir`; its stdout.
+fn checked_with_cache(dir: &std::path::Path) -> String {
+    let out = crate::support::run_host(&["check", "echo", "--cache-dir", utf8(dir)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

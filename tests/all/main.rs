@@ -14,6 +14,8 @@ mod limits;
 mod listeners;
 mod native;
 mod operability;
+mod protocol;
+mod proxy;
 mod reload;
 mod sandbox;
 mod serving;

@@ -258,3 +258,33 @@ fn perf_map_names_the_plugins_compiled_functions_only_when_asked() {
         map.display()
     );
 }
+
+#[test]
+fn healthz_is_live_and_readyz_follows_listening_and_draining() {
+    use crate::support::admin::http_get;
+    let mut host = Host::builder()
+        .plugin("echo")
+        .mode(Mode::EventLoop)
+        .args(&["--admin", "127.0.0.1:0", "--grace", "60s"])
+        .start();
+    let admin = admin_addr(&host);
+    assert!(http_get(admin, "/healthz").starts_with("HTTP/1.1 200"));
+    // Ready once the listener accepts (its `listening on` line is out).
+    let deadline = Instant::now() + SOON;
+    while !http_get(admin, "/readyz").starts_with("HTTP/1.1 200") {
+        assert!(Instant::now() < deadline, "never ready");
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(http_get(admin, "/metrics").contains("plughost_listener_ready{listener="));
+    // Draining with a connection open: alive, but not ready.
+    let mut open = host.connect();
+    assert_eq!(round_trip(&mut open, b"hi"), b"hi");
+    host.terminate();
+    host.expect_log("shutting down", SOON);
+    let readyz = http_get(admin, "/readyz");
+    assert!(readyz.starts_with("HTTP/1.1 503"), "{readyz}");
+    assert!(readyz.contains("not ready: 127.0.0.1:"), "{readyz}");
+    assert!(http_get(admin, "/healthz").starts_with("HTTP/1.1 200"));
+    drop(open);
+    host.wait_exit(SOON).expect("exits once drained");
+}

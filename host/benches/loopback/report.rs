@@ -46,6 +46,8 @@ pub struct Table {
     unit: String,
     extras: Vec<String>,
     baseline: Option<(String, f64)>,
+    /// Whether the ratio to the first row is printed.
+    ratio: bool,
     rows: Vec<Row>,
     notes: Vec<String>,
 }
@@ -58,6 +60,7 @@ impl Table {
             unit: unit.to_string(),
             extras: extras.iter().map(|e| e.to_string()).collect(),
             baseline: None,
+            ratio: true,
             rows: Vec::new(),
             notes: Vec::new(),
         }
@@ -66,6 +69,12 @@ impl Table {
     /// Adds a second ratio column: figures divided by `value` (`name`'s).
     pub fn baseline(&mut self, name: &str, value: f64) {
         self.baseline = Some((name.to_string(), value));
+    }
+
+    /// Leaves out the ratio to the first row (a table without a
+    /// reference, whose figures are judged against a target).
+    pub fn hide_ratio(&mut self) {
+        self.ratio = false;
     }
 
     /// Adds a measured row; the first row is the reference.
@@ -94,7 +103,10 @@ impl Table {
     /// Prints the table.
     pub fn print(&self) {
         println!("{} ({})", self.title, self.unit);
-        let mut header = format!("  {:<38} {:>12} {:>7}", "target", "figure", "ratio");
+        let mut header = format!("  {:<38} {:>12}", "target", "figure");
+        if self.ratio {
+            let _ = write!(header, " {:>7}", "ratio");
+        }
         if let Some((name, _)) = &self.baseline {
             let _ = write!(header, " {:>9}", format!("vs {name}"));
         }
@@ -111,7 +123,9 @@ impl Table {
             match &row.figure {
                 Figure::Value(value) => {
                     let _ = write!(line, " {:>12}", format_figure(*value));
-                    let _ = write!(line, " {:>7}", ratio(Some(*value), reference));
+                    if self.ratio {
+                        let _ = write!(line, " {:>7}", ratio(Some(*value), reference));
+                    }
                     if let Some((_, base)) = &self.baseline {
                         let _ = write!(line, " {:>9}", ratio(Some(*value), Some(*base)));
                     }

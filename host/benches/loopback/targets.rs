@@ -19,8 +19,9 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use crate::reference::{self, Kind};
 
-/// How long a server may take to print its address.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a server may take to print its address (a Python or
+/// JavaScript guest compiles for up to a minute when it is not cached).
+const START_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long a server may take to exit after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Warning and error lines of a host's log kept for the report.
@@ -130,6 +131,20 @@ pub fn which(program: &str) -> Option<PathBuf> {
 /// The workspace's `target/` directory.
 fn workspace_target() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target")
+}
+
+/// A guest component built by `scripts/build-guests.sh`:
+/// `target/guests/<file>`, or why it cannot be used.
+pub fn guest(file: &str) -> Result<PathBuf> {
+    let path = workspace_target().join("guests").join(file);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        bail!(
+            "target/guests/{file} is missing (build it with scripts/build-guests.sh once its \
+             sources are in plugins/)"
+        )
+    }
 }
 
 /// The `host` binaries under test.

@@ -1,27 +1,30 @@
-//! The workloads: which servers each one runs against, in what order, and
-//! what goes in its table.
+//! The workloads of the echo and HTTP servers: which servers each one
+//! runs against, in what order, and what goes in its table; and
+//! [`measure_all`], the rounds every measured workload uses.
 //!
 //! - `pingpong`, `bulk`, `churn`: the native reference echo, the host with
 //!   the built-in WASM echo (with its default CPU deadline, and with
 //!   `--call-timeout 0`, i.e. without epoch interruption, and on one event
-//!   loop), the host with the native echo when it is built, and the
-//!   seeds' Python `socketserver.ThreadingTCPServer` echo when `python3`
-//!   is installed. The servers stay up for all three.
+//!   loop), the built-in `proto-echo` (the protocol world: one instance
+//!   for every connection, on one reactor thread; and with `--instances
+//!   2`), the host with the native echo when it is built, and the seeds'
+//!   Python `socketserver.ThreadingTCPServer` echo when `python3` is
+//!   installed. The servers stay up for all three.
 //! - `http`: wrk against the reference HTTP server, the host with the
-//!   built-in `http-hello` (WASM by default, on threads and on one event loop, and
-//!   native when built) and nginx.
+//!   built-in `http-hello` (WASM by default, on threads and on one event
+//!   loop, and native when built), `proto-http-hello` (the protocol
+//!   world) and nginx.
 //! - In both, the other builds under test with their default flags: the
 //!   profile-guided build (`target/pgo/host`, from `scripts/build-pgo.sh`)
 //!   when it exists, and `BENCH_BASELINE` when set.
-//! - `idle`: many idle connections held open against a fresh server of
-//!   each kind, its RSS before and while holding them.
-//! - `startup` (in its own module): spawn to first echoed connection.
+//! - `idle` and `scale` (in [`crate::idle`]), `chat` ([`crate::chat`]),
+//!   `guests` ([`crate::guests`]) and `startup` ([`crate::startup`]) have
+//!   modules of their own.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::Settings;
 use crate::http::{self, Nginx, WRK_CONNECTIONS};
@@ -31,23 +34,17 @@ use crate::report::{Table, micros};
 use crate::targets::{NativePlugins, Server, which};
 
 /// The Python comparison target's row.
-const PYTHON_ROW: &str = "python ThreadingTCPServer echo";
+pub const PYTHON_ROW: &str = "python ThreadingTCPServer echo";
 /// The column with the spread of a target's rounds.
 pub const SPREAD: &str = "IQR";
 /// Client threads of the churn workload.
-const CHURN_CLIENTS: usize = 4;
-/// Longest the idle workload spends opening connections, per server.
-const IDLE_OPEN_LIMIT: Duration = Duration::from_secs(120);
-/// Longest it waits for the echoes of all idle connections.
-const IDLE_ECHO_LIMIT: Duration = Duration::from_secs(30);
-/// Idle connections sampled for an echo after the RSS reading.
-const IDLE_SAMPLE: usize = 100;
+pub const CHURN_CLIENTS: usize = 4;
 
 /// A target: its name, and the server or why it did not start.
-type Target = (String, Result<Server>);
+pub type Target = (String, Result<Server>);
 
 /// The host binary under test, run with `args`.
-fn start_host(name: &str, args: &[&str], settings: &Settings) -> Target {
+pub fn start_host(name: &str, args: &[&str], settings: &Settings) -> Target {
     start_host_binary(name, &settings.hosts.main, args, settings)
 }
 
@@ -78,7 +75,7 @@ pub fn reference_row(kind: Kind) -> String {
     format!("native reference ({}, thread/conn)", kind.name())
 }
 
-fn start_reference(kind: Kind, settings: &Settings) -> Target {
+pub fn start_reference(kind: Kind, settings: &Settings) -> Target {
     (
         reference_row(kind),
         Server::reference(kind, &settings.placement),
@@ -110,6 +107,16 @@ fn echo_targets(settings: &Settings, plugins: &NativePlugins) -> Vec<Target> {
         start_host(
             "host, wasm echo, --event-loops 1",
             &["--plugin", "echo", "--event-loops", "1"],
+            settings,
+        ),
+        start_host(
+            "host, wasm proto-echo (protocol world)",
+            &["--plugin", "proto-echo"],
+            settings,
+        ),
+        start_host(
+            "host, wasm proto-echo, --instances 2",
+            &["--plugin", "proto-echo", "--instances", "2"],
             settings,
         ),
     ]);
@@ -302,11 +309,23 @@ pub fn http(settings: &Settings, plugins: &NativePlugins) {
         ),
     ];
     targets.extend(start_other_hosts("http-hello", settings));
-    targets.extend([start_host(
-        "host, wasm http-hello, --event-loops 1",
-        &["--plugin", "http-hello", "--event-loops", "1"],
-        settings,
-    )]);
+    targets.extend([
+        start_host(
+            "host, wasm http-hello, --event-loops 1",
+            &["--plugin", "http-hello", "--event-loops", "1"],
+            settings,
+        ),
+        start_host(
+            "host, wasm proto-http-hello (protocol world)",
+            &["--plugin", "proto-http-hello"],
+            settings,
+        ),
+        start_host(
+            "host, wasm proto-http-hello, --instances 2",
+            &["--plugin", "proto-http-hello", "--instances", "2"],
+            settings,
+        ),
+    ]);
     let mut notes = Vec::new();
     match &plugins.http_hello {
         Some(path) => {
@@ -373,234 +392,4 @@ pub fn http(settings: &Settings, plugins: &NativePlugins) {
         table.note(note);
     }
     table.print();
-}
-
-/// Many idle connections: RSS, and whether they are all served.
-pub fn idle(settings: &Settings, plugins: &NativePlugins) {
-    let count = settings.idle_conns;
-    let mut table = Table::new(
-        &format!("idle connections: up to {count} opened and held"),
-        "RSS growth per answered connection in KiB, lower is better",
-        &[
-            "held",
-            "answered",
-            "RSS MiB",
-            "held MiB",
-            "threads",
-            "maps/conn",
-            "sample",
-        ],
-    );
-    table.note(raise_fd_limit(count as u64 + 1024));
-    table.note(format!(
-        "host: default --max-connections here is {} on threads, {} on event loops (vm.max_map_count {}); \
-         answered = echoed one byte within {}s; sample = {IDLE_SAMPLE} of them echo again after the RSS reading",
-        host::capacity::default_max_connections(false, 0),
-        host::capacity::default_max_connections(true, 0),
-        host::sys::limits::max_map_count().map_or("unknown".to_string(), |m| m.to_string()),
-        IDLE_ECHO_LIMIT.as_secs(),
-    ));
-    eprintln!("idle connections");
-    // One server at a time, fresh, so that its RSS is this workload's only.
-    let mut starts: Vec<Box<dyn Fn() -> Target>> = vec![
-        Box::new(|| start_reference(Kind::Echo, settings)),
-        Box::new(|| {
-            start_host(
-                "host, wasm echo (default: event loops)",
-                &["--plugin", "echo"],
-                settings,
-            )
-        }),
-        Box::new(|| {
-            start_host(
-                "host, wasm echo, --event-loops 0 (threads)",
-                &["--plugin", "echo", "--event-loops", "0"],
-                settings,
-            )
-        }),
-        Box::new(|| {
-            start_host(
-                "host, wasm echo, --event-loops 1",
-                &["--plugin", "echo", "--event-loops", "1"],
-                settings,
-            )
-        }),
-    ];
-    if let Some(path) = &plugins.echo {
-        let path = path.to_string_lossy().into_owned();
-        starts.push(Box::new(move || {
-            start_host("host, native echo", &["--plugin", &path], settings)
-        }));
-    }
-    for start in starts {
-        let (name, server) = start();
-        eprintln!("    {name}");
-        let measured = server.and_then(|server| {
-            let figures = hold_idle(&server, count);
-            for warning in dedup(server.warnings()) {
-                table.note(format!("{name} logged: {warning}"));
-            }
-            figures
-        });
-        match measured {
-            Ok(idle) => {
-                if let Some(why) = &idle.stopped {
-                    table.note(format!("{name}: stopped opening at {}: {why}", idle.held));
-                }
-                let growth = idle.after_kib.saturating_sub(idle.before_kib);
-                // Connections left in the backlog (past the host's cap) cost
-                // the server nothing: divide by those it serves.
-                table.row(
-                    &name,
-                    growth as f64 / idle.answered.max(1) as f64,
-                    vec![
-                        idle.held.to_string(),
-                        idle.answered.to_string(),
-                        format!("{:.1}", idle.before_kib as f64 / 1024.0),
-                        format!("{:.1}", idle.after_kib as f64 / 1024.0),
-                        idle.threads.to_string(),
-                        format!(
-                            "{:.1}",
-                            idle.after_maps.saturating_sub(idle.before_maps) as f64
-                                / idle.answered.max(1) as f64
-                        ),
-                        format!("{}/{}", idle.sample_ok, idle.sample_size),
-                    ],
-                );
-                table.note(format!(
-                    "{name}: opened {} connections in {:.1} s",
-                    idle.held,
-                    idle.open_took.as_secs_f64()
-                ));
-            }
-            Err(err) => table.failed(&name, &err),
-        }
-    }
-    table.print();
-}
-
-/// What holding idle connections against one server showed.
-struct Idle {
-    held: usize,
-    answered: usize,
-    stopped: Option<String>,
-    open_took: Duration,
-    before_kib: u64,
-    after_kib: u64,
-    /// Memory mappings (`/proc/<pid>/maps` lines) before and while held:
-    /// what `vm.max_map_count` bounds.
-    before_maps: usize,
-    after_maps: usize,
-    threads: u64,
-    sample_ok: usize,
-    sample_size: usize,
-}
-
-fn hold_idle(server: &Server, count: usize) -> Result<Idle> {
-    // One connection first, so the "before" figure includes whatever the
-    // first connection sets up once.
-    let warm = load::connect(server.addr)?;
-    load::echo_check(&[&warm], Duration::from_secs(5))?;
-    drop(warm);
-    std::thread::sleep(Duration::from_millis(200));
-    let before_kib = status_field(server.pid(), "VmRSS")?;
-    let before_maps = mappings(server.pid())?;
-    let held = load::open_idle(server.addr, count, IDLE_OPEN_LIMIT);
-    let all: Vec<&TcpStream> = held.streams.iter().collect();
-    let answered = load::echo_check(&all, IDLE_ECHO_LIMIT)?;
-    std::thread::sleep(Duration::from_millis(500));
-    let after_kib = status_field(server.pid(), "VmRSS")?;
-    let after_maps = mappings(server.pid())?;
-    let threads = status_field(server.pid(), "Threads")?;
-    let step = (all.len() / IDLE_SAMPLE).max(1);
-    let sample: Vec<&TcpStream> = all
-        .iter()
-        .copied()
-        .step_by(step)
-        .take(IDLE_SAMPLE)
-        .collect();
-    let sample_ok = load::echo_check(&sample, Duration::from_secs(10))?;
-    Ok(Idle {
-        held: held.streams.len(),
-        answered,
-        stopped: held.stopped,
-        open_took: held.took,
-        before_kib,
-        after_kib,
-        before_maps,
-        after_maps,
-        threads,
-        sample_ok,
-        sample_size: sample.len(),
-    })
-}
-
-/// How many memory mappings process `pid` has.
-fn mappings(pid: u32) -> Result<usize> {
-    let path = format!("/proc/{pid}/maps");
-    let maps = std::fs::read(&path).with_context(|| format!("read {path}"))?;
-    Ok(maps.iter().filter(|&&b| b == b'\n').count())
-}
-
-/// A number from `/proc/<pid>/status` (`VmRSS` in KiB, `Threads`).
-fn status_field(pid: u32, field: &str) -> Result<u64> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("no {field} in {path}"))
-}
-
-/// Log lines without their timestamps, each distinct message once.
-fn dedup(lines: Vec<String>) -> Vec<String> {
-    let mut seen: Vec<String> = Vec::new();
-    for line in lines {
-        // "2026-01-01T00:00:00.000000Z  WARN target: message" → from WARN on.
-        let message = line
-            .find(" WARN ")
-            .or_else(|| line.find(" ERROR "))
-            .map_or(line.as_str(), |at| line[at..].trim());
-        if !seen.iter().any(|s| s == message) && seen.len() < 5 {
-            seen.push(message.to_string());
-        }
-    }
-    seen
-}
-
-/// Raises this process's RLIMIT_NOFILE soft limit (and the hard one if
-/// allowed) to `wanted` before any server starts, so that the bench and
-/// the servers it starts (which inherit it) can hold the idle connections.
-/// Returns a line for the report.
-fn raise_fd_limit(wanted: u64) -> String {
-    // SAFETY: getrlimit and setrlimit only read and write the local struct.
-    unsafe {
-        let mut limit: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return format!(
-                "RLIMIT_NOFILE: unreadable ({})",
-                std::io::Error::last_os_error()
-            );
-        }
-        let before = limit.rlim_cur;
-        if before >= wanted {
-            return format!("RLIMIT_NOFILE: {before}, enough");
-        }
-        let mut raised = limit;
-        raised.rlim_cur = wanted;
-        raised.rlim_max = limit.rlim_max.max(wanted);
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
-            // Not allowed past the hard limit: go as far as it.
-            raised = limit;
-            raised.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &raised);
-        }
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-        format!(
-            "RLIMIT_NOFILE of the bench (inherited by the servers): raised from {before} to {} (wanted {wanted})",
-            limit.rlim_cur
-        )
-    }
 }

@@ -7,10 +7,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use host::config::ConfigFile;
-use host::plugin::{Plugin, Serving};
 use host::plugin::loader::{LoadDetails, Loader, PluginKind};
 use host::plugin::source::PluginSource;
 use host::plugin::wasm::{Grants, Sandbox, exports_protocol};
+use host::plugin::{Plugin, Serving};
 use plughost_native_abi::ABI_VERSION;
 
 use super::options::EngineOptions;

@@ -36,9 +36,9 @@ Examples:
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve connections with a plugin.
-    Run(run::RunArgs),
-    /// Load a plugin, check it implements the handler world, and print its
-    /// imports and exports.
+    Run(Box<run::RunArgs>),
+    /// Load a plugin, check it implements its world (handler, protocol or
+    /// datagram-handler), and print its imports and exports.
     Check(check::CheckArgs),
     /// Make a component from a core WebAssembly module (any compiler's
     /// output): embed the WIT world, wrap with the WASI adapter.

@@ -100,6 +100,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "CIDR")]
     deny: Vec<ipnet::IpNet>,
 
+    /// Expect the PROXY protocol (v1 or v2) from load balancers in this
+    /// network (CIDR; repeatable): every connection must then come from
+    /// one of them and start with the header, and the plugin, the access
+    /// rules and the log see the client it names. Off by default.
+    #[arg(long, value_name = "CIDR")]
+    proxy_protocol: Vec<ipnet::IpNet>,
+
     /// Serve /metrics (Prometheus) and /status (JSON) on this address,
     /// e.g. 127.0.0.1:9100. Off by default.
     #[arg(long, value_name = "ADDR")]
@@ -211,6 +218,7 @@ impl RunArgs {
             allow: self.allow.clone(),
             deny: self.deny.clone(),
             reuse_port: self.reuse_port,
+            proxy_protocol: self.proxy_protocol.clone(),
             grants: Grants::default(),
             config: BTreeMap::new(),
         }
@@ -271,6 +279,11 @@ impl RunArgs {
             allow,
             deny,
             reuse_port: self.reuse_port || file.reuse_port,
+            proxy_protocol: {
+                let mut trusted = file.proxy_protocol.clone();
+                trusted.extend(self.proxy_protocol.iter().copied());
+                trusted
+            },
             grants: file.grants.clone(),
             config: file.config.clone(),
         }

@@ -393,7 +393,10 @@ impl SharedIo {
             return;
         }
         while transport.pending() > 0 {
-            match transport.conn.try_write(&transport.unsent[transport.sent..]) {
+            match transport
+                .conn
+                .try_write(&transport.unsent[transport.sent..])
+            {
                 Ok(Some(n)) => {
                     transport.sent += n;
                     transport.last_progress = Instant::now();
@@ -429,7 +432,11 @@ impl SharedIo {
         let drained = std::mem::take(&mut self.drained);
         drained
             .into_iter()
-            .filter(|id| self.transports.get(id).is_some_and(|t| t.phase == Phase::Open))
+            .filter(|id| {
+                self.transports
+                    .get(id)
+                    .is_some_and(|t| t.phase == Phase::Open)
+            })
             .collect()
     }
 
@@ -503,7 +510,9 @@ impl Timers {
         self.next_id += 1;
         let id = self.next_id;
         let now = Instant::now();
-        let at = now.checked_add(delay).unwrap_or(now + Duration::from_secs(1 << 40));
+        let at = now
+            .checked_add(delay)
+            .unwrap_or(now + Duration::from_secs(1 << 40));
         self.due.push(Reverse((at, id)));
         self.pending.insert(id);
         Ok(id)

@@ -156,7 +156,11 @@ pub trait ProtocolPlugin: Send + Sync {
     /// yet) and calls its `init`; `tag` names it in guest output. An error
     /// says why the instance cannot serve (`init` failed or trapped, or
     /// the host could not create it).
-    fn instantiate(&self, io: SharedIo, tag: &PeerAddr) -> Result<Box<dyn ProtocolInstance>, String>;
+    fn instantiate(
+        &self,
+        io: SharedIo,
+        tag: &PeerAddr,
+    ) -> Result<Box<dyn ProtocolInstance>, String>;
 }
 
 /// One live instance of a [`ProtocolPlugin`].

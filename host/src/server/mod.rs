@@ -11,10 +11,12 @@
 
 mod access;
 mod bind;
+mod dispatch;
 mod events;
 mod listener;
 mod live;
 mod pool;
+mod preamble;
 mod reactor;
 mod session;
 mod signals;
@@ -28,12 +30,13 @@ use anyhow::{Context, Result};
 use mio::{Events, Poll, Token, Waker};
 
 pub use self::access::AccessRules;
+use self::dispatch::Dispatcher;
 use self::events::EventLoops;
 use self::listener::Listener;
 use self::live::LiveConnections;
 use self::pool::ThreadPool;
+use self::preamble::Preamble;
 use self::reactor::{ReactorSettings, Reactors};
-use self::session::Session;
 use self::signals::{ControlSignals, Stop};
 pub use self::udp::{UdpConfig, UdpServer};
 use crate::address::{ListenAddr, PeerAddr};
@@ -81,6 +84,9 @@ pub struct ServerConfig {
     pub instances: usize,
     /// The most unsent bytes a shared instance buffers per connection.
     pub write_limit: usize,
+    /// Networks trusted to send a PROXY protocol header; when any is set,
+    /// every connection must start with one and come from them.
+    pub proxy_protocol: Vec<ipnet::IpNet>,
 }
 
 /// Something the server asks its owner to do.
@@ -98,9 +104,9 @@ pub struct Server {
     listeners: Vec<Listener>,
     signals: ControlSignals,
     live: LiveConnections,
-    pool: ThreadPool,
-    events: Option<EventLoops>,
-    reactors: Option<Reactors>,
+    dispatcher: Arc<Dispatcher>,
+    /// Reads PROXY headers first, when the listener expects them.
+    preamble: Option<Preamble>,
     /// Set while `accept` is paused (connection cap or fd exhaustion).
     paused: bool,
     /// When the cap last made a connection wait (and that was logged).
@@ -157,6 +163,23 @@ impl Server {
             }
             Serving::PerConnection(_) => None,
         };
+        let dispatcher = Arc::new(Dispatcher {
+            plugin: plugin.clone(),
+            metrics: metrics.clone(),
+            access: config.access.clone(),
+            idle_timeout: config.idle_timeout,
+            pool,
+            events,
+            reactors,
+        });
+        let preamble = if config.proxy_protocol.is_empty() {
+            None
+        } else {
+            let trusted = config.proxy_protocol.clone();
+            let preamble = Preamble::start(&name, trusted, Arc::clone(&dispatcher))
+                .context("cannot start the PROXY header thread")?;
+            Some(preamble)
+        };
         Ok(Self {
             config,
             plugin,
@@ -165,9 +188,8 @@ impl Server {
             listeners,
             signals,
             live,
-            pool,
-            events,
-            reactors,
+            dispatcher,
+            preamble,
             paused: false,
             warned_full: None,
         })
@@ -198,6 +220,7 @@ impl Server {
                 "listening on {addr}"
             );
         }
+        self.metrics.set_ready(true);
         let mut events = Events::with_capacity(256);
         loop {
             let timeout = self.paused.then_some(PAUSED_RETRY);
@@ -240,10 +263,12 @@ impl Server {
         };
         match self.plugin.get().serving() {
             Serving::Shared(_) => plural(self.config.instances, "shared instance"),
-            Serving::PerConnection(plugin) => match (&self.events, plugin.on_event_loop()) {
-                (Some(_), Some(_)) => plural(self.config.event_loops, "event loop"),
-                _ => "a thread per connection".to_string(),
-            },
+            Serving::PerConnection(plugin) => {
+                match (&self.dispatcher.events, plugin.on_event_loop()) {
+                    (Some(_), Some(_)) => plural(self.config.event_loops, "event loop"),
+                    _ => "a thread per connection".to_string(),
+                }
+            }
         }
     }
 
@@ -301,48 +326,20 @@ impl Server {
         full
     }
 
+    /// Hands an accepted connection on: to the preamble thread when the
+    /// listener expects a PROXY header, else straight to its serving mode.
     fn dispatch(&self, stream: Stream, peer: PeerAddr) {
-        let permitted = peer
-            .ip()
-            .is_none_or(|ip| self.config.access.permits(ip.ip()));
-        if !permitted {
-            self.metrics.refused();
-            tracing::warn!(peer = %peer, "connection refused by --allow/--deny rules");
-            return;
-        }
-        let plugin = self.plugin.get();
-        let session = Session {
-            guard: self.live.register(&stream),
-            stream,
-            peer,
-            idle_timeout: self.config.idle_timeout,
-            metrics: self.metrics.clone(),
-            plugin,
-        };
-        self.metrics.opened();
-        let (shared, event_form) = match session.plugin.serving() {
-            Serving::Shared(_) => (true, false),
-            Serving::PerConnection(plugin) => (false, plugin.on_event_loop().is_some()),
-        };
-        match (&self.reactors, &self.events) {
-            (Some(reactors), _) if shared => reactors.admit(session),
-            (_, Some(events)) if event_form => events.spawn(session::serve_events(session)),
-            _ => {
-                let shown = session.peer.to_string();
-                if let Err(err) = self.pool.execute(move || session::serve(session)) {
-                    self.metrics.closed("host-error", 0, 0, Duration::ZERO);
-                    tracing::error!(
-                        peer = shown,
-                        "cannot start a thread for the connection: {err}"
-                    );
-                }
-            }
+        let guard = self.live.register(&stream);
+        match &self.preamble {
+            Some(preamble) => preamble.admit(stream, peer, guard),
+            None => self.dispatcher.serve(stream, peer, guard),
         }
     }
 
     /// Stops accepting, waits up to the grace period for live connections,
     /// then shuts the rest down.
     fn drain(mut self, Stop { name }: Stop) -> Result<()> {
+        self.metrics.set_ready(false);
         for mut listener in self.listeners.drain(..) {
             let _ = listener.deregister(self.poll.registry());
         }
@@ -356,7 +353,7 @@ impl Server {
         );
         let deadline = Instant::now() + self.config.grace;
         if !self.wait_for_connections(deadline)? {
-            if let Some(reactors) = &self.reactors {
+            if let Some(reactors) = &self.dispatcher.reactors {
                 reactors.shutting_down();
             }
             let closed = self.live.shutdown_all();

@@ -15,9 +15,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -63,7 +63,7 @@ pub struct Reactors {
 }
 
 struct Handle {
-    sessions: Mutex<Sender<Session>>,
+    sessions: Sender<Session>,
     waker: Arc<Waker>,
     /// Connections on this reactor.
     load: Arc<AtomicUsize>,
@@ -99,7 +99,7 @@ impl Reactors {
                 .name(format!("reactor {listener} #{index}"))
                 .spawn(move || reactor.run())?;
             loops.push(Handle {
-                sessions: Mutex::new(sender),
+                sessions: sender,
                 waker,
                 load,
             });
@@ -117,12 +117,7 @@ impl Reactors {
             return;
         };
         chosen.load.fetch_add(1, Ordering::Relaxed);
-        let sent = chosen
-            .sessions
-            .lock()
-            .map_err(|_| ())
-            .and_then(|sender| sender.send(session).map_err(|_| ()));
-        if sent.is_err() || chosen.waker.wake().is_err() {
+        if chosen.sessions.send(session).is_err() || chosen.waker.wake().is_err() {
             chosen.load.fetch_sub(1, Ordering::Relaxed);
             tracing::error!("reactor stopped; connection dropped");
         }
@@ -270,13 +265,16 @@ impl Reactor {
         self.next_id += 1;
         let fd = std::os::fd::AsRawFd::as_raw_fd(&conn);
         let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(err) = self
-            .poll
-            .registry()
-            .register(&mut SourceFd(&fd), Token(id as usize), interest)
+        if let Err(err) =
+            self.poll
+                .registry()
+                .register(&mut SourceFd(&fd), Token(id as usize), interest)
         {
             self.load.fetch_sub(1, Ordering::Relaxed);
-            open.close(conn, Outcome::HostError(format!("cannot watch the socket: {err}")));
+            open.close(
+                conn,
+                Outcome::HostError(format!("cannot watch the socket: {err}")),
+            );
             return;
         }
         let Some(index) = self.index_of(generation) else {
@@ -415,9 +413,7 @@ impl Reactor {
         // Deregister before the socket closes (the fd may be reused).
         let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         let reason = match gone.reason {
-            LostReason::PeerClosed if self.draining.load(Ordering::Relaxed) => {
-                LostReason::Shutdown
-            }
+            LostReason::PeerClosed if self.draining.load(Ordering::Relaxed) => LostReason::Shutdown,
             reason => reason,
         };
         let outcome = match (trap, reason) {
@@ -429,9 +425,13 @@ impl Reactor {
             )),
             (None, reason) => Outcome::HandleError(reason.describe().to_string()),
         };
+        let mut conn = gone.conn;
+        if reason == LostReason::Closed {
+            close_gently(&mut conn);
+        }
         match open {
-            Some(open) => open.close(gone.conn, outcome),
-            None => drop(gone.conn),
+            Some(open) => open.close(conn, outcome),
+            None => drop(conn),
         }
     }
 
@@ -470,7 +470,10 @@ impl Reactor {
             let Some(index) = self.index_of(generation) else {
                 continue;
             };
-            let received = self.generations[index].instance.io().read(id, &mut self.buf);
+            let received = self.generations[index]
+                .instance
+                .io()
+                .read(id, &mut self.buf);
             match received {
                 Received::Data { n, more } => {
                     if more {
@@ -533,5 +536,25 @@ impl Reactor {
             }
             keep
         });
+    }
+}
+
+/// Before a connection the plugin closed is dropped: ends the write side
+/// (the peer sees the end of what was sent) and throws away what the peer
+/// sent that nobody read, so that closing does not answer it with a reset
+/// that could destroy the last response in flight.
+fn close_gently(conn: &mut Connection) {
+    if conn
+        .shutdown(crate::connection::ShutdownDirection::Write)
+        .is_err()
+    {
+        return;
+    }
+    let mut sink = [0u8; 16 * 1024];
+    for _ in 0..16 {
+        match conn.try_read_into(&mut sink) {
+            Ok(Some(n)) if n > 0 => {}
+            _ => return,
+        }
     }
 }

@@ -121,6 +121,7 @@ impl UdpServer {
             plugin = %self.plugin.load().version(),
             "listening on udp:{bound}"
         );
+        self.metrics.set_ready(true);
         let mut events = Events::with_capacity(64);
         let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
@@ -209,6 +210,7 @@ impl UdpServer {
     }
 
     fn drain(mut self, Stop { name }: Stop) -> Result<()> {
+        self.metrics.set_ready(false);
         tracing::info!(
             in_flight = self.in_flight.load(Ordering::Acquire),
             "{name} received: shutting down; no longer receiving datagrams"

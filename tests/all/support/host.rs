@@ -22,6 +22,9 @@ pub enum Mode {
     /// `--event-loops 1`: every connection a fiber on one event-loop
     /// thread.
     EventLoop,
+    /// `--instances 1`: a protocol plugin's one shared instance (the mode
+    /// a protocol-world plugin is always served in).
+    Shared,
 }
 
 impl Mode {
@@ -30,6 +33,7 @@ impl Mode {
         match self {
             Mode::Threads => ["--event-loops", "0"],
             Mode::EventLoop => ["--event-loops", "1"],
+            Mode::Shared => ["--instances", "1"],
         }
     }
 }

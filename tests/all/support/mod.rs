@@ -8,6 +8,7 @@ pub mod admin;
 pub mod checks;
 pub mod clients;
 mod host;
+pub mod protocol;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -229,4 +230,11 @@ pub fn refused(args: &[&str]) -> String {
 /// The path of `path` as UTF-8 (every test path is).
 pub fn utf8(path: &Path) -> &str {
     path.to_str().expect("test paths are UTF-8")
+}
+
+/// Whether the tests run as root (some checks need to hand a file to
+/// another user).
+pub fn is_root() -> bool {
+    // SAFETY: `geteuid` takes nothing and cannot fail.
+    unsafe { libc::geteuid() == 0 }
 }

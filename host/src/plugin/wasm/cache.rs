@@ -9,6 +9,13 @@
 //! are written to a temporary file and renamed into place, so readers never
 //! see half an entry.
 //!
+//! The cache holds native code the host maps and runs, so whoever can
+//! write to it can run code as the host. The host therefore creates the
+//! directory owner-only (mode 0700) and refuses, with a clear error at
+//! start, a directory that another user owns or that its group or others
+//! may write to ([`CompileCache::new`]); the trust assumption is that
+//! only the host's own user writes there.
+//!
 //! The directory is bounded: every plugin edit under `--watch` and every
 //! host upgrade adds an entry (tens of MB for a Python or JavaScript
 //! guest), so after each write the least recently used entries are
@@ -56,16 +63,19 @@ pub struct CompileCache {
 }
 
 impl CompileCache {
-    /// A cache with `settings` for artifacts of `engine`.
-    pub fn new(settings: CacheSettings, engine: &Engine) -> Self {
+    /// A cache with `settings` for artifacts of `engine`. Creates the
+    /// directory owner-only if it is missing, and fails if it is one the
+    /// host must not trust (see [`trusted_dir`]).
+    pub fn new(settings: CacheSettings, engine: &Engine) -> Result<Self> {
+        trusted_dir(&settings.dir, crate::sys::user::effective_uid())?;
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_key = format!("{}-{:016x}", env!("CARGO_PKG_VERSION"), hasher.finish());
-        Self {
+        Ok(Self {
             settings,
             engine: engine.clone(),
             engine_key,
-        }
+        })
     }
 
     fn entry_path(&self, digest: &str) -> PathBuf {
@@ -254,6 +264,51 @@ pub fn compile(engine: &Engine, bytes: &[u8], what: &str) -> Result<Component> {
         .with_context(|| format!("{what} failed to compile"))
 }
 
+/// Makes sure `dir` exists and only `uid` may write to it: creates it
+/// (and missing parents) with mode 0700, or checks an existing one is
+/// owned by `uid` and not writable by its group or others. An error says
+/// what is wrong and how to fix it.
+fn trusted_dir(dir: &Path, uid: u32) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    if !dir.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| {
+                format!(
+                    "cannot create the compile cache directory {}",
+                    dir.display()
+                )
+            })?;
+    }
+    let meta = fs::metadata(dir)
+        .with_context(|| format!("cannot read the compile cache directory {}", dir.display()))?;
+    let shown = dir.display();
+    anyhow::ensure!(
+        meta.is_dir(),
+        "the compile cache path {shown} is not a directory"
+    );
+    let fix = "(it holds native code the host runs; use a directory of your own with \
+               --cache-dir, or --no-cache)";
+    if meta.uid() != uid {
+        anyhow::bail!(
+            "refusing the compile cache directory {shown}: it belongs to user {}, not to the \
+             host's user {uid} {fix}",
+            meta.uid()
+        );
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o022 != 0 {
+        anyhow::bail!(
+            "refusing the compile cache directory {shown}: its group or others may write to it \
+             (mode {:o}); `chmod go-w {shown}` {fix}",
+            mode & 0o777
+        );
+    }
+    Ok(())
+}
+
 /// The payload of a well-formed entry whose checksum matches.
 fn verified_payload(data: &[u8]) -> Option<&[u8]> {
     if data.len() < HEADER_LEN || &data[..MAGIC.len()] != MAGIC {
@@ -266,7 +321,8 @@ fn verified_payload(data: &[u8]) -> Option<&[u8]> {
 /// Writes an entry atomically: a unique temporary file, then a rename.
 fn write_entry(path: &Path, payload: &[u8]) -> Result<()> {
     let dir = path.parent().context("cache path has no directory")?;
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Removed since start-up? Create it owner-only again.
+    trusted_dir(dir, crate::sys::user::effective_uid())?;
     static NEXT_TMP: AtomicU64 = AtomicU64::new(0);
     let tmp = dir.join(format!(
         ".{}.{}-{}.tmp",
@@ -288,6 +344,34 @@ fn write_entry(path: &Path, payload: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_cache_directory_is_created_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("a/b/cache");
+        let uid = crate::sys::user::effective_uid();
+        trusted_dir(&dir, uid).unwrap();
+        let mode = fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn a_cache_directory_others_may_write_or_own_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = tempfile::tempdir().unwrap();
+        let uid = crate::sys::user::effective_uid();
+        fs::set_permissions(base.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        let err = trusted_dir(base.path(), uid).unwrap_err().to_string();
+        assert!(
+            err.contains("its group or others may write to it (mode 777)"),
+            "{err}"
+        );
+        fs::set_permissions(base.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        trusted_dir(base.path(), uid).unwrap();
+        let err = trusted_dir(base.path(), uid + 1).unwrap_err().to_string();
+        assert!(err.contains(&format!("belongs to user {uid}")), "{err}");
+    }
 
     fn entry(payload: &[u8]) -> Vec<u8> {
         let mut data = MAGIC.to_vec();

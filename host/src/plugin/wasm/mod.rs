@@ -32,11 +32,11 @@ pub use self::cache::{CacheSettings, CompileCache};
 pub use self::datagram::{CurrentDatagram, DATAGRAM_WORLD, DatagramPlugin};
 pub use self::engine::{InstanceLimits, WasmEngine, write_perf_map};
 pub use self::grants::{DirGrant, Grants, Sandbox};
-pub use self::inspect::exports_protocol;
 pub use self::handler::WasmPlugin;
 pub use self::handler::bindings::WORLD_NAME;
-pub use self::protocol::{PROTOCOL_WORLD, WasmProtocol};
+pub use self::inspect::exports_protocol;
 use self::linker::Linkers;
+pub use self::protocol::{PROTOCOL_WORLD, WasmProtocol};
 use self::state::StoreState;
 use super::Outcome;
 use super::source::PluginBytes;
@@ -78,7 +78,9 @@ impl WasmRuntime {
     ) -> Result<Self> {
         let engine = WasmEngine::new(limits)?;
         let linkers = Linkers::new(&engine)?;
-        let cache = cache.map(|settings| CompileCache::new(settings, engine.engine()));
+        let cache = cache
+            .map(|settings| CompileCache::new(settings, engine.engine()))
+            .transpose()?;
         Ok(Self {
             engine,
             linkers,

@@ -23,9 +23,7 @@ use super::{
 use crate::address::PeerAddr;
 use crate::connection::shared::{LostReason, SharedIo, WriteError};
 use crate::plugin::source::PluginBytes;
-use crate::plugin::{
-    Event, Plugin, PluginVersion, ProtocolInstance, ProtocolPlugin, Serving,
-};
+use crate::plugin::{Event, Plugin, PluginVersion, ProtocolInstance, ProtocolPlugin, Serving};
 
 pub(super) mod bindings {
     wasmtime::component::bindgen!({
@@ -38,10 +36,10 @@ pub(super) mod bindings {
     });
 }
 
+use bindings::plughost::handler::timers;
 use bindings::plughost::handler::transports::{
     self, LostReason as WitLostReason, SocketAddress, WriteError as WitWriteError,
 };
-use bindings::plughost::handler::timers;
 use bindings::{Protocol, ProtocolPre};
 
 /// The world protocol plugins implement.
@@ -252,10 +250,7 @@ impl transports::Host for ProtocolState {
 
 impl timers::Host for ProtocolState {
     fn call_later(&mut self, delay_ms: u64) -> wasmtime::Result<Result<u64, String>> {
-        Ok(self
-            .io
-            .timers()
-            .call_later(Duration::from_millis(delay_ms)))
+        Ok(self.io.timers().call_later(Duration::from_millis(delay_ms)))
     }
 
     fn cancel(&mut self, t: u64) -> wasmtime::Result<bool> {

@@ -156,8 +156,14 @@ mod tests {
         let mut room = Harness::<Chat>::start().unwrap();
         let a = room.connect();
         let b = room.connect();
-        assert_eq!(text(&mut room, a), "* welcome, guest1 (/nick NAME to rename)\n* guest2 joined\n");
-        assert_eq!(text(&mut room, b), "* welcome, guest2 (/nick NAME to rename)\n");
+        assert_eq!(
+            text(&mut room, a),
+            "* welcome, guest1 (/nick NAME to rename)\n* guest2 joined\n"
+        );
+        assert_eq!(
+            text(&mut room, b),
+            "* welcome, guest2 (/nick NAME to rename)\n"
+        );
         room.receive(a, b"hel");
         room.receive(a, b"lo\r\nsecond\n");
         assert_eq!(text(&mut room, b), "guest1: hello\nguest1: second\n");

@@ -27,7 +27,9 @@ fn answer(request: &str) -> String {
             BufReader::new(stream).read_line(&mut line)?;
             Ok(line.trim_end().to_string())
         }),
-        "bind" => TcpListener::bind(addr).and_then(|l| l.local_addr()).map(|a| a.to_string()),
+        "bind" => TcpListener::bind(addr)
+            .and_then(|l| l.local_addr())
+            .map(|a| a.to_string()),
         other => return format!("error unknown request `{other}`\n"),
     };
     match result {

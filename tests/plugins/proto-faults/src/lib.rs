@@ -1,0 +1,111 @@
+//! Test plugin (protocol world): a line-command server with every fault a
+//! shared instance can have, for the host's tests.
+//!
+//! On connect a client gets `hello N\n`, N counting the connections this
+//! instance has seen (so a fresh instance starts again at 1). Commands,
+//! one per line:
+//!
+//! - `spin` computes forever (the CPU deadline must cut it);
+//! - `trap` panics;
+//! - `hog` allocates until the memory cap stops it;
+//! - `later MS` sets a timer; when it fires, the client gets `fired\n`;
+//! - `count` answers `count N\n`, the connections the instance serves now;
+//! - `peer` answers `peer ADDRESS\n`, the client's address as the host
+//!   gives it;
+//! - anything else comes back as `echo LINE\n`.
+//!
+//! With `fail_init = "yes"` in `[listener.config]`, `init` fails.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use plughost_protocol::{LostReason, Protocol, Timer, Transport, call_later, config};
+
+/// The instance's state.
+#[derive(Default)]
+pub struct Faults {
+    seen: u64,
+    open: BTreeSet<Transport>,
+    partial: HashMap<Transport, Vec<u8>>,
+    timers: HashMap<Timer, Transport>,
+    hoard: Vec<Vec<u8>>,
+}
+
+impl Faults {
+    fn command(&mut self, t: Transport, line: &str) {
+        match line.split_once(' ').unwrap_or((line, "")) {
+            ("spin", _) => {
+                let mut x: u64 = 1;
+                loop {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            }
+            ("trap", _) => panic!("asked to trap"),
+            ("hog", _) => loop {
+                self.hoard.push(vec![1u8; 1 << 20]);
+            },
+            ("later", ms) => match ms.trim().parse::<u64>() {
+                Ok(ms) => match call_later(Duration::from_millis(ms)) {
+                    Ok(timer) => {
+                        self.timers.insert(timer, t);
+                    }
+                    Err(err) => {
+                        let _ = t.write(format!("error {err}\n").as_bytes());
+                    }
+                },
+                Err(_) => {
+                    let _ = t.write(b"error: later takes milliseconds\n");
+                }
+            },
+            ("peer", _) => {
+                let peer = t.peer_addr().map_or("none".to_string(), |a| a.to_string());
+                let _ = t.write(format!("peer {peer}\n").as_bytes());
+            }
+            ("count", _) => {
+                let _ = t.write(format!("count {}\n", self.open.len()).as_bytes());
+            }
+            _ => {
+                let _ = t.write(format!("echo {line}\n").as_bytes());
+            }
+        }
+    }
+}
+
+impl Protocol for Faults {
+    fn init() -> Result<Self, String> {
+        if config::get("fail_init").as_deref() == Some("yes") {
+            return Err("fail_init is set".into());
+        }
+        Ok(Self::default())
+    }
+
+    fn connection_made(&mut self, t: Transport) {
+        self.seen += 1;
+        self.open.insert(t);
+        let _ = t.write(format!("hello {}\n", self.seen).as_bytes());
+    }
+
+    fn data_received(&mut self, t: Transport, data: &[u8]) {
+        let mut pending = self.partial.remove(&t).unwrap_or_default();
+        pending.extend_from_slice(data);
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line[..end]).trim().to_string();
+            self.command(t, &line);
+        }
+        self.partial.insert(t, pending);
+    }
+
+    fn connection_lost(&mut self, t: Transport, _reason: LostReason) {
+        self.open.remove(&t);
+        self.partial.remove(&t);
+    }
+
+    fn timer_fired(&mut self, timer: Timer) {
+        if let Some(t) = self.timers.remove(&timer) {
+            let _ = t.write(b"fired\n");
+        }
+    }
+}
+
+plughost_protocol::export!(Faults);
