@@ -3,8 +3,8 @@
 //! `target/guests/<lang>-<plugin>.wasm`) — served by the real host, on
 //! threads and on an event loop, and held to the same behavioural checks
 //! as the Rust examples; their plugins of the protocol world (chat,
-//! proto-echo: one shared instance) held to the same checks as the Rust
-//! built-ins `chat` and `proto-echo`, which run them too; and guests built
+//! proto-echo: one shared instance) held to the checks of the Rust
+//! built-ins `chat` and `proto-echo` (`support::protocol`); and guests built
 //! against another version of the WIT, refused with the expected world and
 //! what is missing.
 //!
@@ -15,14 +15,16 @@
 //! builds them all; run `scripts/build-guests.sh`), and so does a missing
 //! toolchain.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::support::checks::{check_bot, check_echo, check_http};
-use crate::support::clients::{echo_to_end, read_until_closed};
+use crate::support::clients::echo_to_end;
+use crate::support::protocol::{
+    check_chat, check_chat_cuts_a_client_that_never_reads, check_chat_cuts_an_endless_line,
+};
 use crate::support::{
     Host, Mode, SOON, checked, refused, run_host, temp_dir, utf8, workspace_root,
 };
@@ -53,29 +55,25 @@ const GUESTS: &[(&str, Plugin)] = &[
 
 /// What a plugin of the protocol world must behave like.
 #[derive(Debug, Clone, Copy)]
-enum Shared {
+enum ProtocolPlugin {
     Chat,
     ProtoEcho,
 }
 
-/// Every protocol-world guest, after the Rust built-in it copies (served
-/// by name: the checks hold the reference to them too).
-const PROTOCOL_GUESTS: &[(&str, Shared)] = &[
-    ("chat", Shared::Chat),
-    ("python-chat", Shared::Chat),
-    ("js-chat", Shared::Chat),
-    ("proto-echo", Shared::ProtoEcho),
-    ("python-proto-echo", Shared::ProtoEcho),
-    ("js-proto-echo", Shared::ProtoEcho),
-    ("c-proto-echo", Shared::ProtoEcho),
-    ("go-proto-echo", Shared::ProtoEcho),
+/// Every protocol-world guest; each copies the Rust built-in of its name
+/// (`chat`, `proto-echo`), which tests/all/protocol.rs holds to the same
+/// checks.
+const PROTOCOL_GUESTS: &[(&str, ProtocolPlugin)] = &[
+    ("python-chat", ProtocolPlugin::Chat),
+    ("js-chat", ProtocolPlugin::Chat),
+    ("python-proto-echo", ProtocolPlugin::ProtoEcho),
+    ("js-proto-echo", ProtocolPlugin::ProtoEcho),
+    ("c-proto-echo", ProtocolPlugin::ProtoEcho),
+    ("go-proto-echo", ProtocolPlugin::ProtoEcho),
 ];
 
-/// The Rust built-ins among [`PROTOCOL_GUESTS`].
-const BUILT_IN: &[&str] = &["chat", "proto-echo"];
-
-/// The host's bound on one connection's unsent output in the protocol
-/// tests: small, so a client that never reads is cut soon.
+/// The host's bound on one connection's unsent output when a chat client
+/// never reads: small, so it is cut soon.
 const WRITE_BUFFER: &str = "64KiB";
 
 fn guest_path(name: &str) -> PathBuf {
@@ -161,135 +159,6 @@ fn assert_connections_ok(host: &Host, name: &str, connections: usize) {
     }
 }
 
-/// The non-built-in guests of [`PROTOCOL_GUESTS`].
-fn protocol_guest_names() -> Vec<&'static str> {
-    PROTOCOL_GUESTS
-        .iter()
-        .map(|(name, _)| *name)
-        .filter(|name| !BUILT_IN.contains(name))
-        .collect()
-}
-
-/// A chat client: writes lines, reads the room's lines (each read bounded
-/// by the client's read timeout, so a missing line fails the test).
-struct Member {
-    writer: TcpStream,
-    reader: BufReader<TcpStream>,
-}
-
-impl Member {
-    /// Connects and reads the greeting, which names the client `guest{n}`.
-    fn join(host: &Host, n: u32) -> Member {
-        let stream = host.connect();
-        let mut member = Member {
-            writer: stream.try_clone().expect("clone the stream"),
-            reader: BufReader::new(stream),
-        };
-        member.expect(&format!("* welcome, guest{n} (/nick NAME to rename)"));
-        member
-    }
-
-    fn say(&mut self, text: &str) {
-        self.writer
-            .write_all(text.as_bytes())
-            .expect("send to the room");
-    }
-
-    fn line(&mut self) -> String {
-        let mut line = String::new();
-        self.reader
-            .read_line(&mut line)
-            .expect("a line from the room within the read timeout");
-        assert!(line.ends_with('\n'), "the room closed: {line:?}");
-        line.pop();
-        line
-    }
-
-    fn expect(&mut self, want: &str) {
-        assert_eq!(self.line(), want);
-    }
-}
-
-/// chat: names, `/nick`, `/who`, lines to everyone else, joins and
-/// departures; a client that never reads is cut (the host's write bound
-/// is [`WRITE_BUFFER`]) while the others carry on; a line over 4 KiB cuts
-/// its sender.
-fn check_chat(host: &Host) {
-    let mut a = Member::join(host, 1);
-    let mut b = Member::join(host, 2);
-    a.expect("* guest2 joined");
-    let mut c = Member::join(host, 3);
-    a.expect("* guest3 joined");
-    b.expect("* guest3 joined");
-
-    a.say("/nick alice\n");
-    a.expect("* you are now alice");
-    b.expect("* guest1 is now alice");
-    c.expect("* guest1 is now alice");
-    b.say("/nick alice\n/nick two words\n");
-    b.expect("* alice is taken");
-    b.expect("* a name is 1 to 32 characters without spaces");
-    b.say("hel");
-    b.say("lo\r\n");
-    a.expect("guest2: hello");
-    c.expect("guest2: hello");
-    a.say("/who\n");
-    a.expect("* here: alice, guest2, guest3");
-    drop(c);
-    a.expect("* guest3 left");
-    b.expect("* guest3 left");
-
-    // guest4 never reads: alice talks until the room drops it, bob reads
-    // every line. Bounded: the kernel's socket buffers hold a few MiB.
-    let lurker = Member::join(host, 4);
-    a.expect("* guest4 joined");
-    b.expect("* guest4 joined");
-    let chatter = format!("{}\n", "y".repeat(1000));
-    let heard = format!("alice: {}", chatter.trim_end());
-    let mut sent = 0;
-    loop {
-        a.say(&chatter);
-        sent += chatter.len();
-        let line = b.line();
-        if line == "* guest4 left" {
-            break;
-        }
-        assert_eq!(line, heard);
-        assert!(
-            sent < 64 << 20,
-            "a client that never reads was not cut after {sent} bytes"
-        );
-    }
-    a.expect("* guest4 left");
-    host.expect_log(
-        "output buffer full: the client is not reading the room",
-        SOON,
-    );
-    // Bob may still have alice's line sent as guest4 was dropped.
-    a.say("still here\n");
-    let mut line = b.line();
-    while line == heard {
-        line = b.line();
-    }
-    assert_eq!(line, "alice: still here");
-    drop(lurker);
-
-    // A line without end, longer than 4 KiB, cuts its sender.
-    let mut d = Member::join(host, 5);
-    a.expect("* guest5 joined");
-    b.expect("* guest5 joined");
-    d.say(&"z".repeat(4097));
-    assert!(
-        read_until_closed(d.reader.get_mut()),
-        "an endless line did not get its sender disconnected"
-    );
-    a.expect("* guest5 left");
-    b.expect("* guest5 left");
-    host.expect_log("sent a line longer than 4 KiB", SOON);
-    b.say("bye\n");
-    a.expect("guest2: bye");
-}
-
 /// proto-echo, beyond [`check_echo`] and [`check_echo_to_eof`]: four
 /// clients of the one instance echo 1 MiB each at the same time, every
 /// byte back to its own sender.
@@ -312,18 +181,13 @@ fn check_echo_concurrently(host: &Host) {
     }
 }
 
-/// Runs one protocol-world guest through its checks on one shared
-/// instance (`--event-loops` does not apply to the protocol world).
-fn check_protocol_guest(name: &str, shared: Shared) {
-    let plugin = if BUILT_IN.contains(&name) {
-        PathBuf::from(name)
-    } else {
-        guest_path(name)
-    };
+/// A fresh host serving the protocol guest `name` on its one shared
+/// instance, with more `host run` options.
+fn serve_shared(name: &str, args: &[&str]) -> Host {
     let host = Host::builder()
-        .plugin(plugin)
-        .mode(Mode::EventLoop)
-        .args(&["--instances", "1", "--write-buffer", WRITE_BUFFER])
+        .plugin(guest_path(name))
+        .mode(Mode::Shared)
+        .args(args)
         .start_timeout(COLD_START)
         .start();
     assert!(
@@ -331,27 +195,49 @@ fn check_protocol_guest(name: &str, shared: Shared) {
         "{name}: {}",
         host.logs()
     );
-    match shared {
-        Shared::Chat => check_chat(&host),
-        Shared::ProtoEcho => {
+    host
+}
+
+/// Runs one protocol-world guest through its built-in's checks, each chat
+/// check on a fresh host (they count the guests from 1).
+fn check_protocol_guest(name: &str, plugin: ProtocolPlugin) {
+    match plugin {
+        ProtocolPlugin::Chat => {
+            let host = serve_shared(name, &[]);
+            check_chat(&host);
+            host.assert_no_host_panic(name);
+            let host = serve_shared(name, &["--write-buffer", WRITE_BUFFER]);
+            check_chat_cuts_a_client_that_never_reads(&host);
+            host.expect_log(
+                "output buffer full: the client is not reading the room",
+                SOON,
+            );
+            host.assert_no_host_panic(name);
+            let host = serve_shared(name, &[]);
+            check_chat_cuts_an_endless_line(&host);
+            host.assert_no_host_panic(name);
+        }
+        ProtocolPlugin::ProtoEcho => {
+            let host = serve_shared(name, &[]);
             check_echo(&host);
             check_echo_to_eof(&host);
             check_echo_concurrently(&host);
             assert_connections_ok(&host, name, 6);
+            host.assert_no_host_panic(name);
         }
     }
-    host.assert_no_host_panic(name);
 }
 
 /// Every protocol-world guest behaves like its Rust built-in; all run,
 /// then the failures are reported together.
 #[test]
 fn protocol_guests_in_every_language_behave_like_the_rust_built_ins() {
-    require_built(&protocol_guest_names());
+    let names: Vec<&str> = PROTOCOL_GUESTS.iter().map(|(name, _)| *name).collect();
+    require_built(&names);
     let mut failed = Vec::new();
-    for (name, shared) in PROTOCOL_GUESTS {
+    for (name, plugin) in PROTOCOL_GUESTS {
         eprintln!("--- {name}");
-        if catch_unwind(AssertUnwindSafe(|| check_protocol_guest(name, *shared))).is_err() {
+        if catch_unwind(AssertUnwindSafe(|| check_protocol_guest(name, *plugin))).is_err() {
             failed.push(*name);
         }
     }
@@ -388,7 +274,7 @@ in_every_mode! {
 #[test]
 fn host_check_accepts_the_guest_of_every_language() {
     let handlers: Vec<&str> = GUESTS.iter().map(|(name, _)| *name).collect();
-    let protocols = protocol_guest_names();
+    let protocols: Vec<&str> = PROTOCOL_GUESTS.iter().map(|(name, _)| *name).collect();
     require_built(&handlers);
     require_built(&protocols);
     for (names, world) in [(handlers, "handler"), (protocols, "protocol")] {
@@ -528,9 +414,13 @@ fn scaffolds_build_and_echo(world: &str) {
                 let report = checked(&built, COLD_START);
                 let implements = format!("implements plughost:handler/{world}@0.1");
                 assert!(report.contains(&implements), "{report}");
+                let mode = match world {
+                    "protocol" => Mode::Shared,
+                    _ => Mode::Threads,
+                };
                 let host = Host::builder()
                     .plugin(&built)
-                    .mode(Mode::Threads)
+                    .mode(mode)
                     .start_timeout(COLD_START)
                     .start();
                 check_echo(&host);
