@@ -67,7 +67,17 @@ fn main() {
     let target_dir = root.join("target").join("wasm");
     let native_dir = root.join("target").join("native");
 
-    for watched in ["wit", "plugins", "tests/plugins", ".cargo"] {
+    // Only what these builds read: the other languages' guests under
+    // plugins/ are built by scripts/build-guests.sh, and editing them must
+    // not rebuild the host.
+    for watched in [
+        "wit",
+        "plugins/Cargo.toml",
+        "plugins/Cargo.lock",
+        "plugins/rust",
+        "tests/plugins",
+        ".cargo",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 

@@ -2,12 +2,14 @@
 //! JavaScript (`plugins/<lang>/`, built by `scripts/build-guests.sh` into
 //! `target/guests/<lang>-<plugin>.wasm`) — served by the real host, on
 //! threads and on an event loop, and held to the same behavioural checks
-//! as the Rust examples; and guests built
+//! as the Rust examples; their plugins of the protocol world (chat,
+//! proto-echo: one shared instance) held to the checks of the Rust
+//! built-ins `chat` and `proto-echo` (`support::protocol`); and guests built
 //! against another version of the WIT, refused with the expected world and
 //! what is missing.
 //!
-//! `host new` is checked the same way: every language's scaffold builds
-//! with the command its `plugin.toml` names and echoes.
+//! `host new` is checked the same way: every language's scaffold of each
+//! world builds with the command its `plugin.toml` names and echoes.
 //!
 //! A guest missing from `target/guests/` fails the test with its path (CI
 //! builds them all; run `scripts/build-guests.sh`), and so does a missing
@@ -20,7 +22,12 @@ use std::time::Duration;
 
 use crate::support::checks::{check_bot, check_echo, check_http};
 use crate::support::clients::echo_to_end;
-use crate::support::{Host, Mode, checked, refused, run_host, temp_dir, utf8, workspace_root};
+use crate::support::protocol::{
+    check_chat, check_chat_cuts_a_client_that_never_reads, check_chat_cuts_an_endless_line,
+};
+use crate::support::{
+    Host, Mode, SOON, checked, refused, run_host, temp_dir, utf8, workspace_root,
+};
 
 /// How long a host may take to start with a guest nobody compiled yet:
 /// Python and JavaScript components are 12–18 MB (an interpreter inside).
@@ -45,6 +52,29 @@ const GUESTS: &[(&str, Plugin)] = &[
     ("js-echo", Plugin::Echo),
     ("js-http-hello", Plugin::HttpHello),
 ];
+
+/// What a plugin of the protocol world must behave like.
+#[derive(Debug, Clone, Copy)]
+enum ProtocolPlugin {
+    Chat,
+    ProtoEcho,
+}
+
+/// Every protocol-world guest; each copies the Rust built-in of its name
+/// (`chat`, `proto-echo`), which tests/all/protocol.rs holds to the same
+/// checks.
+const PROTOCOL_GUESTS: &[(&str, ProtocolPlugin)] = &[
+    ("python-chat", ProtocolPlugin::Chat),
+    ("js-chat", ProtocolPlugin::Chat),
+    ("python-proto-echo", ProtocolPlugin::ProtoEcho),
+    ("js-proto-echo", ProtocolPlugin::ProtoEcho),
+    ("c-proto-echo", ProtocolPlugin::ProtoEcho),
+    ("go-proto-echo", ProtocolPlugin::ProtoEcho),
+];
+
+/// The host's bound on one connection's unsent output when a chat client
+/// never reads: small, so it is cut soon.
+const WRITE_BUFFER: &str = "64KiB";
 
 fn guest_path(name: &str) -> PathBuf {
     workspace_root()
@@ -129,6 +159,95 @@ fn assert_connections_ok(host: &Host, name: &str, connections: usize) {
     }
 }
 
+/// proto-echo, beyond [`check_echo`] and [`check_echo_to_eof`]: four
+/// clients of the one instance echo 1 MiB each at the same time, every
+/// byte back to its own sender.
+fn check_echo_concurrently(host: &Host) {
+    let clients: Vec<_> = (0..4u8)
+        .map(|k| {
+            let stream = host.connect();
+            std::thread::spawn(move || {
+                let payload: Vec<u8> = (0..1u32 << 20)
+                    .map(|i| (i % 241) as u8 ^ k.wrapping_mul(67))
+                    .collect();
+                let sent = payload.clone();
+                let echoed = echo_to_end(&stream, move |w| w.write_all(&sent).expect("send 1 MiB"));
+                assert!(echoed == payload, "client {k}: its 1 MiB came back changed");
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("a client's check failed");
+    }
+}
+
+/// A fresh host serving the protocol guest `name` on its one shared
+/// instance, with more `host run` options.
+fn serve_shared(name: &str, args: &[&str]) -> Host {
+    let host = Host::builder()
+        .plugin(guest_path(name))
+        .mode(Mode::Shared)
+        .args(args)
+        .start_timeout(COLD_START)
+        .start();
+    assert!(
+        host.stderr_contains("serving=1 shared instance"),
+        "{name}: {}",
+        host.logs()
+    );
+    host
+}
+
+/// Runs one protocol-world guest through its built-in's checks, each chat
+/// check on a fresh host (they count the guests from 1).
+fn check_protocol_guest(name: &str, plugin: ProtocolPlugin) {
+    match plugin {
+        ProtocolPlugin::Chat => {
+            let host = serve_shared(name, &[]);
+            check_chat(&host);
+            host.assert_no_host_panic(name);
+            let host = serve_shared(name, &["--write-buffer", WRITE_BUFFER]);
+            check_chat_cuts_a_client_that_never_reads(&host);
+            host.expect_log(
+                "output buffer full: the client is not reading the room",
+                SOON,
+            );
+            host.assert_no_host_panic(name);
+            let host = serve_shared(name, &[]);
+            check_chat_cuts_an_endless_line(&host);
+            host.assert_no_host_panic(name);
+        }
+        ProtocolPlugin::ProtoEcho => {
+            let host = serve_shared(name, &[]);
+            check_echo(&host);
+            check_echo_to_eof(&host);
+            check_echo_concurrently(&host);
+            assert_connections_ok(&host, name, 6);
+            host.assert_no_host_panic(name);
+        }
+    }
+}
+
+/// Every protocol-world guest behaves like its Rust built-in; all run,
+/// then the failures are reported together.
+#[test]
+fn protocol_guests_in_every_language_behave_like_the_rust_built_ins() {
+    let names: Vec<&str> = PROTOCOL_GUESTS.iter().map(|(name, _)| *name).collect();
+    require_built(&names);
+    let mut failed = Vec::new();
+    for (name, plugin) in PROTOCOL_GUESTS {
+        eprintln!("--- {name}");
+        if catch_unwind(AssertUnwindSafe(|| check_protocol_guest(name, *plugin))).is_err() {
+            failed.push(*name);
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "failed (see the panics above): {}",
+        failed.join(", ")
+    );
+}
+
 in_every_mode! {
     /// Every guest passes its example's checks; all of them run even if
     /// one fails, then the failures are reported together.
@@ -154,12 +273,18 @@ in_every_mode! {
 /// the Python and JavaScript ones (many core instances each) included.
 #[test]
 fn host_check_accepts_the_guest_of_every_language() {
-    let names: Vec<&str> = GUESTS.iter().map(|(name, _)| *name).collect();
-    require_built(&names);
-    for name in names {
-        let stdout = checked(&guest_path(name), COLD_START);
-        assert!(stdout.starts_with("ok: "), "host check {name}: {stdout}");
-        assert!(stdout.contains("instance: "), "{name}: {stdout}");
+    let handlers: Vec<&str> = GUESTS.iter().map(|(name, _)| *name).collect();
+    let protocols: Vec<&str> = PROTOCOL_GUESTS.iter().map(|(name, _)| *name).collect();
+    require_built(&handlers);
+    require_built(&protocols);
+    for (names, world) in [(handlers, "handler"), (protocols, "protocol")] {
+        for name in names {
+            let stdout = checked(&guest_path(name), COLD_START);
+            assert!(stdout.starts_with("ok: "), "host check {name}: {stdout}");
+            let implements = format!("implements plughost:handler/{world}@0.1");
+            assert!(stdout.contains(&implements), "{name}: {stdout}");
+            assert!(stdout.contains("instance: "), "{name}: {stdout}");
+        }
     }
 }
 
@@ -235,8 +360,10 @@ fn build_scaffold(dir: &std::path::Path) -> PathBuf {
     built
 }
 
-#[test]
-fn host_new_scaffolds_plugins_that_build_and_echo() {
+/// `host new --world <world>` for every language: each scaffold builds
+/// with its `plugin.toml`, passes `host check` as a plugin of `world`, and
+/// echoes.
+fn scaffolds_build_and_echo(world: &str) {
     let root = workspace_root();
     let venv = root.join("target/guest-tools/venv");
     assert!(
@@ -247,12 +374,12 @@ fn host_new_scaffolds_plugins_that_build_and_echo() {
     let failed: Vec<&str> = ["c", "go", "python", "js", "rust"]
         .into_iter()
         .filter(|lang| {
-            eprintln!("--- host new {lang}");
+            eprintln!("--- host new --world {world} {lang}");
             catch_unwind(AssertUnwindSafe(|| {
-                let name = format!("demo-{lang}");
-                let dir = temp_dir(&format!("new-{lang}")).join(&name);
+                let name = format!("demo-{world}-{lang}");
+                let dir = temp_dir(&format!("new-{world}-{lang}")).join(&name);
                 let dir_arg = utf8(&dir);
-                let out = run_host(&["new", lang, &name, "--dir", dir_arg]);
+                let out = run_host(&["new", "--world", world, lang, &name, "--dir", dir_arg]);
                 assert!(
                     out.status.success(),
                     "host new {lang}: {}",
@@ -284,9 +411,16 @@ fn host_new_scaffolds_plugins_that_build_and_echo() {
                     _ => {}
                 }
                 let built = build_scaffold(&dir);
+                let report = checked(&built, COLD_START);
+                let implements = format!("implements plughost:handler/{world}@0.1");
+                assert!(report.contains(&implements), "{report}");
+                let mode = match world {
+                    "protocol" => Mode::Shared,
+                    _ => Mode::Threads,
+                };
                 let host = Host::builder()
                     .plugin(&built)
-                    .mode(Mode::Threads)
+                    .mode(mode)
                     .start_timeout(COLD_START)
                     .start();
                 check_echo(&host);
@@ -304,4 +438,14 @@ fn host_new_scaffolds_plugins_that_build_and_echo() {
         "scaffolds that failed (see the panics above): {}",
         failed.join(", ")
     );
+}
+
+#[test]
+fn host_new_scaffolds_plugins_that_build_and_echo() {
+    scaffolds_build_and_echo("handler");
+}
+
+#[test]
+fn host_new_scaffolds_protocol_plugins_that_build_and_echo() {
+    scaffolds_build_and_echo("protocol");
 }

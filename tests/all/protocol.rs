@@ -13,7 +13,10 @@ use std::process::Command;
 use crate::support::admin::{admin_addr, wait_for_metric};
 use crate::support::checks::{check_echo, check_http};
 use crate::support::clients::echo_to_end;
-use crate::support::protocol::{LineClient, check_chat, check_chat_cuts_a_client_that_never_reads};
+use crate::support::protocol::{
+    LineClient, check_chat, check_chat_cuts_a_client_that_never_reads,
+    check_chat_cuts_an_endless_line,
+};
 use crate::support::{Host, Mode, SOON, run_host, temp_dir, test_plugin};
 
 /// The fault-injecting test plugin (`tests/plugins/proto-faults`).
@@ -40,6 +43,13 @@ fn the_chat_cuts_a_client_that_never_reads_and_the_room_goes_on() {
         "output buffer full: the client is not reading the room",
         SOON,
     );
+}
+
+#[test]
+fn the_chat_cuts_the_sender_of_an_endless_line() {
+    let host = Host::serving("chat", Mode::Shared);
+    check_chat_cuts_an_endless_line(&host);
+    host.assert_no_host_panic("chat");
 }
 
 #[test]

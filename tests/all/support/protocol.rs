@@ -1,14 +1,15 @@
 //! Clients and checks for protocol-world plugins: [`LineClient`] (a
 //! connection read line by line), and the behaviour every build of the
 //! `chat` example must show, whatever language it was written in
-//! ([`check_chat`], [`check_chat_cuts_a_client_that_never_reads`]).
+//! ([`check_chat`], [`check_chat_cuts_a_client_that_never_reads`],
+//! [`check_chat_cuts_an_endless_line`]).
 //! `proto-echo` and `proto-http-hello` are held to the handler world's
 //! own checks (`checks::check_echo`, `checks::check_http`).
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
-use super::{Host, connect};
+use super::{Host, SOON, connect};
 
 /// A connection whose replies are read a line at a time.
 pub struct LineClient {
@@ -164,4 +165,24 @@ pub fn check_chat_cuts_a_client_that_never_reads(host: &Host) -> String {
         assert_eq!(got, expected, "line {round} to the reader");
     }
     panic!("the lurker was never disconnected");
+}
+
+/// chat: a line still unfinished past 4 KiB disconnects its sender, the
+/// room is told it left, and goes on. Needs a fresh host.
+pub fn check_chat_cuts_an_endless_line(host: &Host) {
+    let addr = host.addr();
+    let mut stayer = join(addr, 1);
+    let mut sender = join(addr, 2);
+    stayer.expect("* guest2 joined");
+    sender.send(&[b'z'; 4097]);
+    assert!(
+        sender.is_closed(),
+        "a line over 4 KiB did not disconnect its sender"
+    );
+    stayer.expect("* guest2 left");
+    host.expect_log("sent a line longer than 4 KiB", SOON);
+    let mut other = join(addr, 3);
+    stayer.expect("* guest3 joined");
+    stayer.say("hello");
+    other.expect("guest1: hello");
 }

@@ -9,10 +9,10 @@ HOST=${HOST:-{{host}}}
 CC=${CC:-clang-19}
 rm -rf build
 mkdir -p build
-"$HOST" bindgen c --out-dir build/gen
+"$HOST" bindgen c --world {{world}} --out-dir build/gen
 # --target=wasm32-wasi, not wasm32-wasip1 (which picks up the build
 # machine's headers); a reactor has no _start: the host calls the exports.
 "$CC" --target=wasm32-wasi -mexec-model=reactor -O2 -Wall -Wextra -Wl,--strip-debug \
-    -I build/gen -I src src/*.c build/gen/handler.c build/gen/handler_component_type.o \
+    -I build/gen -I src src/*.c build/gen/{{world}}.c build/gen/{{world}}_component_type.o \
     -o build/core.wasm
 "$HOST" component new build/core.wasm --adapter reactor -o {{name}}.wasm

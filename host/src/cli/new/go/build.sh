@@ -3,14 +3,14 @@
 # plus generated bindings -> a core module (Go, GOOS=wasip1) -> a
 # component. The host binary generates the bindings and their runtime
 # package (`host bindgen go`) and embeds the WIT and wraps the module
-# (`host component new --embed handler`); set HOST to use another host
+# (`host component new --embed {{world}}`); set HOST to use another host
 # binary, GO for another Go (>= 1.27).
 set -eu
 cd "$(dirname "$0")"
 HOST=${HOST:-{{host}}}
 GO=${GO:-{{go}}}
 rm -rf build
-"$HOST" bindgen go --out-dir build
+"$HOST" bindgen go --world {{world}} --out-dir build
 mkdir -p build/export_wit_world
 cp src/*.go build/export_wit_world/
 (
@@ -18,4 +18,4 @@ cp src/*.go build/export_wit_world/
     GOPROXY=off GOTOOLCHAIN=local GOFLAGS=-mod=mod GOOS=wasip1 GOARCH=wasm \
         "$GO" build -buildmode=c-shared -ldflags="-s -w -checklinkname=0" -o core.wasm .
 )
-"$HOST" component new build/core.wasm --embed handler --adapter reactor -o {{name}}.wasm
+"$HOST" component new build/core.wasm --embed {{world}} --adapter reactor -o {{name}}.wasm
