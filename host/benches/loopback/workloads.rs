@@ -14,6 +14,12 @@
 //!   built-in `http-hello` (WASM by default, on threads and on one event
 //!   loop, and native when built), `proto-http-hello` (the protocol
 //!   world) and nginx.
+//! - Ping-pong also shows the server's CPU time per round trip (warm-up
+//!   included) and its share of a CPU during the point, from
+//!   `/proc/PID/stat` (10 ms ticks): on a machine shared with other work
+//!   a one-thread server (an event loop, a reactor) gets one thread's
+//!   share of the CPU against a thread per connection's many, and these
+//!   columns tell that apart from what a round trip costs it.
 //! - In both, the other builds under test with their default flags: the
 //!   profile-guided build (`target/pgo/host`, from `scripts/build-pgo.sh`)
 //!   when it exists, and `BENCH_BASELINE` when set.
@@ -23,6 +29,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Instant;
 
 use anyhow::Result;
 
@@ -222,19 +229,33 @@ pub fn echo(settings: &Settings, plugins: &NativePlugins) {
             let mut table = Table::new(
                 &format!("echo ping-pong, {MESSAGE} B messages, {conns} connection{plural}"),
                 "round trips/s, higher is better",
-                &["p50 µs", "p99 µs", SPREAD],
+                &["p50 µs", "p99 µs", "µs CPU/rt", "srv CPU", SPREAD],
             );
             measure_all(
                 &mut table,
                 &targets,
                 rounds,
-                |server| load::pingpong(server.addr, conns, duration),
-                |figure| figure.rate,
-                |table, name, figure, spread| {
+                |server| {
+                    let (cpu, started) = (server.cpu_time()?, Instant::now());
+                    let figure = load::pingpong(server.addr, conns, duration)?;
+                    let cpu = server.cpu_time()?.saturating_sub(cpu);
+                    Ok((figure, cpu, started.elapsed()))
+                },
+                |(figure, _, _)| figure.rate,
+                |table, name, (figure, cpu, took), spread| {
                     table.row(
                         name,
                         figure.rate,
-                        vec![micros(figure.p50_us), micros(figure.p99_us), spread],
+                        vec![
+                            micros(figure.p50_us),
+                            micros(figure.p99_us),
+                            format!(
+                                "{:.2}",
+                                cpu.as_secs_f64() * 1e6 / figure.all_rounds.max(1) as f64
+                            ),
+                            format!("{:.0}%", cpu.as_secs_f64() / took.as_secs_f64() * 100.0),
+                            spread,
+                        ],
                     );
                 },
             );
