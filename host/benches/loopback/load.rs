@@ -183,6 +183,8 @@ pub struct Churn {
     pub rate: f64,
     /// Failed connections (connect, write or read).
     pub errors: u64,
+    /// The seconds `rate` is over.
+    pub seconds: f64,
 }
 
 /// `clients` threads, each repeatedly: connect, send 64 bytes, read the
@@ -221,6 +223,7 @@ pub fn churn(addr: SocketAddr, clients: usize, duration: Duration) -> Result<Chu
     Ok(Churn {
         rate: done as f64 / duration.as_secs_f64(),
         errors,
+        seconds: duration.as_secs_f64(),
     })
 }
 

@@ -20,6 +20,7 @@
 //!   a one-thread server (an event loop, a reactor) gets one thread's
 //!   share of the CPU against a thread per connection's many, and these
 //!   columns tell that apart from what a round trip costs it.
+//! - Churn shows the same two per connection.
 //! - In both, the other builds under test with their default flags: the
 //!   profile-guided build (`target/pgo/host`, from `scripts/build-pgo.sh`)
 //!   when it exists, and `BENCH_BASELINE` when set.
@@ -29,7 +30,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
@@ -217,6 +218,30 @@ fn spread(lower: f64, upper: f64, median: f64) -> String {
     }
 }
 
+/// A churn point with the server's CPU time, and how long the point took
+/// (wall clock).
+pub fn churn_with_cpu(server: &Server, duration: Duration) -> Result<(load::Churn, CpuUse)> {
+    let (cpu, started) = (server.cpu_time()?, Instant::now());
+    let figure = load::churn(server.addr, CHURN_CLIENTS, duration)?;
+    let cpu = server.cpu_time()?.saturating_sub(cpu);
+    Ok((figure, (cpu, started.elapsed())))
+}
+
+/// A server's CPU time over a point, and the point's wall-clock time.
+pub type CpuUse = (Duration, Duration);
+
+/// A churn row's extra columns: errors, the server's CPU time per
+/// connection and its share of a CPU, and the spread.
+pub fn churn_extras(figure: &load::Churn, (cpu, took): CpuUse, spread: String) -> Vec<String> {
+    let connections = figure.rate * figure.seconds;
+    vec![
+        figure.errors.to_string(),
+        format!("{:.1}", cpu.as_secs_f64() * 1e6 / connections.max(1.0)),
+        format!("{:.0}%", cpu.as_secs_f64() / took.as_secs_f64() * 100.0),
+        spread,
+    ]
+}
+
 /// Echo ping-pong, bulk echo and connection churn.
 pub fn echo(settings: &Settings, plugins: &NativePlugins) {
     eprintln!("echo workloads: starting servers");
@@ -289,16 +314,16 @@ pub fn echo(settings: &Settings, plugins: &NativePlugins) {
                 "connection churn: connect, {MESSAGE} B echo, close; {CHURN_CLIENTS} client threads"
             ),
             "connections/s, higher is better",
-            &["errors", SPREAD],
+            &["errors", "µs CPU/conn", "srv CPU", SPREAD],
         );
         measure_all(
             &mut table,
             &targets,
             rounds,
-            |server| load::churn(server.addr, CHURN_CLIENTS, duration),
-            |figure| figure.rate,
-            |table, name, figure, spread| {
-                table.row(name, figure.rate, vec![figure.errors.to_string(), spread]);
+            |server| churn_with_cpu(server, duration),
+            |(figure, _)| figure.rate,
+            |table, name, (figure, cpu), spread| {
+                table.row(name, figure.rate, churn_extras(&figure, cpu, spread));
             },
         );
         table.print();
