@@ -23,6 +23,12 @@
 //! received. Every receiver checks that it got each line once and in
 //! order; a line missing, repeated or out of order, or a receiver
 //! disconnected, fails the target.
+//!
+//! Beside the figure, the server's CPU time per delivery and its share of
+//! a CPU during the round (from `/proc/PID/stat`, 10 ms ticks): on a
+//! machine shared with other work, the figure depends on how much CPU the
+//! server got, and these two tell that apart from what a delivery costs
+//! it.
 
 use std::cell::RefCell;
 use std::io::{ErrorKind, Read, Write};
@@ -60,7 +66,7 @@ pub fn chat(settings: &Settings) {
              (acknowledged by the last to join)"
         ),
         "deliveries/s: lines received by all receivers together, higher is better",
-        &["lines/s", "lines", "lost", SPREAD],
+        &["lines/s", "lines", "lost", "µs CPU/dlv", "srv CPU", SPREAD],
     );
     let mut starts: Vec<(String, Result<Server>)> = vec![(
         reference_row(Kind::Chat),
@@ -110,7 +116,12 @@ pub fn chat(settings: &Settings) {
         &mut table,
         &targets,
         settings.rounds,
-        |joined| joined.room.borrow_mut().round(settings.duration),
+        |joined| {
+            let before = joined.server.cpu_time()?;
+            let mut round = joined.room.borrow_mut().round(settings.duration)?;
+            round.server_cpu = joined.server.cpu_time()?.saturating_sub(before);
+            Ok(round)
+        },
         |round| round.deliveries_per_sec,
         |table, name, round, spread| {
             table.row(
@@ -120,6 +131,14 @@ pub fn chat(settings: &Settings) {
                     format!("{:.0}", round.lines_per_sec),
                     round.lines.to_string(),
                     "0".to_string(),
+                    format!(
+                        "{:.2}",
+                        round.server_cpu.as_secs_f64() * 1e6 / round.deliveries.max(1) as f64
+                    ),
+                    format!(
+                        "{:.0}%",
+                        round.server_cpu.as_secs_f64() / round.took.as_secs_f64() * 100.0
+                    ),
                     spread,
                 ],
             );
@@ -153,6 +172,12 @@ pub struct ChatRound {
     pub lines_per_sec: f64,
     /// Lines sent in the round.
     pub lines: u64,
+    /// Lines received, all receivers together.
+    pub deliveries: u64,
+    /// From the first line sent to the last received.
+    pub took: Duration,
+    /// The CPU time the server used in the round (set by the caller).
+    pub server_cpu: Duration,
 }
 
 /// One client of the room, as this process sees it.
@@ -446,12 +471,15 @@ impl Room {
         }
         let took = finished
             .unwrap_or_else(Instant::now)
-            .duration_since(started)
-            .as_secs_f64();
+            .duration_since(started);
+        let secs = took.as_secs_f64();
         Ok(ChatRound {
-            deliveries_per_sec: (sent * receivers) as f64 / took,
-            lines_per_sec: sent as f64 / took,
+            deliveries_per_sec: (sent * receivers) as f64 / secs,
+            lines_per_sec: sent as f64 / secs,
             lines: sent,
+            deliveries: sent * receivers,
+            took,
+            server_cpu: Duration::ZERO,
         })
     }
 }

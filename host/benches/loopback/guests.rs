@@ -18,7 +18,10 @@ use crate::idle::{self, Idle};
 use crate::load;
 use crate::report::Table;
 use crate::targets::{Server, guest, which};
-use crate::workloads::{CHURN_CLIENTS, PYTHON_ROW, SPREAD, Target, measure_all, start_host};
+use crate::workloads::{
+    CHURN_CLIENTS, PYTHON_ROW, SPREAD, Target, churn_extras, churn_with_cpu, measure_all,
+    start_host,
+};
 
 /// The idle target for a protocol-world guest: MiB above start-up with
 /// 10,000 connections held.
@@ -91,7 +94,7 @@ pub fn guests_workload(settings: &Settings) {
             load::MESSAGE
         ),
         "connections/s, higher is better; ratio to the Python socketserver echo",
-        &["errors", SPREAD],
+        &["errors", "µs CPU/conn", "srv CPU", SPREAD],
     );
     for note in &notes {
         churn.note(note.clone());
@@ -107,10 +110,10 @@ pub fn guests_workload(settings: &Settings) {
         &mut churn,
         &targets,
         settings.rounds,
-        |server| load::churn(server.addr, CHURN_CLIENTS, settings.duration),
-        |figure| figure.rate,
-        |table, name, figure, spread| {
-            table.row(name, figure.rate, vec![figure.errors.to_string(), spread]);
+        |server| churn_with_cpu(server, settings.duration),
+        |(figure, _)| figure.rate,
+        |table, name, (figure, cpu), spread| {
+            table.row(name, figure.rate, churn_extras(&figure, cpu, spread));
         },
     );
     drop(targets);

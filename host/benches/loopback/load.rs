@@ -60,6 +60,8 @@ pub struct PingPong {
     pub p50_us: f64,
     /// 99th percentile round-trip time, µs.
     pub p99_us: f64,
+    /// Round trips including the warm-up's.
+    pub all_rounds: u64,
 }
 
 /// `conns` connections, each sending a 64-byte message and waiting for its
@@ -70,7 +72,7 @@ pub fn pingpong(addr: SocketAddr, conns: usize, duration: Duration) -> Result<Pi
     let workers: Vec<_> = (0..conns)
         .map(|_| {
             let barrier = Arc::clone(&barrier);
-            thread::spawn(move || -> Result<(u64, Vec<u32>)> {
+            thread::spawn(move || -> Result<(u64, u64, Vec<u32>)> {
                 let stream = connect(addr);
                 // Everybody meets here, connected or not, so that nobody
                 // waits for a thread that failed.
@@ -80,7 +82,7 @@ pub fn pingpong(addr: SocketAddr, conns: usize, duration: Duration) -> Result<Pi
                 let measured_from = Instant::now() + WARMUP;
                 let end = measured_from + duration;
                 let mut samples = Vec::with_capacity(per_conn.min(1 << 16));
-                let mut rounds = 0u64;
+                let (mut rounds, mut all) = (0u64, 0u64);
                 for _ in 0..MAX_ROUNDS {
                     let started = Instant::now();
                     if started >= end {
@@ -88,6 +90,7 @@ pub fn pingpong(addr: SocketAddr, conns: usize, duration: Duration) -> Result<Pi
                     }
                     stream.write_all(&message).context("write")?;
                     stream.read_exact(&mut reply).context("read the echo")?;
+                    all += 1;
                     if started >= measured_from {
                         rounds += 1;
                         if samples.len() < per_conn {
@@ -96,15 +99,16 @@ pub fn pingpong(addr: SocketAddr, conns: usize, duration: Duration) -> Result<Pi
                         }
                     }
                 }
-                Ok((rounds, samples))
+                Ok((rounds, all, samples))
             })
         })
         .collect();
-    let mut rounds = 0;
+    let (mut rounds, mut all_rounds) = (0, 0);
     let mut samples = Vec::new();
     for worker in workers {
-        let (n, s) = join(worker)?;
+        let (n, all, s) = join(worker)?;
         rounds += n;
+        all_rounds += all;
         samples.extend(s);
     }
     if samples.is_empty() {
@@ -119,6 +123,7 @@ pub fn pingpong(addr: SocketAddr, conns: usize, duration: Duration) -> Result<Pi
         rate: rounds as f64 / duration.as_secs_f64(),
         p50_us: at(0.50),
         p99_us: at(0.99),
+        all_rounds,
     })
 }
 
@@ -178,6 +183,8 @@ pub struct Churn {
     pub rate: f64,
     /// Failed connections (connect, write or read).
     pub errors: u64,
+    /// The seconds `rate` is over.
+    pub seconds: f64,
 }
 
 /// `clients` threads, each repeatedly: connect, send 64 bytes, read the
@@ -216,6 +223,7 @@ pub fn churn(addr: SocketAddr, clients: usize, duration: Duration) -> Result<Chu
     Ok(Churn {
         rate: done as f64 / duration.as_secs_f64(),
         errors,
+        seconds: duration.as_secs_f64(),
     })
 }
 

@@ -293,6 +293,28 @@ impl Server {
         self.child.id()
     }
 
+    /// The CPU time (user and system) the server's process has used so
+    /// far, all its threads together, exited ones included (`/proc/PID/stat`,
+    /// in clock ticks of usually 10 ms).
+    pub fn cpu_time(&self) -> Result<Duration> {
+        let path = format!("/proc/{}/stat", self.pid());
+        let stat = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+        // The fields after the command name, which is in parentheses.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        let ticks = |at: usize| fields.get(at).and_then(|v| v.parse::<u64>().ok());
+        // utime and stime are fields 14 and 15, 12 and 13 after the name.
+        let (Some(user), Some(system)) = (ticks(11), ticks(12)) else {
+            bail!("no CPU times in {path}");
+        };
+        // SAFETY: sysconf has no preconditions.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        Ok(Duration::from_secs_f64((user + system) as f64 / per_second))
+    }
+
     /// The warning and error lines the server logged so far.
     pub fn warnings(&self) -> Vec<String> {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()

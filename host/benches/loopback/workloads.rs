@@ -14,6 +14,13 @@
 //!   built-in `http-hello` (WASM by default, on threads and on one event
 //!   loop, and native when built), `proto-http-hello` (the protocol
 //!   world) and nginx.
+//! - Ping-pong also shows the server's CPU time per round trip (warm-up
+//!   included) and its share of a CPU during the point, from
+//!   `/proc/PID/stat` (10 ms ticks): on a machine shared with other work
+//!   a one-thread server (an event loop, a reactor) gets one thread's
+//!   share of the CPU against a thread per connection's many, and these
+//!   columns tell that apart from what a round trip costs it.
+//! - Churn shows the same two per connection.
 //! - In both, the other builds under test with their default flags: the
 //!   profile-guided build (`target/pgo/host`, from `scripts/build-pgo.sh`)
 //!   when it exists, and `BENCH_BASELINE` when set.
@@ -23,6 +30,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
@@ -210,6 +218,30 @@ fn spread(lower: f64, upper: f64, median: f64) -> String {
     }
 }
 
+/// A churn point with the server's CPU time, and how long the point took
+/// (wall clock).
+pub fn churn_with_cpu(server: &Server, duration: Duration) -> Result<(load::Churn, CpuUse)> {
+    let (cpu, started) = (server.cpu_time()?, Instant::now());
+    let figure = load::churn(server.addr, CHURN_CLIENTS, duration)?;
+    let cpu = server.cpu_time()?.saturating_sub(cpu);
+    Ok((figure, (cpu, started.elapsed())))
+}
+
+/// A server's CPU time over a point, and the point's wall-clock time.
+pub type CpuUse = (Duration, Duration);
+
+/// A churn row's extra columns: errors, the server's CPU time per
+/// connection and its share of a CPU, and the spread.
+pub fn churn_extras(figure: &load::Churn, (cpu, took): CpuUse, spread: String) -> Vec<String> {
+    let connections = figure.rate * figure.seconds;
+    vec![
+        figure.errors.to_string(),
+        format!("{:.1}", cpu.as_secs_f64() * 1e6 / connections.max(1.0)),
+        format!("{:.0}%", cpu.as_secs_f64() / took.as_secs_f64() * 100.0),
+        spread,
+    ]
+}
+
 /// Echo ping-pong, bulk echo and connection churn.
 pub fn echo(settings: &Settings, plugins: &NativePlugins) {
     eprintln!("echo workloads: starting servers");
@@ -222,19 +254,33 @@ pub fn echo(settings: &Settings, plugins: &NativePlugins) {
             let mut table = Table::new(
                 &format!("echo ping-pong, {MESSAGE} B messages, {conns} connection{plural}"),
                 "round trips/s, higher is better",
-                &["p50 µs", "p99 µs", SPREAD],
+                &["p50 µs", "p99 µs", "µs CPU/rt", "srv CPU", SPREAD],
             );
             measure_all(
                 &mut table,
                 &targets,
                 rounds,
-                |server| load::pingpong(server.addr, conns, duration),
-                |figure| figure.rate,
-                |table, name, figure, spread| {
+                |server| {
+                    let (cpu, started) = (server.cpu_time()?, Instant::now());
+                    let figure = load::pingpong(server.addr, conns, duration)?;
+                    let cpu = server.cpu_time()?.saturating_sub(cpu);
+                    Ok((figure, cpu, started.elapsed()))
+                },
+                |(figure, _, _)| figure.rate,
+                |table, name, (figure, cpu, took), spread| {
                     table.row(
                         name,
                         figure.rate,
-                        vec![micros(figure.p50_us), micros(figure.p99_us), spread],
+                        vec![
+                            micros(figure.p50_us),
+                            micros(figure.p99_us),
+                            format!(
+                                "{:.2}",
+                                cpu.as_secs_f64() * 1e6 / figure.all_rounds.max(1) as f64
+                            ),
+                            format!("{:.0}%", cpu.as_secs_f64() / took.as_secs_f64() * 100.0),
+                            spread,
+                        ],
                     );
                 },
             );
@@ -268,16 +314,16 @@ pub fn echo(settings: &Settings, plugins: &NativePlugins) {
                 "connection churn: connect, {MESSAGE} B echo, close; {CHURN_CLIENTS} client threads"
             ),
             "connections/s, higher is better",
-            &["errors", SPREAD],
+            &["errors", "µs CPU/conn", "srv CPU", SPREAD],
         );
         measure_all(
             &mut table,
             &targets,
             rounds,
-            |server| load::churn(server.addr, CHURN_CLIENTS, duration),
-            |figure| figure.rate,
-            |table, name, figure, spread| {
-                table.row(name, figure.rate, vec![figure.errors.to_string(), spread]);
+            |server| churn_with_cpu(server, duration),
+            |(figure, _)| figure.rate,
+            |table, name, (figure, cpu), spread| {
+                table.row(name, figure.rate, churn_extras(&figure, cpu, spread));
             },
         );
         table.print();
