@@ -88,12 +88,14 @@ impl CheckArgs {
         let what = source.to_string();
         let (details, instantiation) = match loader.load(&bytes, &what) {
             Ok((plugin, details)) => {
-                let per = match plugin.serving() {
-                    Serving::Shared(_) => "to create and init one shared instance",
-                    Serving::PerConnection(_) => "to create per connection",
+                // A shared instance is made once per listener (and its
+                // `init` may log): a few rounds tell enough.
+                let (per, rounds) = match plugin.serving() {
+                    Serving::Shared(_) => ("to create and init one shared instance", 5),
+                    Serving::PerConnection(_) => ("to create per connection", 50),
                 };
-                let median = instantiation_median(plugin.as_ref())?;
-                (details, median.map(|median| (median, per)))
+                let median = instantiation_median(plugin.as_ref(), rounds)?;
+                (details, median.map(|median| (median, per, rounds)))
             }
             // A component exporting only `handle` may be a datagram handler.
             Err(err) => match loader.wasm().load_datagram(&bytes, &what) {
@@ -126,10 +128,10 @@ impl CheckArgs {
             "compiled"
         };
         out!(report, "  compile:  {how} in {:?}", info.compile_time);
-        if let Some((instantiation, per)) = instantiation {
+        if let Some((instantiation, per, rounds)) = instantiation {
             out!(
                 report,
-                "  instance: {instantiation:?} {per} (median of {INSTANTIATION_ROUNDS})"
+                "  instance: {instantiation:?} {per} (median of {rounds})"
             );
         }
         out!(report, "  exports:  {}", info.exports.join(", "));
@@ -147,13 +149,10 @@ impl CheckArgs {
     }
 }
 
-/// How many instances `host check` creates to time instantiation.
-const INSTANTIATION_ROUNDS: usize = 50;
-
-/// The median time `plugin` takes to create a connection's instance.
-fn instantiation_median(plugin: &dyn Plugin) -> Result<Option<Duration>> {
-    let mut times = Vec::with_capacity(INSTANTIATION_ROUNDS);
-    for _ in 0..INSTANTIATION_ROUNDS {
+/// The median time `plugin` takes to create an instance, over `rounds`.
+fn instantiation_median(plugin: &dyn Plugin, rounds: usize) -> Result<Option<Duration>> {
+    let mut times = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
         match plugin.time_instantiation()? {
             Some(took) => times.push(took),
             None => return Ok(None),
