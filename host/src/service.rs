@@ -224,8 +224,7 @@ fn start(plan: &ListenerPlan, service: &ServicePlan, metrics: &Metrics) -> Resul
         return start_datagram(plan, datagram, grace, &source, metrics);
     }
     let bytes = source.read()?;
-    let wasm = loader::kind_of(plan.kind, &bytes.bytes) == PluginKind::Wasm;
-    let sizing = if wasm && crate::plugin::wasm::exports_protocol(&bytes.bytes) {
+    let sizing = if loader::is_protocol(plan.kind, &bytes.bytes) {
         // One instance per reactor serves every connection: the cap is
         // what the open-file limit allows, and the pool holds a few
         // instances, each with the larger memory of a shared instance.
@@ -248,6 +247,7 @@ fn start(plan: &ListenerPlan, service: &ServicePlan, metrics: &Metrics) -> Resul
         // native plugin (a thread per connection) gets none, and a cap
         // with room for its threads. (A reload to a WASM plugin then runs
         // on threads too.)
+        let wasm = loader::kind_of(plan.kind, &bytes.bytes) == PluginKind::Wasm;
         let event_loops = if wasm { event_loops } else { 0 };
         let max_connections = capacity::connection_cap(
             plan.max_connections,

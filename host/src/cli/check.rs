@@ -7,9 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use host::config::ConfigFile;
-use host::plugin::loader::{LoadDetails, Loader, PluginKind};
+use host::plugin::loader::{self, LoadDetails, Loader, PluginKind};
 use host::plugin::source::PluginSource;
-use host::plugin::wasm::{Grants, Sandbox, exports_protocol};
+use host::plugin::wasm::{Grants, Sandbox};
 use host::plugin::{Plugin, Serving};
 use plughost_native_abi::ABI_VERSION;
 
@@ -83,7 +83,7 @@ impl CheckArgs {
         let source = PluginSource::parse(plugin)?;
         let sandbox = Sandbox::new(grants, Default::default())?;
         let bytes = source.read()?;
-        let shared = kind != Some(PluginKind::Native) && exports_protocol(&bytes.bytes);
+        let shared = loader::is_protocol(kind, &bytes.bytes);
         let loader = Loader::new(self.engine.runtime(1, shared, sandbox)?, kind);
         let what = source.to_string();
         let (details, instantiation) = match loader.load(&bytes, &what) {

@@ -57,6 +57,12 @@ pub fn kind_of(forced: Option<PluginKind>, bytes: &[u8]) -> PluginKind {
     })
 }
 
+/// Whether `bytes` (of kind `forced`, or recognised) are a component of
+/// the `protocol` world (one instance serving many connections).
+pub fn is_protocol(forced: Option<PluginKind>, bytes: &[u8]) -> bool {
+    kind_of(forced, bytes) == PluginKind::Wasm && exports_protocol(bytes)
+}
+
 /// Loads plugins of either kind.
 #[derive(Clone)]
 pub struct Loader {
@@ -84,7 +90,7 @@ impl Loader {
     /// Whether `bytes` are a component of the `protocol` world (one
     /// instance serving many connections).
     pub fn is_protocol(&self, bytes: &[u8]) -> bool {
-        self.kind_of(bytes) == PluginKind::Wasm && exports_protocol(bytes)
+        is_protocol(self.kind, bytes)
     }
 
     /// Loads and checks a plugin; `what` names it in errors.
