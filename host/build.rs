@@ -21,13 +21,20 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("http_hello", "http-hello"),
     ("udp_echo", "udp-echo"),
     ("chat", "chat"),
+    ("counter", "counter"),
     ("proto_echo", "proto-echo"),
     ("proto_http_hello", "proto-http-hello"),
 ];
 
-/// Examples of the datagram and protocol worlds, which have no native
-/// form.
-const WASM_ONLY_EXAMPLES: &[&str] = &["udp_echo", "chat", "proto_echo", "proto_http_hello"];
+/// Examples of the datagram and protocol worlds, and those that need the
+/// shared store, which have no native form.
+const WASM_ONLY_EXAMPLES: &[&str] = &[
+    "udp_echo",
+    "chat",
+    "counter",
+    "proto_echo",
+    "proto_http_hello",
+];
 
 /// The target of the example plugins: std without WASI, linked into a
 /// component by wasm-component-ld (`.cargo/config.toml`). Their instances

@@ -21,4 +21,4 @@ done
 # tests run (tests/all/languages.rs). Builds the host binary first. The
 # tests' own clients and peers come from Debian too: curl and wrk
 # (tests/all/protocol.rs), haproxy (tests/all/scale_out.rs).
-EXTRA_APT_PACKAGES="curl wrk haproxy" "$(dirname "$0")/build-guests.sh"
+EXTRA_APT_PACKAGES="curl wrk haproxy redis-server" "$(dirname "$0")/build-guests.sh"

@@ -5,6 +5,8 @@
 //! admin = "127.0.0.1:9100"          # optional: /metrics and /status
 //! grace = "5s"                       # optional
 //! drain_delay = "1s"                 # optional: accept, not ready, this long after SIGTERM
+//! store = "memory"                   # optional: a shared store for every listener
+//!                                    #   ("memory" or "redis://HOST:PORT")
 //!
 //! [[listener]]
 //! name = "echo"                      # optional; default: the address
@@ -21,6 +23,8 @@
 //! allow = ["127.0.0.0/8"]            # optional CIDRs
 //! proxy_protocol = ["10.0.0.0/8"]    # optional: balancers that send a PROXY header
 //! deny = []
+//! store = "redis://127.0.0.1:6379"   # optional: this listener's store (else the file's)
+//! store_namespace = "chat"           # optional; default: the name, else the plugin's name
 //! [listener.config]                  # values the plugin reads with config.get
 //! greeting = "hello"
 //! [listener.grants]                  # all off by default
@@ -46,6 +50,7 @@ use serde::{Deserialize, Deserializer};
 use crate::address::ListenAddr;
 use crate::plugin::loader::PluginKind;
 use crate::plugin::wasm::Grants;
+use crate::store::StoreSpec;
 
 /// A parsed configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -59,6 +64,8 @@ pub struct ConfigFile {
     /// How long to go on accepting, not ready, after SIGTERM.
     #[serde(default, deserialize_with = "duration")]
     pub drain_delay: Option<Duration>,
+    /// The shared store of every listener that names none.
+    pub store: Option<StoreSpec>,
     /// The listeners (at least one).
     #[serde(default)]
     pub listener: Vec<ListenerConfig>,
@@ -110,6 +117,11 @@ pub struct ListenerConfig {
     /// Networks trusted to send a PROXY protocol header first.
     #[serde(default)]
     pub proxy_protocol: Vec<IpNet>,
+    /// The listener's shared store (else the file's `store`).
+    pub store: Option<StoreSpec>,
+    /// The store namespace: listeners naming the same one share keys and
+    /// topics.
+    pub store_namespace: Option<String>,
     /// What the plugin may reach beyond its connection.
     #[serde(default)]
     pub grants: Grants,

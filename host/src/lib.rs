@@ -19,6 +19,7 @@
 //! | [`sys`] | every direct OS call (`libc`) |
 //! | [`config`], [`address`], [`size`] | the configuration file, listen addresses, byte sizes |
 //! | [`proxy_header`] | the PROXY protocol header (v1, v2) a load balancer sends first; `server/preamble.rs` reads it |
+//! | [`store`] | the shared store a listener may grant (`--store`): keys, counters and topics, in memory or on Redis |
 //! | [`metrics`], [`admin`] | counters per listener; `/metrics` and `/status` |
 //!
 //! # One connection's route
@@ -98,6 +99,7 @@ pub mod reload;
 pub mod server;
 pub mod service;
 pub mod size;
+pub mod store;
 pub mod sys;
 pub mod watch;
 

@@ -2,6 +2,7 @@
 //! lock-free handles on the hot path and exported in the Prometheus text
 //! format (`/metrics`) and as JSON (`/status`) by the admin listener.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -40,6 +41,19 @@ struct InstanceLabels {
     event: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreOpLabels {
+    namespace: String,
+    op: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TopicLabels {
+    namespace: String,
+    event: String,
+}
+
 fn duration_histogram() -> Histogram {
     // 100 µs … ~30 min, ×4 per bucket.
     Histogram::new(exponential_buckets(0.0001, 4.0, 12))
@@ -60,6 +74,8 @@ pub struct Metrics {
     reloads: Family<ReloadLabels, Counter>,
     instances: Family<InstanceLabels, Counter>,
     ready: Family<ListenerLabel, Gauge>,
+    store_ops: Family<StoreOpLabels, Counter>,
+    topic_messages: Family<TopicLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -85,6 +101,8 @@ impl Metrics {
         let reloads = Family::default();
         let instances = Family::default();
         let ready = Family::default();
+        let store_ops = Family::default();
+        let topic_messages = Family::default();
         registry.register(
             "connections_accepted",
             "Connections accepted",
@@ -132,6 +150,16 @@ impl Metrics {
             "1 while the listener accepts connections with its plugin loaded; 0 before and while draining",
             ready.clone(),
         );
+        registry.register(
+            "store_operations",
+            "Calls on the shared store (--store), per namespace, by operation and result (ok, error: out of bounds or backend unreachable)",
+            store_ops.clone(),
+        );
+        registry.register(
+            "topic_messages",
+            "Topic messages, per namespace, by event: published, delivered (to a subscriber's queue), dropped (the oldest, from a subscriber 1,024 behind)",
+            topic_messages.clone(),
+        );
         Self {
             registry,
             started: Instant::now(),
@@ -146,6 +174,40 @@ impl Metrics {
             reloads,
             instances,
             ready,
+            store_ops,
+            topic_messages,
+        }
+    }
+
+    /// Handles for the store namespace `name` (listeners sharing a
+    /// namespace share its counters).
+    pub fn store(&self, name: &str) -> StoreMetrics {
+        let topic = |event: &str| {
+            self.topic_messages
+                .get_or_create(&TopicLabels {
+                    namespace: name.to_string(),
+                    event: event.to_string(),
+                })
+                .clone()
+        };
+        let op = |op: &str, result: &str| {
+            self.store_ops
+                .get_or_create(&StoreOpLabels {
+                    namespace: name.to_string(),
+                    op: op.to_string(),
+                    result: result.to_string(),
+                })
+                .clone()
+        };
+        let ops = STORE_OPERATIONS
+            .iter()
+            .map(|&name| (name, op(name, "ok"), op(name, "error")))
+            .collect();
+        StoreMetrics {
+            ops: Arc::new(ops),
+            published: topic("published"),
+            delivered: topic("delivered"),
+            dropped: topic("dropped"),
         }
     }
 
@@ -315,6 +377,62 @@ impl ListenerMetrics {
     /// The listener's name in labels.
     pub fn name(&self) -> &str {
         &self.name
+    }
+}
+
+/// The operations [`StoreMetrics::operation`] counts.
+pub const STORE_OPERATIONS: [&str; 9] = [
+    "get",
+    "set",
+    "delete",
+    "exists",
+    "list-keys",
+    "increment",
+    "compare-and-swap",
+    "publish",
+    "subscribe",
+];
+
+/// The counters of one store namespace; cheap to clone and update.
+#[derive(Clone)]
+pub struct StoreMetrics {
+    /// Per operation: its name, then the ok and the error counter.
+    ops: Arc<Vec<(&'static str, Counter, Counter)>>,
+    published: Counter,
+    delivered: Counter,
+    dropped: Counter,
+}
+
+impl StoreMetrics {
+    /// Counters registered nowhere (for tests of the store alone).
+    pub fn detached() -> Self {
+        Metrics::new().store("detached")
+    }
+
+    /// One store operation `op` ended, `ok` or not.
+    pub fn operation(&self, op: &'static str, ok: bool) {
+        if let Some((_, oks, errors)) = self.ops.iter().find(|(name, ..)| *name == op) {
+            if ok {
+                oks.inc()
+            } else {
+                errors.inc()
+            };
+        }
+    }
+
+    /// A message was published.
+    pub fn published(&self) {
+        self.published.inc();
+    }
+
+    /// A message reached a subscriber's queue.
+    pub fn delivered(&self) {
+        self.delivered.inc();
+    }
+
+    /// A subscriber's oldest message was dropped.
+    pub fn dropped(&self) {
+        self.dropped.inc();
     }
 }
 

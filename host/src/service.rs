@@ -25,6 +25,7 @@ use crate::plugin::wasm::{
 };
 use crate::reload::{DatagramSlot, PluginSlot, Reloader, StreamSlot};
 use crate::server::{AccessRules, Server, ServerConfig, ServerHooks, UdpConfig, UdpServer};
+use crate::store::{Backends, ListenerStore, StoreSpec};
 use crate::watch;
 
 /// Stack of connection threads: room for the guest's 512 KiB wasm stack
@@ -86,8 +87,82 @@ pub struct ListenerPlan {
     pub proxy_protocol: Vec<IpNet>,
     /// What the plugin may reach.
     pub grants: Grants,
+    /// The shared store granted to the plugin (`None`: none).
+    pub store: Option<StoreSpec>,
+    /// The store namespace (`None`: [`ListenerPlan::namespace`]'s default).
+    pub store_namespace: Option<String>,
     /// Values for the plugin's `config` interface.
     pub config: BTreeMap<String, String>,
+}
+
+impl ListenerPlan {
+    /// The store namespace: the one configured, else the listener's name,
+    /// else the plugin's (a built-in's name, a file's or directory's stem),
+    /// so that hosts serving one plugin on one Redis share it by default.
+    pub fn namespace(&self) -> String {
+        if let Some(namespace) = &self.store_namespace {
+            return namespace.clone();
+        }
+        let base = self.name.clone().unwrap_or_else(|| {
+            std::path::Path::new(&self.plugin)
+                .file_stem()
+                .map_or_else(|| self.plugin.clone(), |s| s.to_string_lossy().into_owned())
+        });
+        base.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect()
+    }
+}
+
+/// Two listeners of one process that would share a store namespace
+/// without either naming it: refused, since a listener's keys and topics
+/// are its own unless the configuration shares them.
+fn check_namespaces(listeners: &[ListenerPlan]) -> Result<()> {
+    let mut seen: Vec<(&StoreSpec, String, &ListenerPlan)> = Vec::new();
+    for listener in listeners {
+        let Some(spec) = &listener.store else {
+            continue;
+        };
+        let namespace = listener.namespace();
+        if let Some((_, _, other)) = seen.iter().find(|(s, n, _)| *s == spec && *n == namespace)
+            && (other.store_namespace.is_none() || listener.store_namespace.is_none())
+        {
+            bail!(
+                "listeners {} and {} would share store namespace {namespace:?}: give them \
+                 different `name`s, or set the same `store_namespace` on both to share on purpose",
+                other.address,
+                listener.address
+            );
+        }
+        seen.push((spec, namespace, listener));
+    }
+    Ok(())
+}
+
+/// The store `plan` grants its plugin, if any.
+fn listener_store(
+    plan: &ListenerPlan,
+    metrics: &Metrics,
+    backends: &Backends,
+) -> Result<Option<Arc<ListenerStore>>> {
+    let Some(spec) = &plan.store else {
+        return Ok(None);
+    };
+    let namespace = plan.namespace();
+    let store = ListenerStore::new(
+        spec.clone(),
+        namespace.clone(),
+        backends.open(spec),
+        metrics.store(&namespace),
+    )
+    .with_context(|| format!("listener {}", plan.address))?;
+    Ok(Some(Arc::new(store)))
 }
 
 /// The whole service.
@@ -120,9 +195,11 @@ pub fn default_event_loops() -> usize {
 pub fn run(plan: ServicePlan) -> Result<()> {
     capacity::raise_open_files();
     let metrics = Arc::new(Metrics::new());
+    check_namespaces(&plan.listeners)?;
+    let backends = Backends::default();
     let mut started = Vec::new();
     for listener in &plan.listeners {
-        started.push(start(listener, &plan, &metrics)?);
+        started.push(start(listener, &plan, &metrics, &backends)?);
     }
     if let Some(addr) = plan.admin {
         let statuses = started.iter().map(|s| s.status.clone()).collect();
@@ -194,7 +271,12 @@ enum Runner {
 }
 
 /// Loads the listener's plugin and binds its address.
-fn start(plan: &ListenerPlan, service: &ServicePlan, metrics: &Metrics) -> Result<Started> {
+fn start(
+    plan: &ListenerPlan,
+    service: &ServicePlan,
+    metrics: &Metrics,
+    backends: &Backends,
+) -> Result<Started> {
     let grace = service.grace;
     let event_loops = plan.event_loops.unwrap_or_else(default_event_loops);
     if event_loops > MAX_EVENT_LOOPS {
@@ -211,7 +293,8 @@ fn start(plan: &ListenerPlan, service: &ServicePlan, metrics: &Metrics) -> Resul
         );
     }
     let source = PluginSource::parse(&plan.plugin)?;
-    let sandbox = Sandbox::new(&plan.grants, plan.config.clone())?;
+    let store = listener_store(plan, metrics, backends)?;
+    let sandbox = Sandbox::new(&plan.grants, plan.config.clone())?.with_store(store.clone());
     if let ListenAddr::Udp(addr) = plan.address {
         let max_connections =
             capacity::connection_cap(plan.max_connections, false, plan.grants.dirs.len());
@@ -288,6 +371,9 @@ fn start(plan: &ListenerPlan, service: &ServicePlan, metrics: &Metrics) -> Resul
     }
     for grant in plan.grants.describe() {
         tracing::info!(plugin = %bytes.version, "grant: {grant}");
+    }
+    if let Some(store) = &store {
+        tracing::info!(plugin = %bytes.version, "grant: {}", store.describe());
     }
     let current = CurrentPlugin::new(plugin);
     let config = ServerConfig {

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use wit_bindgen_core::Files;
 
-use super::wit_source::{BUILTIN_WIT, BUILTIN_WIT_FILE, WitOptions};
+use super::wit_source::{BUILTIN_WIT_FILES, WitOptions};
 
 #[derive(Debug, Args)]
 pub struct BindgenArgs {
@@ -158,7 +158,9 @@ impl BindgenArgs {
 /// The built-in WIT as files to write.
 pub fn wit_files() -> Files {
     let mut files = Files::default();
-    files.push(BUILTIN_WIT_FILE, BUILTIN_WIT.as_bytes());
+    for (path, contents) in BUILTIN_WIT_FILES {
+        files.push(path, contents.as_bytes());
+    }
     files
 }
 

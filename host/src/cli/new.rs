@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 
-use super::wit_source::BUILTIN_WIT;
+use super::wit_source::BUILTIN_WIT_FILES;
 
 #[derive(Debug, Args)]
 pub struct NewArgs {
@@ -69,13 +69,17 @@ enum Lang {
 /// One file of a template: its path (placeholders allowed) and contents.
 type Template = &'static [(&'static str, &'static str)];
 
+/// The entry of a template that stands for the host's WIT, every file of
+/// it (`handler.wit` and `deps/`) written under `wit/`.
+const WIT_DIR: (&str, &str) = ("wit/", "");
+
 const RUST: Template = &[
     ("Cargo.toml", include_str!("new/rust/Cargo.toml")),
     ("src/lib.rs", include_str!("new/rust/lib.rs")),
     ("plugin.toml", include_str!("new/rust/plugin.toml")),
     ("README.md", include_str!("new/rust/README.md")),
     (".gitignore", include_str!("new/rust/gitignore")),
-    ("wit/handler.wit", BUILTIN_WIT),
+    WIT_DIR,
 ];
 
 const RUST_PROTOCOL: Template = &[
@@ -96,7 +100,7 @@ const PYTHON: Template = &[
     ),
     ("plugin.toml", include_str!("new/python/plugin.toml")),
     ("README.md", include_str!("new/python/README.md")),
-    ("wit/handler.wit", BUILTIN_WIT),
+    WIT_DIR,
 ];
 
 const PYTHON_PROTOCOL: Template = &[
@@ -113,7 +117,7 @@ const PYTHON_PROTOCOL: Template = &[
         include_str!("new/python/protocol/plugin.toml"),
     ),
     ("README.md", include_str!("new/python/protocol/README.md")),
-    ("wit/handler.wit", BUILTIN_WIT),
+    WIT_DIR,
 ];
 
 const JS: Template = &[
@@ -128,7 +132,7 @@ const JS: Template = &[
     ),
     ("plugin.toml", include_str!("new/js/plugin.toml")),
     ("README.md", include_str!("new/js/README.md")),
-    ("wit/handler.wit", BUILTIN_WIT),
+    WIT_DIR,
 ];
 
 const JS_PROTOCOL: Template = &[
@@ -143,7 +147,7 @@ const JS_PROTOCOL: Template = &[
     ),
     ("plugin.toml", include_str!("new/js/plugin.toml")),
     ("README.md", include_str!("new/js/protocol/README.md")),
-    ("wit/handler.wit", BUILTIN_WIT),
+    WIT_DIR,
 ];
 
 const C: Template = &[
@@ -395,10 +399,17 @@ impl Vars {
 }
 
 fn render(template: Template, vars: &Vars) -> Vec<(PathBuf, String)> {
-    template
-        .iter()
-        .map(|(path, contents)| (PathBuf::from(vars.apply(path)), vars.apply(contents)))
-        .collect()
+    let mut files = Vec::new();
+    for &(path, contents) in template {
+        if (path, contents) == WIT_DIR {
+            for (wit_path, wit) in BUILTIN_WIT_FILES {
+                files.push((PathBuf::from(path).join(wit_path), wit.to_string()));
+            }
+        } else {
+            files.push((PathBuf::from(vars.apply(path)), vars.apply(contents)));
+        }
+    }
+    files
 }
 
 /// Plugin names become crate, file and package names.

@@ -12,6 +12,7 @@ use host::address::ListenAddr;
 use host::config::{ConfigFile, ListenerConfig};
 use host::plugin::wasm::{Grants, InstanceLimits};
 use host::service::{self, ListenerPlan, ServicePlan};
+use host::store::StoreSpec;
 
 use super::options::EngineOptions;
 
@@ -114,6 +115,18 @@ pub struct RunArgs {
     #[arg(long, value_name = "CIDR")]
     proxy_protocol: Vec<ipnet::IpNet>,
 
+    /// Give the plugin a shared store: keys (wasi:keyvalue) and topics.
+    /// `memory` keeps them in this process; `redis://HOST:PORT` shares
+    /// them with every host process using that Redis. Off by default
+    /// [default: the file's `store`].
+    #[arg(long, value_name = "memory|redis://HOST:PORT")]
+    store: Option<StoreSpec>,
+
+    /// The store namespace: hosts and listeners naming the same one share
+    /// keys and topics [default: the listener's name, else the plugin's].
+    #[arg(long, value_name = "NAME")]
+    store_namespace: Option<String>,
+
     /// Serve /metrics (Prometheus) and /status (JSON) on this address,
     /// e.g. 127.0.0.1:9100. Off by default.
     #[arg(long, value_name = "ADDR")]
@@ -189,7 +202,7 @@ impl RunArgs {
         let listeners = file
             .listener
             .iter()
-            .map(|listener| self.file_listener(listener))
+            .map(|listener| self.file_listener(listener, file.store.as_ref()))
             .collect();
         Ok(ServicePlan {
             listeners,
@@ -229,13 +242,15 @@ impl RunArgs {
             reuse_port: self.reuse_port,
             proxy_protocol: self.proxy_protocol.clone(),
             grants: Grants::default(),
+            store: self.store.clone(),
+            store_namespace: self.store_namespace.clone(),
             config: BTreeMap::new(),
         }
     }
 
     /// A listener of the file, with every flag given on the command line
     /// overriding the file's value (lists such as `--allow` add to it).
-    fn file_listener(&self, file: &ListenerConfig) -> ListenerPlan {
+    fn file_listener(&self, file: &ListenerConfig, file_store: Option<&StoreSpec>) -> ListenerPlan {
         let defaults = InstanceLimits::default();
         let address = match (&self.unix, &file.address) {
             (Some(path), _) => ListenAddr::Unix(path.clone()),
@@ -294,6 +309,15 @@ impl RunArgs {
                 trusted
             },
             grants: file.grants.clone(),
+            store: self
+                .store
+                .clone()
+                .or_else(|| file.store.clone())
+                .or_else(|| file_store.cloned()),
+            store_namespace: self
+                .store_namespace
+                .clone()
+                .or_else(|| file.store_namespace.clone()),
             config: file.config.clone(),
         }
     }

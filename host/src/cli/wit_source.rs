@@ -8,11 +8,47 @@ use anyhow::{Context, Result};
 use clap::Args;
 use wit_parser::{Resolve, WorldId};
 
-/// `wit/handler.wit`, the contract this host implements.
-pub const BUILTIN_WIT: &str = include_str!("../../../wit/handler.wit");
+/// The contract this host implements, as the files of `wit/`:
+/// `handler.wit` first, then the standard packages it imports (`deps/`).
+pub const BUILTIN_WIT_FILES: [(&str, &str); 5] = [
+    ("handler.wit", include_str!("../../../wit/handler.wit")),
+    (
+        "deps/keyvalue/world.wit",
+        include_str!("../../../wit/deps/keyvalue/world.wit"),
+    ),
+    (
+        "deps/keyvalue/store.wit",
+        include_str!("../../../wit/deps/keyvalue/store.wit"),
+    ),
+    (
+        "deps/keyvalue/atomic.wit",
+        include_str!("../../../wit/deps/keyvalue/atomic.wit"),
+    ),
+    (
+        "deps/keyvalue/batch.wit",
+        include_str!("../../../wit/deps/keyvalue/batch.wit"),
+    ),
+];
 
-/// The file name the built-in WIT is written under.
-pub const BUILTIN_WIT_FILE: &str = "handler.wit";
+/// Parses the built-in WIT into `resolve`: the dependencies, then the
+/// contract's package.
+fn push_builtin(resolve: &mut Resolve) -> Result<wit_parser::PackageId> {
+    let (main, deps) = BUILTIN_WIT_FILES.split_first().context("no built-in WIT")?;
+    let mut map = wit_parser::SourceMap::new();
+    for (path, contents) in deps {
+        map.push(Path::new(path), *contents);
+    }
+    let group = map
+        .parse()
+        .map_err(|(_, err)| anyhow::anyhow!("{err}"))
+        .context("the built-in WIT's dependencies do not parse")?;
+    resolve
+        .push_group(group)
+        .context("the built-in WIT's dependencies do not resolve")?;
+    resolve
+        .push_str(main.0, main.1)
+        .context("the built-in WIT does not parse")
+}
 
 /// `--wit` and `--world`, shared by the subcommands that read WIT.
 #[derive(Debug, Clone, Args)]
@@ -55,9 +91,7 @@ impl WitOptions {
 pub fn load(wit: Option<&Path>, world: &str) -> Result<Wit> {
     let mut resolve = Resolve::default();
     let package = match wit {
-        None => resolve
-            .push_str(BUILTIN_WIT_FILE, BUILTIN_WIT)
-            .context("the built-in WIT does not parse")?,
+        None => push_builtin(&mut resolve)?,
         Some(path) => {
             if !path.exists() {
                 anyhow::bail!("WIT path not found: {}", path.display());

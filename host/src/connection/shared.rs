@@ -12,10 +12,12 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{ConnError, Connection};
 use crate::address::PeerAddr;
+use crate::store::topics::{Mailbox, Message, Subscriptions};
 
 /// Names a connection of a shared instance (the WIT `transport`); never
 /// reused within a reactor.
@@ -169,6 +171,9 @@ pub struct SharedIo {
     /// is due.
     drained: Vec<TransportId>,
     timers: Timers,
+    /// The topics the instance subscribed to (`None`: it cannot receive
+    /// messages, as when `host check` times an instance).
+    subscriptions: Option<Subscriptions>,
 }
 
 impl SharedIo {
@@ -181,7 +186,29 @@ impl SharedIo {
             resumed: Vec::new(),
             drained: Vec::new(),
             timers: Timers::default(),
+            subscriptions: None,
         }
+    }
+
+    /// The same, receiving topic messages into `mailbox`.
+    pub fn with_mailbox(mut self, mailbox: Arc<Mailbox>) -> Self {
+        self.subscriptions = Some(Subscriptions::new(mailbox));
+        self
+    }
+
+    /// The instance's topic subscriptions, where it can receive messages.
+    pub fn subscriptions(&mut self) -> Option<&mut Subscriptions> {
+        self.subscriptions.as_mut()
+    }
+
+    /// Whether topic messages wait for the instance.
+    pub fn has_messages(&self) -> bool {
+        self.subscriptions.as_ref().is_some_and(|s| !s.is_empty())
+    }
+
+    /// The oldest topic message waiting for the instance.
+    pub fn next_message(&mut self) -> Option<Message> {
+        self.subscriptions.as_ref()?.next()
     }
 
     // --- the plugin's side (the WIT imports) ---------------------------

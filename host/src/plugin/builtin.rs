@@ -37,6 +37,11 @@ pub const BUILTINS: &[Builtin] = &[
         bytes: include_bytes!(concat!(env!("OUT_DIR"), "/chat.wasm")),
     },
     Builtin {
+        name: "counter",
+        summary: "answers `visit N` from a counter in the shared store (needs --store)",
+        bytes: include_bytes!(concat!(env!("OUT_DIR"), "/counter.wasm")),
+    },
+    Builtin {
         name: "proto-echo",
         summary: "echo from one instance serving every connection (protocol world)",
         bytes: include_bytes!(concat!(env!("OUT_DIR"), "/proto-echo.wasm")),

@@ -186,6 +186,8 @@ pub enum Event<'a> {
     ConnectionLost(TransportId, LostReason),
     /// A timer is due.
     TimerFired(TimerId),
+    /// A message arrived on a topic the instance subscribed to.
+    MessageReceived(&'a str, &'a [u8]),
 }
 
 /// A boxed, sendable future.

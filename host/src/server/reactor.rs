@@ -7,7 +7,8 @@
 //!
 //! The loop reads what arrives and calls `data-received`, sends buffered
 //! output as sockets drain (then `write-drained`), reports every end with
-//! `connection-lost`, fires timers and ends idle connections. A trap
+//! `connection-lost`, delivers topic messages (`message-received`), fires
+//! timers and ends idle connections. A trap
 //! closes every connection of that instance, each logged with the reason;
 //! the next connection gets a fresh instance. An instance that cannot
 //! start (its `init` fails) is retried with backoff, and connections that
@@ -29,6 +30,7 @@ use crate::connection::Connection;
 use crate::connection::shared::{Gone, LostReason, Received, SharedIo, TransportId};
 use crate::metrics::ListenerMetrics;
 use crate::plugin::{CurrentPlugin, Event, Outcome, Plugin, ProtocolInstance, Serving};
+use crate::store::topics::Mailbox;
 
 const WAKER: Token = Token(0);
 
@@ -39,6 +41,9 @@ pub const READ_CHUNK: usize = 64 * 1024;
 /// wait doubles with every failure in a row, up to [`MAX_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// Topic messages delivered to one instance per round of the loop.
+const MESSAGES_PER_ROUND: usize = 256;
 
 /// How often idle connections are looked for, at most.
 const IDLE_SWEEP: Duration = Duration::from_millis(250);
@@ -82,6 +87,7 @@ impl Reactors {
             let load = Arc::new(AtomicUsize::new(0));
             let reactor = Reactor {
                 poll,
+                waker: Arc::clone(&waker),
                 sessions: receiver,
                 settings: settings.clone(),
                 load: Arc::clone(&load),
@@ -92,6 +98,7 @@ impl Reactors {
                 next_generation: 0,
                 unavailable: None,
                 ready: VecDeque::new(),
+                messages_waiting: false,
                 buf: vec![0; READ_CHUNK].into_boxed_slice(),
                 next_sweep: Instant::now(),
             };
@@ -149,6 +156,8 @@ struct Unavailable {
 
 struct Reactor {
     poll: Poll,
+    /// Wakes this loop: for sessions handed over, and topic messages.
+    waker: Arc<Waker>,
     sessions: Receiver<Session>,
     settings: ReactorSettings,
     load: Arc<AtomicUsize>,
@@ -162,6 +171,8 @@ struct Reactor {
     unavailable: Option<Unavailable>,
     /// Connections with bytes to read, served in turn.
     ready: VecDeque<TransportId>,
+    /// Topic messages are left over from the last round.
+    messages_waiting: bool,
     buf: Box<[u8]>,
     next_sweep: Instant,
 }
@@ -206,6 +217,7 @@ impl Reactor {
                 open = self.admit_waiting();
             }
             self.read_ready();
+            self.deliver_messages();
             self.fire_timers();
             self.end_idle();
             self.drop_replaced();
@@ -215,7 +227,7 @@ impl Reactor {
     /// How long the loop may sleep: until the next timer, or the next idle
     /// sweep while connections are open.
     fn timeout(&mut self) -> Option<Duration> {
-        if !self.ready.is_empty() {
+        if !self.ready.is_empty() || self.messages_waiting {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
@@ -313,7 +325,12 @@ impl Reactor {
         let Serving::Shared(protocol) = plugin.serving() else {
             return Err("the plugin does not serve connections from a shared instance".into());
         };
-        let io = SharedIo::new(self.settings.write_limit);
+        let waker = Arc::clone(&self.waker);
+        let mailbox = Mailbox::new(move || {
+            // A wake only fails if the loop is gone.
+            let _ = waker.wake();
+        });
+        let io = SharedIo::new(self.settings.write_limit).with_mailbox(mailbox);
         match protocol.instantiate(io, tag) {
             Ok(instance) => {
                 self.unavailable = None;
@@ -485,6 +502,38 @@ impl Reactor {
                 }
                 Received::Ended => self.settle(generation),
                 Received::Nothing => {}
+            }
+        }
+    }
+
+    /// Calls `message-received` with the topic messages waiting, at most
+    /// [`MESSAGES_PER_ROUND`] per instance before the loop serves sockets
+    /// again.
+    fn deliver_messages(&mut self) {
+        self.messages_waiting = false;
+        let mut index = 0;
+        while index < self.generations.len() {
+            let generation = self.generations[index].id;
+            for _ in 0..MESSAGES_PER_ROUND {
+                let Some(index) = self.index_of(generation) else {
+                    break;
+                };
+                let Some(message) = self.generations[index].instance.io().next_message() else {
+                    break;
+                };
+                self.call(
+                    generation,
+                    Event::MessageReceived(&message.topic, &message.body),
+                );
+            }
+            if let Some(index) = self.index_of(generation)
+                && self.generations[index].instance.io().has_messages()
+            {
+                self.messages_waiting = true;
+            }
+            // A trap removed the generation: the next one moved here.
+            if self.index_of(generation).is_some() {
+                index += 1;
             }
         }
     }

@@ -22,6 +22,11 @@ pub(super) mod bindings {
         path: "../wit",
         with: {
             "plughost:handler/config": crate::plugin::wasm::handler::bindings::plughost::handler::config,
+            "wasi:keyvalue/store": crate::plugin::wasm::handler::bindings::wasi::keyvalue::store,
+            "wasi:keyvalue/atomics": crate::plugin::wasm::handler::bindings::wasi::keyvalue::atomics,
+            "wasi:keyvalue/batch": crate::plugin::wasm::handler::bindings::wasi::keyvalue::batch,
+            "plughost:handler/swap": crate::plugin::wasm::handler::bindings::plughost::handler::swap,
+            "plughost:handler/topics": crate::plugin::wasm::handler::bindings::plughost::handler::topics,
         },
         imports: { default: trappable },
     });

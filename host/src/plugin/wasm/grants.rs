@@ -1,6 +1,8 @@
 //! What an operator may grant a plugin beyond its connection — all off by
 //! default: directories (read-only or read-write), named environment
-//! variables, outbound TCP to listed addresses, and configuration values.
+//! variables, outbound TCP to listed addresses, configuration values, and
+//! the listener's shared store (`--store`; its calls are in
+//! `store_import.rs`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,6 +16,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 use super::guest_output::GuestOutput;
 use crate::address::PeerAddr;
+use crate::store::ListenerStore;
 
 /// A host directory visible to the plugin.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -82,6 +85,8 @@ pub struct Sandbox {
     connect: Arc<Vec<SocketAddr>>,
     /// Values for the `config` interface.
     pub(super) config: Arc<BTreeMap<String, String>>,
+    /// The shared store (`--store`), if the listener has one.
+    pub(super) store: Option<Arc<ListenerStore>>,
 }
 
 impl Sandbox {
@@ -103,7 +108,14 @@ impl Sandbox {
             env,
             connect: Arc::new(grants.connect.clone()),
             config: Arc::new(config),
+            store: None,
         })
+    }
+
+    /// The same sandbox, with the listener's shared store granted.
+    pub fn with_store(mut self, store: Option<Arc<ListenerStore>>) -> Self {
+        self.store = store;
+        self
     }
 
     /// The WASI context of the guest serving `peer` when it must exist

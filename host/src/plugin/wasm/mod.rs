@@ -20,6 +20,7 @@ mod inspect;
 mod linker;
 mod protocol;
 mod state;
+mod store_import;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

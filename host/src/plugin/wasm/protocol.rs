@@ -12,8 +12,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use wasmtime::Store;
+use wasmtime::component::{ComponentExportIndex, Func, Instance, InstancePre, TypedFunc};
 
 use super::state::StoreState;
 use super::{
@@ -31,6 +32,11 @@ pub(super) mod bindings {
         path: "../wit",
         with: {
             "plughost:handler/config": crate::plugin::wasm::handler::bindings::plughost::handler::config,
+            "wasi:keyvalue/store": crate::plugin::wasm::handler::bindings::wasi::keyvalue::store,
+            "wasi:keyvalue/atomics": crate::plugin::wasm::handler::bindings::wasi::keyvalue::atomics,
+            "wasi:keyvalue/batch": crate::plugin::wasm::handler::bindings::wasi::keyvalue::batch,
+            "plughost:handler/swap": crate::plugin::wasm::handler::bindings::plughost::handler::swap,
+            "plughost:handler/topics": crate::plugin::wasm::handler::bindings::plughost::handler::topics,
         },
         imports: { default: trappable },
     });
@@ -40,7 +46,6 @@ use bindings::plughost::handler::timers;
 use bindings::plughost::handler::transports::{
     self, LostReason as WitLostReason, SocketAddress, WriteError as WitWriteError,
 };
-use bindings::{Protocol, ProtocolPre};
 
 /// The world protocol plugins implement.
 pub const PROTOCOL_WORLD: &str = concat!(
@@ -48,7 +53,8 @@ pub const PROTOCOL_WORLD: &str = concat!(
     super::handler::bindings::contract_version!()
 );
 
-/// The exports the world requires.
+/// The exports the world requires (`message-received`, added in 0.1.3,
+/// is optional: a component built against 0.1.2 lacks it).
 pub const PROTOCOL_EXPORTS: [&str; 6] = [
     "init",
     "connection-made",
@@ -77,16 +83,12 @@ impl WasmRuntime {
             PROTOCOL_WORLD,
             &PROTOCOL_EXPORTS,
         )?;
-        let pre = linker::prelink(
-            &self.linkers.protocol,
-            &component,
-            what,
-            PROTOCOL_WORLD,
-            ProtocolPre::new,
-        )?;
+        let pre = linker::prelink(&self.linkers.protocol, &component, what, PROTOCOL_WORLD, Ok)?;
+        let exports = ExportIndices::new(&pre).with_context(|| format!("{what}: bad exports"))?;
         let plugin = WasmProtocol {
             version: plugin.version.clone(),
             pre,
+            exports,
             engine: self.engine.clone(),
             sandbox: Arc::clone(&self.sandbox),
         };
@@ -97,7 +99,8 @@ impl WasmRuntime {
 /// A compiled, checked and pre-linked protocol component.
 pub struct WasmProtocol {
     version: PluginVersion,
-    pre: ProtocolPre<ProtocolState>,
+    pre: InstancePre<ProtocolState>,
+    exports: ExportIndices,
     engine: WasmEngine,
     sandbox: Arc<Sandbox>,
 }
@@ -128,17 +131,22 @@ impl ProtocolPlugin for WasmProtocol {
     ) -> Result<Box<dyn ProtocolInstance>, String> {
         let mut store = new_store(&self.engine, &self.sandbox, io, tag, false)
             .map_err(|(_, outcome)| outcome.reason().unwrap_or_default().to_string())?;
-        let bindings = self
+        let exports = self
             .pre
             .instantiate(&mut store)
+            .and_then(|instance| self.exports.look_up(&mut store, &instance))
             .map_err(|err| format!("cannot instantiate: {}", super::one_line(&err)))?;
         let mut instance = WasmProtocolInstance {
             store,
-            bindings,
+            exports,
             max_memory: self.engine.limits().max_memory,
         };
         instance.store.data_mut().guest_resumes();
-        let init = instance.bindings.call_init(&mut instance.store);
+        let init = instance
+            .exports
+            .init
+            .call(&mut instance.store, ())
+            .map(|(result,)| result);
         match init {
             Ok(Ok(())) => Ok(Box::new(instance)),
             Ok(Err(message)) => Err(format!("init failed: {message}")),
@@ -147,11 +155,106 @@ impl ProtocolPlugin for WasmProtocol {
     }
 }
 
+/// Where the world's exports are in a component, found once per plugin.
+struct ExportIndices {
+    init: ComponentExportIndex,
+    connection_made: ComponentExportIndex,
+    data_received: ComponentExportIndex,
+    write_drained: ComponentExportIndex,
+    connection_lost: ComponentExportIndex,
+    timer_fired: ComponentExportIndex,
+    message_received: Option<ComponentExportIndex>,
+}
+
+impl ExportIndices {
+    fn new(pre: &InstancePre<ProtocolState>) -> Result<Self> {
+        let component = pre.component();
+        let index = |name: &str| {
+            component
+                .get_export_index(None, name)
+                .with_context(|| format!("no export `{name}`"))
+        };
+        Ok(Self {
+            init: index("init")?,
+            connection_made: index("connection-made")?,
+            data_received: index("data-received")?,
+            write_drained: index("write-drained")?,
+            connection_lost: index("connection-lost")?,
+            timer_fired: index("timer-fired")?,
+            message_received: component.get_export_index(None, "message-received"),
+        })
+    }
+
+    /// The exports of `instance`, each checked against the world's type.
+    fn look_up(
+        &self,
+        store: &mut Store<ProtocolState>,
+        instance: &Instance,
+    ) -> wasmtime::Result<Exports> {
+        Ok(Exports {
+            init: instance.get_typed_func(&mut *store, self.init)?,
+            connection_made: instance.get_typed_func(&mut *store, self.connection_made)?,
+            data_received: checked::<(u64, &[u8]), ()>(store, instance, self.data_received)?,
+            write_drained: instance.get_typed_func(&mut *store, self.write_drained)?,
+            connection_lost: instance.get_typed_func(&mut *store, self.connection_lost)?,
+            timer_fired: instance.get_typed_func(&mut *store, self.timer_fired)?,
+            message_received: self
+                .message_received
+                .map(|index| checked::<(&str, &[u8]), ()>(store, instance, index))
+                .transpose()?,
+        })
+    }
+}
+
+/// The function `index` of `instance`, type-checked as `P -> R` (for
+/// parameters that borrow, whose typed form cannot be stored).
+fn checked<P, R>(
+    store: &mut Store<ProtocolState>,
+    instance: &Instance,
+    index: ComponentExportIndex,
+) -> wasmtime::Result<Func>
+where
+    P: wasmtime::component::ComponentNamedList + wasmtime::component::Lower,
+    R: wasmtime::component::ComponentNamedList + wasmtime::component::Lift,
+{
+    let func = instance
+        .get_func(&mut *store, index)
+        .ok_or_else(|| wasmtime::Error::msg("export is not a function"))?;
+    func.typed::<P, R>(&*store)?;
+    Ok(func)
+}
+
+/// An instance's exports.
+struct Exports {
+    init: TypedFunc<(), (Result<(), String>,)>,
+    connection_made: TypedFunc<(u64,), ()>,
+    /// Checked as `(u64, &[u8]) -> ()`.
+    data_received: Func,
+    write_drained: TypedFunc<(u64,), ()>,
+    connection_lost: TypedFunc<(u64, WitLostReason), ()>,
+    timer_fired: TypedFunc<(u64,), ()>,
+    /// Checked as `(&str, &[u8]) -> ()`.
+    message_received: Option<Func>,
+}
+
 /// A live protocol instance.
 struct WasmProtocolInstance {
     store: Store<ProtocolState>,
-    bindings: Protocol,
+    exports: Exports,
     max_memory: usize,
+}
+
+/// Calls `func` with `params`.
+fn call<P, R>(
+    store: &mut Store<ProtocolState>,
+    func: &TypedFunc<P, R>,
+    params: P,
+) -> wasmtime::Result<R>
+where
+    P: wasmtime::component::ComponentNamedList + wasmtime::component::Lower,
+    R: wasmtime::component::ComponentNamedList + wasmtime::component::Lift,
+{
+    func.call(&mut *store, params)
 }
 
 impl WasmProtocolInstance {
@@ -170,15 +273,31 @@ impl ProtocolInstance for WasmProtocolInstance {
 
     fn deliver(&mut self, event: Event<'_>) -> Result<(), String> {
         self.store.data_mut().guest_resumes();
-        let (store, guest) = (&mut self.store, &self.bindings);
+        let (store, guest) = (&mut self.store, &self.exports);
         let called = match event {
-            Event::ConnectionMade(t) => guest.call_connection_made(&mut *store, t),
-            Event::DataReceived(t, data) => guest.call_data_received(&mut *store, t, data),
-            Event::WriteDrained(t) => guest.call_write_drained(&mut *store, t),
-            Event::ConnectionLost(t, reason) => {
-                guest.call_connection_lost(&mut *store, t, wit_reason(reason))
+            Event::ConnectionMade(t) => call(store, &guest.connection_made, (t,)),
+            Event::DataReceived(t, data) => {
+                // SAFETY: `data_received` was type-checked as exactly this
+                // signature when the instance was created (`checked`).
+                let func =
+                    unsafe { TypedFunc::<(u64, &[u8]), ()>::new_unchecked(guest.data_received) };
+                call(store, &func, (t, data))
             }
-            Event::TimerFired(timer) => guest.call_timer_fired(&mut *store, timer),
+            Event::WriteDrained(t) => call(store, &guest.write_drained, (t,)),
+            Event::ConnectionLost(t, reason) => {
+                call(store, &guest.connection_lost, (t, wit_reason(reason)))
+            }
+            Event::TimerFired(timer) => call(store, &guest.timer_fired, (timer,)),
+            Event::MessageReceived(topic, message) => match guest.message_received {
+                Some(func) => {
+                    // SAFETY: `message_received` was type-checked as
+                    // exactly this signature when the instance was created.
+                    let func = unsafe { TypedFunc::<(&str, &[u8]), ()>::new_unchecked(func) };
+                    call(store, &func, (topic, message))
+                }
+                // A 0.1.2 component cannot subscribe, so nothing arrives.
+                None => Ok(()),
+            },
         };
         called.map_err(|err| self.reason(err))
     }

@@ -14,15 +14,31 @@
 //!   is bounded by the host, and a line that does not fit gets that client
 //!   disconnected, with the reason in the host's log. A line longer than
 //!   4 KiB disconnects its sender.
+//!
+//! With a shared store (`host run --plugin chat --store redis://…`) every
+//! instance on every host sharing it is one room: lines go out through the
+//! topic [`TOPIC`] and each instance hands them to its own members, and
+//! guest numbers come from a counter in the store, so they are unique
+//! across hosts. (`/nick` names and `/who` are per instance.) If the store
+//! cannot be reached the instance serves its own members alone, says so
+//! to the sender, and tries the store again every second.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
-use plughost_protocol::{LostReason, Protocol, Transport, WriteError};
+use plughost_protocol::store::{self, Error as StoreError};
+use plughost_protocol::{LostReason, Protocol, Timer, Transport, WriteError};
 
 /// Longest line a client may send, in bytes.
 pub const MAX_LINE: usize = 4096;
 /// Longest name.
 pub const MAX_NAME: usize = 32;
+/// The topic the instances of one room share, with a store.
+pub const TOPIC: &str = "chat-room";
+/// The store bucket holding the room's counters.
+pub const BUCKET: &str = "chat";
+/// How long after the store failed it is tried again.
+const RETRY: Duration = Duration::from_secs(1);
 
 /// The room.
 #[derive(Default)]
@@ -33,8 +49,13 @@ pub struct Chat {
     by_name: HashMap<String, Transport>,
     /// Bytes of an unfinished line, per member.
     partial: HashMap<Transport, Vec<u8>>,
-    /// The last guest number given.
+    /// The last guest number given (without a store).
     guests: u64,
+    /// This instance's number in the store, while it is subscribed to
+    /// [`TOPIC`]; `None` serves the members of this instance alone.
+    shared: Option<u64>,
+    /// The retry of the store after it failed.
+    retry: Option<Timer>,
 }
 
 impl Chat {
@@ -45,11 +66,69 @@ impl Chat {
         }
     }
 
-    /// Sends `line` to every member but `from`.
-    fn broadcast(&self, from: Transport, line: &[u8]) {
-        for &to in self.names.keys().filter(|&&to| to != from) {
+    /// Sends `line` to every member but `from`: through the topic when
+    /// the room is shared, else (or if publishing fails) to this
+    /// instance's members.
+    fn broadcast(&mut self, from: Transport, line: &[u8]) {
+        if let Some(origin) = self.shared {
+            let mut message = format!("{origin} {} ", from.id()).into_bytes();
+            message.extend_from_slice(line);
+            match store::publish(TOPIC, &message) {
+                Ok(()) => return,
+                Err(err) => {
+                    Self::send(
+                        from,
+                        format!("* only this host hears you: {err}\n").as_bytes(),
+                    );
+                    self.lost_store(&err);
+                }
+            }
+        }
+        self.deliver(None, from, line);
+    }
+
+    /// Sends `line` from `from` to this instance's members (`origin`: the
+    /// instance it came from, `None` for this one).
+    fn deliver(&self, origin: Option<u64>, from: Transport, line: &[u8]) {
+        let mine = origin.is_none() || origin == self.shared;
+        for &to in self.names.keys().filter(|&&to| !(mine && to == from)) {
             Self::send(to, line);
         }
+    }
+
+    /// Joins the shared room if the listener has a store; on an outage
+    /// serves alone and tries again later.
+    fn join_store(&mut self) {
+        let joined = store::subscribe(TOPIC)
+            .and_then(|()| store::open(BUCKET).and_then(|bucket| bucket.increment("instances", 1)));
+        match joined {
+            Ok(origin) => self.shared = Some(origin),
+            Err(StoreError::NoStore) => {}
+            Err(err) => self.lost_store(&err),
+        }
+    }
+
+    /// The store failed: serve alone until the retry.
+    fn lost_store(&mut self, err: &StoreError) {
+        if self.shared.take().is_some() {
+            store::unsubscribe(TOPIC);
+        }
+        if self.retry.is_none() {
+            eprintln!("chat: the shared room is unreachable ({err}); serving this host's members");
+            self.retry = plughost_protocol::call_later(RETRY).ok();
+        }
+    }
+
+    /// The next guest name: from the store's counter when shared.
+    fn next_guest(&mut self) -> String {
+        if self.shared.is_some() {
+            let counted = store::open(BUCKET).and_then(|bucket| bucket.increment("guests", 1));
+            if let Ok(n) = counted {
+                return format!("guest{n}");
+            }
+        }
+        self.guests += 1;
+        format!("guest{}", self.guests)
     }
 
     /// One complete line from `from`.
@@ -89,14 +168,15 @@ impl Chat {
 
 impl Protocol for Chat {
     fn init() -> Result<Self, String> {
-        Ok(Self::default())
+        let mut chat = Self::default();
+        chat.join_store();
+        Ok(chat)
     }
 
     fn connection_made(&mut self, t: Transport) {
         // A name nobody took with /nick.
         let name = loop {
-            self.guests += 1;
-            let name = format!("guest{}", self.guests);
+            let name = self.next_guest();
             if !self.by_name.contains_key(&name) {
                 break name;
             }
@@ -137,6 +217,28 @@ impl Protocol for Chat {
             self.by_name.remove(&name);
             self.broadcast(t, format!("* {name} left\n").as_bytes());
         }
+    }
+
+    fn timer_fired(&mut self, timer: Timer) {
+        if self.retry == Some(timer) {
+            self.retry = None;
+            self.join_store();
+        }
+    }
+
+    fn message_received(&mut self, topic: &str, message: &[u8]) {
+        if topic != TOPIC {
+            return;
+        }
+        // `ORIGIN FROM line`, as `broadcast` publishes it.
+        let mut parts = message.splitn(3, |&b| b == b' ');
+        let number = |part: Option<&[u8]>| std::str::from_utf8(part?).ok()?.parse::<u64>().ok();
+        let (Some(origin), Some(from), Some(line)) =
+            (number(parts.next()), number(parts.next()), parts.next())
+        else {
+            return;
+        };
+        self.deliver(Some(origin), Transport::from_id(from), line);
     }
 }
 
@@ -201,6 +303,37 @@ mod tests {
         seen += &text(&mut room, reader);
         assert!(seen.contains("* guest2 left\n"), "{seen}");
         assert!(seen.ends_with("guest1: still here\n"), "{seen}");
+    }
+
+    #[test]
+    fn with_a_store_lines_go_through_the_topic_to_every_host() {
+        store::testing::set_available(true);
+        let mut room = Harness::<Chat>::start().unwrap();
+        let (a, b) = (room.connect(), room.connect());
+        assert_eq!(
+            text(&mut room, a),
+            "* welcome, guest1 (/nick NAME to rename)\n* guest2 joined\n"
+        );
+        room.take_output(b);
+        room.receive(a, b"hi\n");
+        assert_eq!(text(&mut room, b), "guest1: hi\n");
+        assert_eq!(text(&mut room, a), "");
+        // A line from another host's instance (number 7) reaches both.
+        room.message(TOPIC, b"7 1 guest9: from afar\n");
+        assert_eq!(text(&mut room, a), "guest9: from afar\n");
+        assert_eq!(text(&mut room, b), "guest9: from afar\n");
+        store::testing::set_available(false);
+    }
+
+    #[test]
+    fn without_a_store_the_room_is_this_instance() {
+        store::testing::set_available(false);
+        let mut room = Harness::<Chat>::start().unwrap();
+        assert_eq!(room.state().shared, None);
+        let (a, b) = (room.connect(), room.connect());
+        room.take_output(b);
+        room.receive(a, b"hi\n");
+        assert_eq!(text(&mut room, b), "guest1: hi\n");
     }
 
     #[test]

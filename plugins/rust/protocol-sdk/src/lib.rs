@@ -140,6 +140,13 @@ impl Transport {
         self.0
     }
 
+    /// The transport numbered `id` (what [`Transport::id`] returned; a
+    /// number this instance never gave names nothing, and writes to it
+    /// fail with [`WriteError::Closed`]).
+    pub fn from_id(id: u64) -> Self {
+        Self(id)
+    }
+
     /// Sends `data` after what was written before, or buffers what the
     /// socket does not take now; returns at once.
     pub fn write(self, data: &[u8]) -> Result<(), WriteError> {
@@ -246,6 +253,13 @@ pub trait Protocol: Sized + 'static {
     fn timer_fired(&mut self, timer: Timer) {
         let _ = timer;
     }
+
+    /// `message` was published to `topic`, which the instance subscribed
+    /// to with [`store::subscribe`] (the publisher's own messages
+    /// included).
+    fn message_received(&mut self, topic: &str, message: &[u8]) {
+        let _ = (topic, message);
+    }
 }
 
 /// Exports a [`Protocol`] as the component's `protocol` world. Use it once
@@ -265,6 +279,9 @@ macro_rules! export {
 }
 
 /// Implementation details of [`export!`]; not part of the API.
+/// The shared store: buckets, counters and topics (see [`plughost_store`]).
+pub use plughost_store as store;
+
 #[doc(hidden)]
 pub mod __private {
     #[cfg(target_arch = "wasm32")]

@@ -89,11 +89,31 @@ impl<P: Protocol> Harness<P> {
         }
     }
 
-    /// Reports the ends the plugin asked for, as the host does after each
-    /// callback.
+    /// A message published elsewhere (another instance, another host)
+    /// arrives on `topic`, if the instance subscribed to it.
+    pub fn message(&mut self, topic: &str, message: &[u8]) {
+        if plughost_store::testing::is_subscribed(topic) {
+            self.state.message_received(topic, message);
+            self.settle();
+        }
+    }
+
+    /// Reports the ends the plugin asked for, and delivers what it
+    /// published to topics it subscribed to, as the host does after each
+    /// callback (with the store on: see
+    /// [`plughost_store::testing::set_available`]).
     fn settle(&mut self) {
-        while let Some((t, reason)) = recorder::next_unreported() {
-            self.state.connection_lost(Transport(t), reason);
+        loop {
+            while let Some((t, reason)) = recorder::next_unreported() {
+                self.state.connection_lost(Transport(t), reason);
+            }
+            let published = plughost_store::testing::take_published(true);
+            if published.is_empty() {
+                return;
+            }
+            for (topic, message) in published {
+                self.state.message_received(&topic, &message);
+            }
         }
     }
 }

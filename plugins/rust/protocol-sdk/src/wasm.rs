@@ -14,6 +14,7 @@ pub mod bindings {
     wit_bindgen::generate!({
         world: "protocol",
         path: "../../../wit",
+        generate_all,
         pub_export_macro: true,
         export_macro_name: "__export_protocol",
         default_bindings_module: "::plughost_protocol::__private::bindings",
@@ -78,5 +79,9 @@ impl<P: Protocol> bindings::Guest for Adapter<P> {
 
     fn timer_fired(t: u64) {
         with_state::<P>(|p| p.timer_fired(Timer(t)))
+    }
+
+    fn message_received(topic: String, message: Vec<u8>) {
+        with_state::<P>(|p| p.message_received(&topic, &message))
     }
 }

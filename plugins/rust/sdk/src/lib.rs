@@ -219,6 +219,9 @@ macro_rules! export {
 }
 
 /// Implementation details of [`export!`]; not part of the API.
+/// The shared store: buckets, counters and topics (see [`plughost_store`]).
+pub use plughost_store as store;
+
 #[doc(hidden)]
 pub mod __private {
     #[cfg(not(target_arch = "wasm32"))]

@@ -17,6 +17,7 @@ pub mod bindings {
     wit_bindgen::generate!({
         world: "handler",
         path: "../../../wit",
+        generate_all,
         pub_export_macro: true,
         export_macro_name: "__export_handler",
         default_bindings_module: "::plughost_sdk::__private::bindings",

@@ -5,7 +5,7 @@
 
 #![cfg(target_arch = "wasm32")]
 
-wit_bindgen::generate!({ world: "datagram-handler", path: "../../../wit" });
+wit_bindgen::generate!({ world: "datagram-handler", path: "../../../wit", generate_all });
 
 struct UdpEcho;
 

@@ -4,13 +4,15 @@
 //! The `connection` resource is a
 //! [`ConnectionHandle`](crate::plugin::wasm::state::ConnectionHandle) in the store's table;
 //! the socket itself stays in host memory, so a guest only ever holds a
-//! handle to it.
+//! handle to it. The store interfaces (`wasi:keyvalue`, `swap`, `topics`)
+//! are generated here once and shared by the other worlds' bindings.
 
 wasmtime::component::bindgen!({
     world: "handler",
     path: "../wit",
     with: {
         "plughost:handler/connections.connection": crate::plugin::wasm::state::ConnectionHandle,
+        "wasi:keyvalue/store.bucket": crate::plugin::wasm::store_import::BucketHandle,
     },
     imports: { default: trappable },
 });
@@ -21,7 +23,7 @@ pub use plughost::handler::connections::{ErrorCode, ShutdownHow, SocketAddress};
 /// for `concat!`.
 macro_rules! contract_version {
     () => {
-        "0.1.2"
+        "0.1.3"
     };
 }
 pub(crate) use contract_version;

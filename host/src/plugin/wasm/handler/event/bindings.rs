@@ -10,6 +10,11 @@ wasmtime::component::bindgen!({
     with: {
         "plughost:handler/connections.connection": crate::plugin::wasm::state::ConnectionHandle,
         "plughost:handler/config": crate::plugin::wasm::handler::bindings::plughost::handler::config,
+        "wasi:keyvalue/store": crate::plugin::wasm::handler::bindings::wasi::keyvalue::store,
+        "wasi:keyvalue/atomics": crate::plugin::wasm::handler::bindings::wasi::keyvalue::atomics,
+        "wasi:keyvalue/batch": crate::plugin::wasm::handler::bindings::wasi::keyvalue::batch,
+        "plughost:handler/swap": crate::plugin::wasm::handler::bindings::plughost::handler::swap,
+        "plughost:handler/topics": crate::plugin::wasm::handler::bindings::plughost::handler::topics,
     },
     imports: {
         "plughost:handler/connections.[method]connection.read": async | trappable,
