@@ -22,6 +22,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("udp_echo", "udp-echo"),
     ("chat", "chat"),
     ("counter", "counter"),
+    ("handler_chat", "handler-chat"),
     ("proto_echo", "proto-echo"),
     ("proto_http_hello", "proto-http-hello"),
 ];
@@ -32,6 +33,7 @@ const WASM_ONLY_EXAMPLES: &[&str] = &[
     "udp_echo",
     "chat",
     "counter",
+    "handler_chat",
     "proto_echo",
     "proto_http_hello",
 ];

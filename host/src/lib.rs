@@ -12,7 +12,7 @@
 //! |---|---|
 //! | [`service`] | what `host run` serves: one server per listener, its plugin, limits, grants, reload hooks, the admin listener |
 //! | [`server`] | the accept loop (`mio`), access rules, the connection cap, signals and drain — and the serving modes: [`server`]'s `pool` (a thread per connection), `events` (event-loop threads) and `reactor` (shared instances); `udp` for datagrams |
-//! | [`connection`] | the socket a plugin drives: byte counts, timeouts, error mapping; [`connection::event`] is its event-loop form; [`connection::shared`] a shared instance's connections and timers |
+//! | [`connection`] | the socket a plugin drives: byte counts, timeouts, error mapping; [`connection::event`] is its event-loop form; [`connection::shared`] a shared instance's connections and timers; [`connection::inbox`] a handler-world connection's topic messages (`read-or-message`) |
 //! | [`plugin`] | the [`Plugin`](plugin::Plugin) trait and its two shapes ([`Serving`](plugin::Serving)), the one [`lifecycle`](plugin::lifecycle) of per-connection plugins; [`plugin::wasm`] (runtime, worlds) and [`plugin::native`] implement them; loading, built-ins, plugin directories |
 //! | [`reload`], [`watch`] | swapping a plugin under live traffic: on SIGHUP, or when its file or sources change |
 //! | [`capacity`] | how many connections fit (`vm.max_map_count`, open files) |
@@ -66,6 +66,17 @@
 //! `connection-lost` and logged and counted by `server/session.rs` as in
 //! step 5. A trap closes every connection of that instance.
 //!
+//! A store call (`--store`): every world's `wasi:keyvalue`, `swap` and
+//! `topics` imports land in `plugin/wasm/store_import.rs`, which calls the
+//! listener's [`ListenerStore`](store::ListenerStore) (`store/mod.rs`:
+//! namespace, bounds, metrics) over `store/memory.rs` or `store/redis.rs`.
+//! A published message fans out through `store/topics.rs` to each
+//! subscriber's mailbox, which wakes its owner: a reactor (`mio` waker;
+//! `message-received` in `server/reactor.rs`), or a handler-world
+//! connection's doorbell (`connection/inbox.rs`, `sys/doorbell.rs`) that
+//! its `read-or-message` waits on beside the socket — `poll` on a thread,
+//! the tokio reactor on an event loop (`connection/event.rs`).
+//!
 //! A datagram: `server/udp.rs` receives it, a pooled thread hands it to a
 //! fresh `datagram-handler` instance (`plugin/wasm/datagram.rs`), the
 //! replies go back from the same socket.
@@ -82,6 +93,7 @@
 //! | engine, pooling, epochs | `plugin/wasm/engine.rs` |
 //! | a flag | `main.rs`'s `cli/` (flags override the file: `cli/run.rs`), then `service.rs` |
 //! | a configuration key | `config.rs`, then `cli/run.rs` `file_listener` |
+//! | a store backend, bound or key layout | `store/` (`mod.rs` the trait and bounds, one file per backend) |
 //! | an OS call | `sys/` |
 //! | a metric | `metrics.rs` |
 

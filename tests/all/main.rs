@@ -21,3 +21,4 @@ mod sandbox;
 mod scale_out;
 mod serving;
 mod shutdown;
+mod store;

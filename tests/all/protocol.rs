@@ -17,7 +17,7 @@ use crate::support::protocol::{
     LineClient, check_chat, check_chat_cuts_a_client_that_never_reads,
     check_chat_cuts_an_endless_line,
 };
-use crate::support::{Host, Mode, SOON, run_host, temp_dir, test_plugin};
+use crate::support::{Host, Mode, SOON, rebuilt, run_host, temp_dir, test_plugin};
 
 /// The fault-injecting test plugin (`tests/plugins/proto-faults`).
 fn faults() -> std::path::PathBuf {
@@ -140,7 +140,7 @@ fn host_check_names_the_protocol_world() {
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{text}");
     assert!(
-        text.contains("implements plughost:handler/protocol@0.1.2"),
+        text.contains("implements plughost:handler/protocol@0.1.3"),
         "{text}"
     );
     assert!(
@@ -322,11 +322,7 @@ fn a_reload_under_a_live_chat_starts_a_new_room_and_keeps_the_old_one() {
 
     // A new build: the same component with a custom section appended
     // (`plughost-test`, one byte), so its hash differs.
-    let mut rebuilt = original.clone();
-    rebuilt.extend_from_slice(&[0, 15, 13]);
-    rebuilt.extend_from_slice(b"plughost-test");
-    rebuilt.push(1);
-    fs::write(&plugin, &rebuilt).expect("write the new build");
+    fs::write(&plugin, rebuilt(&original, "build-2")).expect("write the new build");
     host.signal(libc::SIGHUP);
     host.expect_log("swapped", SOON);
 

@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::{Host, Mode, SOON, example_plugin, temp_dir, test_plugin, workspace_root};
+use crate::support::{
+    Host, Mode, SOON, example_plugin, rebuilt, temp_dir, test_plugin, workspace_root,
+};
 
 /// Sends `message` on a fresh connection and returns what comes back.
 fn ask(host: &Host, message: &[u8]) -> Vec<u8> {
@@ -321,18 +323,6 @@ fn a_real_cargo_rebuild_is_served() {
         );
         thread::sleep(Duration::from_millis(200));
     }
-}
-
-/// `component` with a custom section appended: another build (another
-/// content hash) of the same code.
-fn rebuilt(component: &[u8], label: &str) -> Vec<u8> {
-    let mut content = vec![u8::try_from(label.len()).expect("a short label")];
-    content.extend_from_slice(label.as_bytes());
-    let mut out = component.to_vec();
-    out.push(0); // custom section id
-    out.push(u8::try_from(content.len()).expect("a short section"));
-    out.extend_from_slice(&content);
-    out
 }
 
 /// A UDP host serving `plugin` (UDP is served on threads), with `extra`

@@ -7,22 +7,14 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::{Host, IO_TIMEOUT, Mode, SOON, temp_dir, test_plugin};
-
-/// A free loopback port (bound and released; the test binds it next).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
+use crate::support::{Host, IO_TIMEOUT, Mode, SOON, free_port, temp_dir, test_plugin};
 
 /// One of the three hosts: its serving and admin ports.
 #[derive(Clone, Copy)]

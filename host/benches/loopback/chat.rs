@@ -1,8 +1,12 @@
 //! The `chat` workload: one room of many clients (default 1,000) and one
 //! sender, against the native chat reference (`reference.rs`, a thread per
 //! member and one list of sockets written under one lock), the host with
-//! the built-in `chat` plugin (the protocol world), and the Python and
-//! JavaScript chat guests when `scripts/build-guests.sh` has built them.
+//! the built-in `chat` plugin (the protocol world) — alone, and with the
+//! room shared through a topic of the store (`--store memory`, and
+//! `--store redis://…` when `redis-server` is installed) —, the
+//! handler-world `handler-chat` (a handler per client, the room a topic),
+//! and the Python and JavaScript chat guests when
+//! `scripts/build-guests.sh` has built them.
 //!
 //! The clients are joined once per server, before any round: each reads
 //! its greeting and one `* guestN joined` notice per client after it, so
@@ -43,7 +47,7 @@ use crate::Settings;
 use crate::load;
 use crate::reference::Kind;
 use crate::report::Table;
-use crate::targets::{Server, guest};
+use crate::targets::{Server, guest, which};
 use crate::workloads::{SPREAD, measure_all, reference_row, start_host};
 
 /// Longest the clients may take to join and read every notice.
@@ -75,6 +79,36 @@ pub fn chat(settings: &Settings) {
     starts.push(start_host(
         "host, wasm chat (protocol world)",
         &["--plugin", "chat"],
+        settings,
+    ));
+    starts.push(start_host(
+        "host, wasm chat, room a topic (--store memory)",
+        &["--plugin", "chat", "--store", "memory"],
+        settings,
+    ));
+    // Kept running until the rounds are over.
+    let redis = match which("redis-server") {
+        Some(binary) => Some(Server::redis(&binary)),
+        None => {
+            table.note("chat on Redis: skipped, redis-server is not installed");
+            None
+        }
+    };
+    match &redis {
+        Some(Ok(redis)) => {
+            let url = format!("redis://{}", redis.addr);
+            starts.push(start_host(
+                "host, wasm chat, room a topic on Redis",
+                &["--plugin", "chat", "--store", &url],
+                settings,
+            ));
+        }
+        Some(Err(err)) => table.note(format!("chat on Redis: skipped, {err:#}")),
+        None => {}
+    }
+    starts.push(start_host(
+        "host, handler-chat (a handler per client, --store memory)",
+        &["--plugin", "handler-chat", "--store", "memory"],
         settings,
     ));
     for language in ["python", "js"] {

@@ -260,6 +260,39 @@ impl Server {
         })
     }
 
+    /// A Redis server (`redis_server`, the Debian package's binary) on a
+    /// free loopback port, keeping nothing on disk, unpinned (it serves
+    /// the hosts under test, not the load). Waits until it accepts
+    /// connections.
+    pub fn redis(redis_server: &Path) -> Result<Server> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("a free port for Redis")?
+            .port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut command = Command::new(redis_server);
+        command
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("start {}", redis_server.display()))?;
+        let stdout = child.stdout.take().context("redis-server stdout")?;
+        let lines = read_lines(stdout, None);
+        wait_for_line(&mut child, &lines, |line| {
+            line.contains("Ready to accept connections").then_some(())
+        })
+        .context("redis-server")?;
+        Ok(Server {
+            addr,
+            child,
+            log: Arc::default(),
+        })
+    }
+
     /// A `host` binary: `host run --port 0 <args>`. It logs at `warn`
     /// except the listening line (`host::server` at `info`), so
     /// per-connection lines (target `connection`) cost nothing; the log is

@@ -2,7 +2,8 @@
 //! non-blocking and registered with the thread's tokio reactor, so a plugin
 //! waiting for its client suspends instead of holding the thread. Read and
 //! write timeouts are timers with the same bounds the blocking path sets
-//! as socket options.
+//! as socket options. A `read-or-message` also waits on the connection's
+//! inbox doorbell, registered with the same reactor.
 
 use std::borrow::{Borrow, BorrowMut};
 use std::future::{Future, poll_fn};
@@ -15,11 +16,12 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::time::{Instant, Sleep};
 
+use super::inbox::Arrival;
 use super::{ConnError, Connection, MAX_READ_CHUNK, Stream, Unwrapped};
 use crate::address::PeerAddr;
 
-/// The socket's descriptor, registered with the reactor; the
-/// [`Connection`] keeps owning (and eventually closes) the socket.
+/// The socket's (or the inbox doorbell's) descriptor, registered with the
+/// reactor; the [`Connection`] keeps owning (and eventually closes) it.
 struct Registered(RawFd);
 
 impl AsRawFd for Registered {
@@ -32,6 +34,9 @@ impl AsRawFd for Registered {
 pub struct EventConnection {
     // Declared first so it is dropped (deregistered) before the socket.
     readiness: AsyncFd<Registered>,
+    /// The inbox doorbell, registered at the first `read-or-message` after
+    /// a subscription; dropped (deregistered) before `conn`, which owns it.
+    doorbell: Option<AsyncFd<Registered>>,
     /// The one timer bounding every wait, re-armed lazily (see
     /// [`EventConnection::when_ready`]).
     timer: Pin<Box<Sleep>>,
@@ -71,6 +76,7 @@ impl EventConnection {
         };
         Ok(Self {
             readiness,
+            doorbell: None,
             timer: Box::pin(tokio::time::sleep(FAR_FUTURE)),
             conn,
         })
@@ -79,8 +85,12 @@ impl EventConnection {
     /// Deregisters the socket and gives the connection back.
     pub fn into_inner(self) -> Connection {
         let Self {
-            readiness, conn, ..
+            readiness,
+            doorbell,
+            conn,
+            ..
         } = self;
+        drop(doorbell);
         drop(readiness);
         conn
     }
@@ -113,7 +123,37 @@ impl EventConnection {
             // instead of trying a `recv` that would block.
             Ok(received.map(|n| (n, n > 0 && n < want)))
         };
-        self.when_ready(Interest::READABLE, limit, attempt)
+        self.when_ready(Interest::READABLE, limit, false, attempt)
+            .await?
+            .ok_or(ConnError::TimedOut)
+    }
+
+    /// Waits for whichever comes first: bytes from the client (as
+    /// [`EventConnection::read`]) or a message on a subscribed topic,
+    /// within the read's timeout; like [`Connection::read_or_message`].
+    pub async fn read_or_message(&mut self, max: usize) -> Result<Arrival, ConnError> {
+        let Some(inbox) = self.conn.existing_inbox() else {
+            return self.read(max).await.map(Arrival::Data);
+        };
+        if self.doorbell.is_none() {
+            let fd = Registered(inbox.doorbell().as_raw_fd());
+            // SAFETY: the doorbell stays open while the registration lives:
+            // the inbox owning it is never removed from `conn` (see
+            // `Connection::inbox`), and `doorbell` is dropped before `conn`
+            // (field order, and `into_inner`).
+            let registered = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) };
+            self.doorbell = Some(registered.map_err(|err| ConnError::from_io(&err.into()))?);
+        }
+        let want = max.min(MAX_READ_CHUNK);
+        let limit = self.conn.read_wait();
+        let attempt = |conn: &mut Connection| {
+            Ok(conn.arrival_now(max)?.map(|arrival| {
+                // As for `read`: a short read drained the socket.
+                let drained = matches!(arrival, Arrival::Data(n) if n > 0 && n < want);
+                (arrival, drained)
+            }))
+        };
+        self.when_ready(Interest::READABLE, limit, true, attempt)
             .await?
             .ok_or(ConnError::TimedOut)
     }
@@ -129,7 +169,7 @@ impl EventConnection {
             let attempt =
                 |conn: &mut Connection| Ok(conn.try_write(rest)?.map(|n| (n, n < rest.len())));
             let written = self
-                .when_ready(Interest::WRITABLE, limit, attempt)
+                .when_ready(Interest::WRITABLE, limit, false, attempt)
                 .await?
                 // The peer stopped reading for longer than allowed.
                 .ok_or(ConnError::BrokenPipe)?;
@@ -138,9 +178,9 @@ impl EventConnection {
         Ok(())
     }
 
-    /// Runs `attempt` whenever the socket may be ready for `interest`,
-    /// until it does not report "would block" (`None`) or `limit` passes
-    /// (`Ok(None)`). `attempt` also says whether it drained the readiness
+    /// Runs `attempt` whenever the socket may be ready for `interest` (or,
+    /// `with_doorbell`, the inbox doorbell rang), until it does not report
+    /// "would block" (`None`) or `limit` passes (`Ok(None)`). `attempt` also says whether it drained the readiness
     /// (a short read or write), so the next call waits for an edge instead
     /// of making a system call that would block — as tokio's own sockets
     /// do. Readiness only changes between polls of a single-threaded
@@ -155,36 +195,60 @@ impl EventConnection {
         &mut self,
         interest: Interest,
         limit: Option<Duration>,
+        with_doorbell: bool,
         mut attempt: impl FnMut(&mut Connection) -> Result<Option<(T, bool)>, ConnError>,
     ) -> Result<Option<T>, ConnError> {
         let Self {
             readiness,
+            doorbell,
             timer,
             conn,
         } = self;
+        let doorbell = doorbell.as_ref().filter(|_| with_doorbell);
+        // A message may wait with the doorbell already answered (by the
+        // call that took the message before it): look once before waiting.
+        let mut look_first = doorbell.is_some();
         // Fixed when the operation first has to wait (most reads and writes
         // of a busy connection never do, and need no clock reading).
         let mut waiting_until: Option<Option<Instant>> = None;
         poll_fn(|cx| {
             loop {
+                // A ring is answered by `attempt` (it empties the doorbell
+                // before it looks), so its readiness is cleared first: a
+                // ring after that is a new edge.
+                let rang = match doorbell.map(|bell| bell.poll_read_ready(cx)) {
+                    Some(Poll::Ready(Ok(mut guard))) => {
+                        guard.clear_ready();
+                        true
+                    }
+                    Some(Poll::Ready(Err(err))) => {
+                        return Poll::Ready(Err(ConnError::from_io(&err)));
+                    }
+                    Some(Poll::Pending) | None => false,
+                } || std::mem::take(&mut look_first);
                 let ready = if interest.is_readable() {
                     readiness.poll_read_ready(cx)
                 } else {
                     readiness.poll_write_ready(cx)
                 };
                 let mut guard = match ready {
-                    Poll::Ready(Ok(guard)) => guard,
+                    Poll::Ready(Ok(guard)) => Some(guard),
                     Poll::Ready(Err(err)) => return Poll::Ready(Err(ConnError::from_io(&err))),
+                    Poll::Pending if rang => None,
                     Poll::Pending => break,
                 };
                 match attempt(conn) {
                     Ok(Some((done, drained))) => {
-                        if drained {
+                        if drained && let Some(guard) = &mut guard {
                             guard.clear_ready();
                         }
                         return Poll::Ready(Ok(Some(done)));
                     }
-                    Ok(None) => guard.clear_ready(),
+                    Ok(None) => {
+                        if let Some(guard) = &mut guard {
+                            guard.clear_ready();
+                        }
+                    }
                     Err(err) => return Poll::Ready(Err(err)),
                 }
             }
@@ -280,6 +344,36 @@ mod tests {
             client.write_all(b"hi").unwrap();
             assert_eq!(conn.read(10).await, Ok(2));
             assert_eq!(conn.connection_mut().received(), b"hi");
+        });
+    }
+
+    #[test]
+    fn read_or_message_wakes_for_a_message_or_the_client() {
+        on_a_loop(None, |mut conn, mut client| async move {
+            let store = super::super::inbox::subscribed_to_room(conn.connection_mut());
+            // Published by another thread while the loop waits.
+            let publisher = std::thread::spawn({
+                let store = std::sync::Arc::clone(&store);
+                move || store.publish("room", b"hi").unwrap()
+            });
+            match conn.read_or_message(10).await.unwrap() {
+                Arrival::Message(m) => assert_eq!(&*m.body, b"hi"),
+                other => panic!("{other:?} instead of the message"),
+            }
+            publisher.join().unwrap();
+            // Two at once: the first call answers the doorbell for both,
+            // and the second still finds its message.
+            store.publish("room", b"one").unwrap();
+            store.publish("room", b"two").unwrap();
+            for expected in [&b"one"[..], b"two"] {
+                match conn.read_or_message(10).await.unwrap() {
+                    Arrival::Message(m) => assert_eq!(&*m.body, expected),
+                    other => panic!("{other:?} instead of a message"),
+                }
+            }
+            client.write_all(b"abc").unwrap();
+            assert_eq!(conn.read_or_message(10).await, Ok(Arrival::Data(3)));
+            assert_eq!(conn.connection_mut().received(), b"abc");
         });
     }
 

@@ -9,9 +9,12 @@
 //! timeouts are socket options); an [`event::EventConnection`] is
 //! non-blocking, registered with an event loop, and applies the same
 //! timeouts as timers. The connections of a shared instance (the
-//! `protocol` world) are non-blocking too, in [`shared::SharedIo`].
+//! `protocol` world) are non-blocking too, in [`shared::SharedIo`]. A
+//! handler-world connection whose instance subscribed to topics holds an
+//! [`inbox::Inbox`], so `read-or-message` wakes for either.
 
 pub mod event;
+pub mod inbox;
 pub mod shared;
 
 use std::io::{self, Read, Write};
@@ -20,8 +23,9 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use self::inbox::{Arrival, Inbox};
 use crate::address::PeerAddr;
-use crate::sys::socket;
+use crate::sys::{doorbell, socket};
 
 /// The most bytes a single `read` hands to a plugin.
 pub const MAX_READ_CHUNK: usize = 1024 * 1024;
@@ -236,6 +240,9 @@ pub struct Connection {
     /// Whether the last read was large (see [`STREAMING_READ`]): the peer
     /// is sending a bulk transfer.
     streaming: bool,
+    /// Topic messages, once the instance subscribed (never removed: an
+    /// event loop may have its doorbell registered).
+    inbox: Option<Inbox>,
 }
 
 impl Connection {
@@ -298,7 +305,63 @@ impl Connection {
             bytes_out: 0,
             received: Vec::new(),
             streaming: false,
+            inbox: None,
         })
+    }
+
+    /// The connection's inbox for topic messages, made at the first call
+    /// (it holds a descriptor, which may be refused).
+    pub fn inbox(&mut self) -> io::Result<&mut Inbox> {
+        let inbox = match self.inbox.take() {
+            Some(inbox) => inbox,
+            None => Inbox::new()?,
+        };
+        Ok(self.inbox.insert(inbox))
+    }
+
+    /// The inbox, if the instance ever subscribed.
+    pub(crate) fn existing_inbox(&self) -> Option<&Inbox> {
+        self.inbox.as_ref()
+    }
+
+    /// The same, to change.
+    pub(crate) fn existing_inbox_mut(&mut self) -> Option<&mut Inbox> {
+        self.inbox.as_mut()
+    }
+
+    /// Waits for whichever comes first: bytes from the client (as
+    /// [`Connection::read`]) or a message on a subscribed topic; the read's
+    /// timeout bounds the wait. Without a subscription, a read.
+    pub fn read_or_message(&mut self, max: usize) -> Result<Arrival, ConnError> {
+        let Some(wait) = self.inbox.as_ref().map(|_| self.read_wait()) else {
+            return self.read(max).map(Arrival::Data);
+        };
+        let deadline = wait.and_then(|wait| Instant::now().checked_add(wait));
+        loop {
+            if let Some(arrival) = self.arrival_now(max)? {
+                return Ok(arrival);
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let Some(inbox) = &self.inbox else {
+                return Err(ConnError::Other);
+            };
+            let woken = doorbell::wait_for_either(self.stream.as_raw_fd(), inbox.doorbell(), left)
+                .map_err(|err| ConnError::from_io(&err))?;
+            if !woken {
+                return Err(ConnError::TimedOut);
+            }
+        }
+    }
+
+    /// What is already here for a `read-or-message`: a waiting message or
+    /// the bytes a read that does not wait gets (see [`Inbox::next`]).
+    pub(crate) fn arrival_now(&mut self, max: usize) -> Result<Option<Arrival>, ConnError> {
+        let Some(mut inbox) = self.inbox.take() else {
+            return Ok(self.try_read(max)?.map(Arrival::Data));
+        };
+        let arrival = inbox.next(|| self.try_read(max));
+        self.inbox = Some(inbox);
+        arrival
     }
 
     /// Reads up to `max` bytes (clamped to [`MAX_READ_CHUNK`]) into the
@@ -613,6 +676,59 @@ mod tests {
             .map_err(|unwrapped| unwrapped.error)
             .unwrap();
         (conn, client)
+    }
+
+    fn message_text(arrival: Arrival) -> String {
+        match arrival {
+            Arrival::Message(m) => String::from_utf8_lossy(&m.body).into_owned(),
+            Arrival::Data(n) => panic!("{n} bytes instead of a message"),
+        }
+    }
+
+    #[test]
+    fn read_or_message_wakes_for_a_message_from_another_thread() {
+        let (mut conn, _client) = connection_and_client();
+        let store = inbox::subscribed_to_room(&mut conn);
+        let publisher = std::thread::spawn({
+            let store = std::sync::Arc::clone(&store);
+            move || store.publish("room", b"hello").unwrap()
+        });
+        assert_eq!(message_text(conn.read_or_message(100).unwrap()), "hello");
+        publisher.join().unwrap();
+    }
+
+    #[test]
+    fn read_or_message_takes_turns_and_times_out_like_a_read() {
+        let (mut conn, mut client) = connection_and_client();
+        let store = inbox::subscribed_to_room(&mut conn);
+        for n in 0..3 {
+            store.publish("room", format!("m{n}").as_bytes()).unwrap();
+        }
+        client.write_all(b"abc").unwrap();
+        // Client bytes first, then a message, then the client again...
+        let mut arrivals = Vec::new();
+        for _ in 0..4 {
+            arrivals.push(match conn.read_or_message(1).unwrap() {
+                Arrival::Data(n) => String::from_utf8_lossy(&conn.received()[..n]).into_owned(),
+                message => message_text(message),
+            });
+        }
+        assert_eq!(arrivals, ["a", "m0", "b", "m1"]);
+        assert_eq!(conn.read_or_message(1), Ok(Arrival::Data(1)));
+        assert_eq!(message_text(conn.read_or_message(1).unwrap()), "m2");
+        conn.set_read_timeout(Some(Duration::from_millis(1)))
+            .unwrap();
+        assert_eq!(conn.read_or_message(1), Err(ConnError::TimedOut));
+        drop(client);
+        assert_eq!(conn.read_or_message(1), Ok(Arrival::Data(0)));
+    }
+
+    #[test]
+    fn read_or_message_without_a_subscription_is_a_read() {
+        let (mut conn, mut client) = connection_and_client();
+        client.write_all(b"xy").unwrap();
+        assert_eq!(conn.read_or_message(10), Ok(Arrival::Data(2)));
+        assert!(conn.existing_inbox().is_none());
     }
 
     #[test]

@@ -42,6 +42,11 @@ pub const BUILTINS: &[Builtin] = &[
         bytes: include_bytes!(concat!(env!("OUT_DIR"), "/counter.wasm")),
     },
     Builtin {
+        name: "handler-chat",
+        summary: "the chat room with a handler per client, through a store topic (needs --store)",
+        bytes: include_bytes!(concat!(env!("OUT_DIR"), "/handler-chat.wasm")),
+    },
+    Builtin {
         name: "proto-echo",
         summary: "echo from one instance serving every connection (protocol world)",
         bytes: include_bytes!(concat!(env!("OUT_DIR"), "/proto-echo.wasm")),

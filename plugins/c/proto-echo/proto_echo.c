@@ -44,3 +44,11 @@ void exports_protocol_connection_lost(protocol_transport_t t, protocol_lost_reas
 }
 
 void exports_protocol_timer_fired(protocol_timer_t t) { (void)t; }
+
+/* A message on a subscribed topic (plughost:handler/topics); echo
+ * subscribes to none, so this never runs. Both lists are the plugin's to
+ * free. */
+void exports_protocol_message_received(protocol_string_t *topic, protocol_list_u8_t *message) {
+    protocol_string_free(topic);
+    protocol_list_u8_free(message);
+}

@@ -38,3 +38,7 @@ func WriteDrained(t uint64) {
 func ConnectionLost(t uint64, reason transports.LostReason) {}
 
 func TimerFired(timer uint64) {}
+
+// MessageReceived is a message on a subscribed topic
+// (plughost:handler/topics); echo subscribes to none, so it never runs.
+func MessageReceived(topic string, message []uint8) {}

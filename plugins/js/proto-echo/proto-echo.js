@@ -15,7 +15,7 @@ import {
   pauseReading,
   resumeReading,
   write,
-} from "plughost:handler/transports@0.1.2";
+} from "plughost:handler/transports@0.1.3";
 
 export function init() {}
 
@@ -40,3 +40,7 @@ export function writeDrained(t) {
 export function connectionLost(t, reason) {}
 
 export function timerFired(timer) {}
+
+// A message on a subscribed topic (plughost:handler/topics@0.1.3): this
+// plugin subscribes to none, so it never runs.
+export function messageReceived(topic, message) {}

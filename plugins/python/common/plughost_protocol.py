@@ -17,8 +17,9 @@ each connection gets a `Protocol` object of its own, built by the plugin's
 
 The host calls the world's exports one at a time; `serve` dispatches them
 to the connection's `Protocol` (`connection_made`, `data_received`,
-`write_drained`, `connection_lost`) and to the callables given to
-`call_later`. No callback may wait: there is no blocking read, and
+`write_drained`, `connection_lost`), to the callables given to
+`call_later`, and messages on subscribed topics (`subscribe`, with a
+store granted: `host run --store memory`) to `Factory.message_received`. No callback may wait: there is no blocking read, and
 `Transport.write` returns at once (it raises `BufferFull` when the host's
 per-connection bound on unsent output would be passed).
 
@@ -36,6 +37,7 @@ import wit_world
 from componentize_py_types import Err
 from wit_world.imports import config as _config
 from wit_world.imports import timers as _timers
+from wit_world.imports import topics as _topics
 from wit_world.imports import transports as _transports
 from wit_world.imports.transports import LostReason
 
@@ -48,11 +50,15 @@ __all__ = [
     "LineReceiver",
     "LostReason",
     "Protocol",
+    "StoreError",
     "Transport",
     "WriteError",
     "call_later",
     "config",
+    "publish",
     "serve",
+    "subscribe",
+    "unsubscribe",
     "write_limit",
 ]
 
@@ -70,6 +76,12 @@ class BufferFull(WriteError):
     """The data would take the connection's unsent output past the host's
     bound (`write_limit()`): the peer is not reading fast enough. Pause the
     producer until `write_drained`, or `abort` the connection."""
+
+
+class StoreError(Exception):
+    """A topic call the host refused: the listener has no store
+    (`no-store`), the topic name or message is out of bounds (`invalid`),
+    or the backend is unreachable (`unavailable`); the text says which."""
 
 
 class Address(NamedTuple):
@@ -204,6 +216,10 @@ class Factory:
     def start_factory(self) -> None:
         """Called once, before any connection."""
 
+    def message_received(self, topic: str, message: bytes) -> None:
+        """A message arrived on a topic this instance subscribed to
+        (`subscribe`), including its own publishes."""
+
     def build_protocol(self, addr: Optional[Address]) -> Protocol:
         """A new `Protocol` for a client at `addr`, with `factory` set."""
         protocol = self.protocol()
@@ -246,6 +262,32 @@ def call_later(delay: float, fn: Callable[..., Any], *args: Any, **kwargs: Any) 
 def write_limit() -> int:
     """The most bytes the host buffers for one connection."""
     return _transports.write_limit()
+
+
+def _topic_call(what: str, call: Callable[[], Any]) -> None:
+    try:
+        call()
+    except Err as e:
+        kind = type(e.value).__name__.removeprefix("Error_").lower()
+        detail = getattr(e.value, "value", None)
+        raise StoreError(f"{what}: {kind}" + (f": {detail}" if detail else "")) from None
+
+
+def publish(topic: str, message: bytes) -> None:
+    """Sends `message` to every subscriber of `topic` (on every host
+    sharing the store); raises `StoreError`."""
+    _topic_call(f"publish {topic}", lambda: _topics.publish(topic, message))
+
+
+def subscribe(topic: str) -> None:
+    """Delivers `topic`'s messages to `Factory.message_received`; raises
+    `StoreError`."""
+    _topic_call(f"subscribe {topic}", lambda: _topics.subscribe(topic))
+
+
+def unsubscribe(topic: str) -> None:
+    """Stops `topic`'s messages; raises `StoreError`."""
+    _topic_call(f"unsubscribe {topic}", lambda: _topics.unsubscribe(topic))
 
 
 def config(key: str) -> Optional[str]:
@@ -314,6 +356,13 @@ def serve(make_factory: Callable[[], Factory]) -> type:
             if protocol is not None:
                 try:
                     protocol.connection_lost(reason)
+                except Exception:
+                    traceback.print_exc()
+
+        def message_received(self, topic: str, message: bytes) -> None:
+            if _factory is not None:
+                try:
+                    _factory.message_received(topic, message)
                 except Exception:
                     traceback.print_exc()
 

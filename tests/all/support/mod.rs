@@ -1,7 +1,7 @@
 //! Test support: start the real `host` binary ([`Host`], built with
 //! [`Host::builder`], in an explicit [`Mode`]); run one-shot `host`
 //! commands; find the plugins the build produced; temporary directories;
-//! and the [`in_every_mode!`] macro that runs a behaviour test on threads
+//! a real Redis ([`redis::Redis`]); and the [`in_every_mode!`] macro that runs a behaviour test on threads
 //! and on an event loop.
 
 pub mod admin;
@@ -9,6 +9,7 @@ pub mod checks;
 pub mod clients;
 mod host;
 pub mod protocol;
+pub mod redis;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -55,6 +56,26 @@ macro_rules! in_every_mode {
             }
         }
     )*};
+}
+
+/// `component` with a custom section appended: another build (another
+/// content hash) of the same code.
+pub fn rebuilt(component: &[u8], label: &str) -> Vec<u8> {
+    let mut content = vec![u8::try_from(label.len()).expect("a short label")];
+    content.extend_from_slice(label.as_bytes());
+    let mut out = component.to_vec();
+    out.push(0); // custom section id
+    out.push(u8::try_from(content.len()).expect("a short section"));
+    out.extend_from_slice(&content);
+    out
+}
+
+/// A free loopback port (bound and released; the test binds it next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 /// The repository root.

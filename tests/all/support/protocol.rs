@@ -1,7 +1,7 @@
 //! Clients and checks for protocol-world plugins: [`LineClient`] (a
 //! connection read line by line), and the behaviour every build of the
-//! `chat` example must show, whatever language it was written in
-//! ([`check_chat`], [`check_chat_cuts_a_client_that_never_reads`],
+//! `chat` example must show, whatever language (or world: the
+//! handler-world `handler-chat` too) it was written in ([`check_chat`], [`check_chat_cuts_a_client_that_never_reads`],
 //! [`check_chat_cuts_an_endless_line`]).
 //! `proto-echo` and `proto-http-hello` are held to the handler world's
 //! own checks (`checks::check_echo`, `checks::check_http`).
@@ -24,6 +24,23 @@ impl LineClient {
         let writer = stream.try_clone().expect("clone the stream");
         Self {
             writer,
+            reader: BufReader::new(stream),
+        }
+    }
+
+    /// Connects to `addr` with a 4 KiB receive buffer, so that a client
+    /// that stops reading backs up into the host sooner.
+    pub fn connect_with_small_buffer(addr: SocketAddr) -> Self {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("a socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        socket.connect(&addr.into()).expect("connect");
+        let stream: TcpStream = socket.into();
+        stream
+            .set_read_timeout(Some(super::IO_TIMEOUT))
+            .expect("timeout");
+        Self {
+            writer: stream.try_clone().expect("clone the stream"),
             reader: BufReader::new(stream),
         }
     }
@@ -122,22 +139,8 @@ pub fn check_chat_cuts_a_client_that_never_reads(host: &Host) -> String {
     let mut talker = join(addr, 1);
     // The lurker reads its greeting, then nothing more; a small receive
     // buffer makes its backlog reach the host sooner.
-    let lurker = {
-        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .expect("a socket");
-        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-        socket.connect(&addr.into()).expect("connect the lurker");
-        let stream: TcpStream = socket.into();
-        stream
-            .set_read_timeout(Some(super::IO_TIMEOUT))
-            .expect("timeout");
-        let mut lurker = LineClient {
-            writer: stream.try_clone().expect("clone"),
-            reader: BufReader::new(stream),
-        };
-        lurker.expect("* welcome, guest2 (/nick NAME to rename)");
-        lurker
-    };
+    let mut lurker = LineClient::connect_with_small_buffer(addr);
+    lurker.expect("* welcome, guest2 (/nick NAME to rename)");
     talker.expect("* guest2 joined");
     let mut reader = join(addr, 3);
     talker.expect("* guest3 joined");

@@ -4,9 +4,10 @@
 //!
 //! Deny by default: without a store, `open` fails with `access-denied`
 //! and every topic call with `no-store`, so one component runs with or
-//! without a store and can tell which. Messages are received only where a
-//! world has an export to deliver them to (`protocol`'s
-//! `message-received`); elsewhere `subscribe` fails with `invalid`.
+//! without a store and can tell which. Messages are received where a
+//! world has a way to deliver them: `protocol`'s `message-received`, and
+//! the handler world's `read-or-message`; in the datagram world
+//! `subscribe` fails with `invalid`.
 
 use std::sync::Arc;
 
@@ -15,6 +16,10 @@ use wasmtime::component::Resource;
 use super::handler::bindings::plughost::handler::{swap, topics};
 use super::handler::bindings::wasi::keyvalue::{atomics, batch, store};
 use super::state::StoreState;
+use crate::connection::Connection;
+use crate::connection::event::EventConnection;
+use crate::connection::inbox::Inbox;
+use crate::connection::shared::SharedIo;
 use crate::store::topics::Subscriptions;
 use crate::store::{ListenerStore, StoreError};
 
@@ -25,10 +30,13 @@ pub struct BucketHandle {
 }
 
 /// Where a world's instance receives topic messages, if it can.
-pub(super) trait Inbox {
-    /// The instance's subscriptions; `None` where messages cannot be
-    /// delivered.
-    fn subscriptions(&mut self) -> Option<&mut Subscriptions>;
+pub(super) trait ReceivesMessages {
+    /// The instance's subscriptions (made at the first call where that
+    /// costs something); an error where messages cannot be delivered.
+    fn subscriptions(&mut self) -> Result<&mut Subscriptions, StoreError>;
+
+    /// The subscriptions if there are any, for `unsubscribe`.
+    fn existing_subscriptions(&mut self) -> Option<&mut Subscriptions>;
 }
 
 type KvResult<T> = wasmtime::Result<Result<T, store::Error>>;
@@ -188,7 +196,7 @@ impl<C: Send> swap::Host for StoreState<C> {
     }
 }
 
-impl<C: Send + Inbox> topics::Host for StoreState<C> {
+impl<C: Send + ReceivesMessages> topics::Host for StoreState<C> {
     fn publish(
         &mut self,
         topic: String,
@@ -204,44 +212,66 @@ impl<C: Send + Inbox> topics::Host for StoreState<C> {
         let Some(store) = self.sandbox.store.clone() else {
             return Ok(Err(topics::Error::NoStore));
         };
-        let Some(subscriptions) = self.io.subscriptions() else {
-            return Ok(Err(topics::Error::Invalid(
-                "this instance cannot receive messages: only the protocol world has \
-                 `message-received`"
-                    .into(),
-            )));
-        };
-        Ok(subscriptions.subscribe(&store, &topic).map_err(topic_error))
+        let subscribed = self
+            .io
+            .subscriptions()
+            .and_then(|subscriptions| subscriptions.subscribe(&store, &topic));
+        Ok(subscribed.map_err(topic_error))
     }
 
     fn unsubscribe(&mut self, topic: String) -> wasmtime::Result<()> {
-        if let Some(subscriptions) = self.io.subscriptions() {
+        if let Some(subscriptions) = self.io.existing_subscriptions() {
             subscriptions.unsubscribe(&topic);
         }
         Ok(())
     }
 }
 
-impl Inbox for () {
-    fn subscriptions(&mut self) -> Option<&mut Subscriptions> {
+impl ReceivesMessages for () {
+    fn subscriptions(&mut self) -> Result<&mut Subscriptions, StoreError> {
+        Err(StoreError::Invalid(
+            "a datagram handler cannot receive messages (it has no way to wait for them)".into(),
+        ))
+    }
+
+    fn existing_subscriptions(&mut self) -> Option<&mut Subscriptions> {
         None
     }
 }
 
-impl Inbox for crate::connection::Connection {
-    fn subscriptions(&mut self) -> Option<&mut Subscriptions> {
-        None
+impl ReceivesMessages for Connection {
+    fn subscriptions(&mut self) -> Result<&mut Subscriptions, StoreError> {
+        match self.inbox() {
+            Ok(inbox) => Ok(inbox.subscriptions()),
+            Err(err) => Err(StoreError::Unavailable(format!(
+                "cannot make the connection's inbox: {err}"
+            ))),
+        }
+    }
+
+    fn existing_subscriptions(&mut self) -> Option<&mut Subscriptions> {
+        self.existing_inbox_mut().map(Inbox::subscriptions)
     }
 }
 
-impl Inbox for crate::connection::event::EventConnection {
-    fn subscriptions(&mut self) -> Option<&mut Subscriptions> {
-        None
+impl ReceivesMessages for EventConnection {
+    fn subscriptions(&mut self) -> Result<&mut Subscriptions, StoreError> {
+        self.connection_mut().subscriptions()
+    }
+
+    fn existing_subscriptions(&mut self) -> Option<&mut Subscriptions> {
+        self.connection_mut().existing_subscriptions()
     }
 }
 
-impl Inbox for crate::connection::shared::SharedIo {
-    fn subscriptions(&mut self) -> Option<&mut Subscriptions> {
-        self.subscriptions()
+impl ReceivesMessages for SharedIo {
+    fn subscriptions(&mut self) -> Result<&mut Subscriptions, StoreError> {
+        SharedIo::subscriptions(self).ok_or_else(|| {
+            StoreError::Invalid("this instance cannot receive messages (a trial run)".into())
+        })
+    }
+
+    fn existing_subscriptions(&mut self) -> Option<&mut Subscriptions> {
+        SharedIo::subscriptions(self)
     }
 }

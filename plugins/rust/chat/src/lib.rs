@@ -16,8 +16,9 @@
 //!   4 KiB disconnects its sender.
 //!
 //! With a shared store (`host run --plugin chat --store redis://…`) every
-//! instance on every host sharing it is one room: lines go out through the
-//! topic [`TOPIC`] and each instance hands them to its own members, and
+//! instance on every host sharing it is one room: a line goes to the
+//! sender's instance's members at once and out through the topic
+//! [`TOPIC`] to the other instances, which hand it to theirs, and
 //! guest numbers come from a counter in the store, so they are unique
 //! across hosts. (`/nick` names and `/who` are per instance.) If the store
 //! cannot be reached the instance serves its own members alone, says so
@@ -66,32 +67,28 @@ impl Chat {
         }
     }
 
-    /// Sends `line` to every member but `from`: through the topic when
-    /// the room is shared, else (or if publishing fails) to this
-    /// instance's members.
+    /// Sends `line` to every member but `from`: at once to this
+    /// instance's members (those here now: a member who joins later never
+    /// gets it), and through the topic to the other instances when the
+    /// room is shared. If publishing fails, `from` is told.
     fn broadcast(&mut self, from: Transport, line: &[u8]) {
+        self.deliver(Some(from), line);
         if let Some(origin) = self.shared {
-            let mut message = format!("{origin} {} ", from.id()).into_bytes();
+            let mut message = format!("{origin} ").into_bytes();
             message.extend_from_slice(line);
-            match store::publish(TOPIC, &message) {
-                Ok(()) => return,
-                Err(err) => {
-                    Self::send(
-                        from,
-                        format!("* only this host hears you: {err}\n").as_bytes(),
-                    );
-                    self.lost_store(&err);
-                }
+            if let Err(err) = store::publish(TOPIC, &message) {
+                Self::send(
+                    from,
+                    format!("* only this host hears you: {err}\n").as_bytes(),
+                );
+                self.lost_store(&err);
             }
         }
-        self.deliver(None, from, line);
     }
 
-    /// Sends `line` from `from` to this instance's members (`origin`: the
-    /// instance it came from, `None` for this one).
-    fn deliver(&self, origin: Option<u64>, from: Transport, line: &[u8]) {
-        let mine = origin.is_none() || origin == self.shared;
-        for &to in self.names.keys().filter(|&&to| !(mine && to == from)) {
+    /// Sends `line` to this instance's members, but `except`.
+    fn deliver(&self, except: Option<Transport>, line: &[u8]) {
+        for &to in self.names.keys().filter(|&&to| Some(to) != except) {
             Self::send(to, line);
         }
     }
@@ -230,15 +227,18 @@ impl Protocol for Chat {
         if topic != TOPIC {
             return;
         }
-        // `ORIGIN FROM line`, as `broadcast` publishes it.
-        let mut parts = message.splitn(3, |&b| b == b' ');
-        let number = |part: Option<&[u8]>| std::str::from_utf8(part?).ok()?.parse::<u64>().ok();
-        let (Some(origin), Some(from), Some(line)) =
-            (number(parts.next()), number(parts.next()), parts.next())
-        else {
+        // `ORIGIN line`, as `broadcast` publishes it; this instance's own
+        // lines reached its members when they were sent.
+        let mut parts = message.splitn(2, |&b| b == b' ');
+        let origin = parts
+            .next()
+            .and_then(|origin| std::str::from_utf8(origin).ok()?.parse::<u64>().ok());
+        let (Some(origin), Some(line)) = (origin, parts.next()) else {
             return;
         };
-        self.deliver(Some(origin), Transport::from_id(from), line);
+        if Some(origin) != self.shared {
+            self.deliver(None, line);
+        }
     }
 }
 
@@ -319,9 +319,25 @@ mod tests {
         assert_eq!(text(&mut room, b), "guest1: hi\n");
         assert_eq!(text(&mut room, a), "");
         // A line from another host's instance (number 7) reaches both.
-        room.message(TOPIC, b"7 1 guest9: from afar\n");
+        room.message(TOPIC, b"7 guest9: from afar\n");
         assert_eq!(text(&mut room, a), "guest9: from afar\n");
         assert_eq!(text(&mut room, b), "guest9: from afar\n");
+        store::testing::set_available(false);
+    }
+
+    #[test]
+    fn its_own_lines_coming_back_through_the_topic_are_not_delivered_again() {
+        store::testing::set_available(true);
+        let mut room = Harness::<Chat>::start().unwrap();
+        let own = room.state().shared.expect("shared with a store");
+        let a = room.connect();
+        room.take_output(a);
+        // A notice of this instance that comes back after a member
+        // joined (the topic delivers late) is not news to that member.
+        room.message(TOPIC, format!("{own} 99 * guest1 joined\n").as_bytes());
+        assert_eq!(text(&mut room, a), "");
+        room.message(TOPIC, b"garbled");
+        assert_eq!(text(&mut room, a), "");
         store::testing::set_available(false);
     }
 

@@ -3,7 +3,9 @@
 //!
 //! `Conn` adds what every handler needs on top of the raw WIT resource: a
 //! read buffer (for [`Conn::read_line`] and [`Conn::read_exact`]), typed
-//! addresses and timeouts, and the `std::io` traits. The raw operations go
+//! addresses and timeouts, the `std::io` traits, and waiting for the
+//! client or a topic message at once ([`Conn::read_or_message`],
+//! [`Conn::read_line_or_message`]). The raw operations go
 //! through the [`Transport`] trait, so the same `Conn` runs over the WIT
 //! `connection` resource inside a component, over a future native (C ABI)
 //! backend, or over [`testing::Script`](crate::testing::Script) in unit
@@ -21,6 +23,27 @@ pub const MAX_READ: usize = 1 << 20;
 
 /// How many bytes [`Conn::read_line`] asks the transport for at a time.
 const LINE_CHUNK: usize = 16 * 1024;
+
+/// A message on a topic the instance subscribed to
+/// ([`store::subscribe`](crate::store::subscribe)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The topic it was published to.
+    pub topic: String,
+    /// The bytes published.
+    pub data: Vec<u8>,
+}
+
+/// What [`Conn::read_or_message`] (and [`Conn::read_line_or_message`])
+/// returned: whichever came first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Arrival {
+    /// Bytes from the client (a line, from `read_line_or_message`); empty
+    /// from `read_or_message` at the end of the client's stream.
+    Data(Vec<u8>),
+    /// A message on a subscribed topic.
+    Message(Message),
+}
 
 /// The raw operations of one connection, as the host offers them.
 ///
@@ -43,6 +66,11 @@ pub trait Transport {
     fn set_timeout_ms(&mut self, ms: Option<u64>);
     /// The read timeout in milliseconds.
     fn timeout_ms(&self) -> Option<u64>;
+    /// Waits for up to `max` bytes or a topic message, whichever comes
+    /// first. A transport without topics (the native ABI) reads.
+    fn read_or_message(&mut self, max: u32) -> Result<Arrival, Error> {
+        self.read(max).map(Arrival::Data)
+    }
 }
 
 /// One client connection, borrowed from the host for the duration of a
@@ -105,6 +133,54 @@ impl<'a> Conn<'a> {
         self.io.read(clamp(max))
     }
 
+    /// Waits for whichever comes first: up to `max` bytes from the client
+    /// (buffered bytes first, without calling the host; empty at the end
+    /// of its stream), a message on a topic the instance subscribed to
+    /// ([`store::subscribe`](crate::store::subscribe)), or the read
+    /// timeout ([`Error::TimedOut`]). Without a subscription it is
+    /// [`Conn::read`].
+    pub fn read_or_message(&mut self, max: usize) -> Result<Arrival, Error> {
+        if max == 0 {
+            return Err(Error::InvalidArgument);
+        }
+        if self.pos < self.buf.len() {
+            return self.read(max).map(Arrival::Data);
+        }
+        self.io.read_or_message(clamp(max))
+    }
+
+    /// [`Conn::read_line`] that also returns a topic message when one
+    /// comes before the line is complete (the part read so far stays
+    /// buffered): `Ok(Some(Arrival::Data(line)))` with the line and its
+    /// `\n` (at end of stream, the last bytes without one),
+    /// `Ok(Some(Arrival::Message(_)))`, or `Ok(None)` at end of stream
+    /// with nothing buffered. Bounded by `max_len` as `read_line`.
+    pub fn read_line_or_message(&mut self, max_len: usize) -> Result<Option<Arrival>, Error> {
+        if max_len == 0 {
+            return Err(Error::InvalidArgument);
+        }
+        loop {
+            let pending = &self.buf[self.pos..];
+            let limit = pending.len().min(max_len);
+            if let Some(i) = pending[..limit].iter().position(|&b| b == b'\n') {
+                let line = pending[..=i].to_vec();
+                self.consume(i + 1);
+                return Ok(Some(Arrival::Data(line)));
+            }
+            if pending.len() >= max_len {
+                return Err(Error::LineTooLong);
+            }
+            let want = LINE_CHUNK.min(max_len - pending.len()).max(1);
+            match self.io.read_or_message(clamp(want))? {
+                Arrival::Message(message) => return Ok(Some(Arrival::Message(message))),
+                Arrival::Data(data) if data.is_empty() => {
+                    return Ok(self.take_rest().map(Arrival::Data));
+                }
+                Arrival::Data(data) => self.append(&data),
+            }
+        }
+    }
+
     /// Writes all of `data` (like `sendall`).
     pub fn write_all(&mut self, data: &[u8]) -> Result<(), Error> {
         if data.is_empty() {
@@ -156,13 +232,7 @@ impl<'a> Conn<'a> {
             }
             scanned = pending.len();
             if !self.fill(LINE_CHUNK.min(max_len - pending.len()).max(1))? {
-                if self.pos == self.buf.len() {
-                    return Ok(None);
-                }
-                let rest = self.buf.split_off(self.pos);
-                self.buf.clear();
-                self.pos = 0;
-                return Ok(Some(rest));
+                return Ok(self.take_rest());
             }
         }
     }
@@ -212,12 +282,29 @@ impl<'a> Conn<'a> {
         if data.is_empty() {
             return Ok(false);
         }
+        self.append(&data);
+        Ok(true)
+    }
+
+    /// Appends bytes read from the transport to the buffer.
+    fn append(&mut self, data: &[u8]) {
         if self.pos > 0 {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
-        self.buf.extend_from_slice(&data);
-        Ok(true)
+        self.buf.extend_from_slice(data);
+    }
+
+    /// At end of stream: what is buffered, if anything, emptying the
+    /// buffer.
+    fn take_rest(&mut self) -> Option<Vec<u8>> {
+        if self.pos == self.buf.len() {
+            return None;
+        }
+        let rest = self.buf.split_off(self.pos);
+        self.buf.clear();
+        self.pos = 0;
+        Some(rest)
     }
 
     fn consume(&mut self, n: usize) {
@@ -347,6 +434,45 @@ mod tests {
         c.set_timeout(None);
         assert_eq!(c.timeout(), None);
         assert_eq!(c.read(0), Err(Error::InvalidArgument));
+    }
+
+    #[test]
+    fn a_message_comes_between_lines_and_the_partial_line_waits() {
+        let mut t = Script::new([&b"hel"[..]])
+            .then_message("room", b"hi")
+            .then_chunk(b"lo\nbye");
+        let mut c = Conn::new(&mut t);
+        let message = Arrival::Message(Message {
+            topic: "room".into(),
+            data: b"hi".to_vec(),
+        });
+        assert_eq!(c.read_line_or_message(100).unwrap(), Some(message));
+        assert_eq!(c.buffered(), b"hel");
+        let line = c.read_line_or_message(100).unwrap();
+        assert_eq!(line, Some(Arrival::Data(b"hello\n".to_vec())));
+        let rest = c.read_line_or_message(100).unwrap();
+        assert_eq!(rest, Some(Arrival::Data(b"bye".to_vec())));
+        assert_eq!(c.read_line_or_message(100).unwrap(), None);
+        assert_eq!(c.read_line_or_message(0), Err(Error::InvalidArgument));
+    }
+
+    #[test]
+    fn read_or_message_hands_out_buffered_bytes_first() {
+        let mut t = Script::new([&b"a\nbc"[..]]).then_message("t", b"m");
+        let mut c = Conn::new(&mut t);
+        assert_eq!(c.read_line(10).unwrap().unwrap(), b"a\n");
+        assert_eq!(
+            c.read_or_message(10).unwrap(),
+            Arrival::Data(b"bc".to_vec())
+        );
+        assert!(matches!(
+            c.read_or_message(10).unwrap(),
+            Arrival::Message(_)
+        ));
+        assert_eq!(c.read_or_message(10).unwrap(), Arrival::Data(Vec::new()));
+        let mut t = Script::new([&b"abcdef"[..]]);
+        let mut c = Conn::new(&mut t);
+        assert_eq!(c.read_line_or_message(4), Err(Error::LineTooLong));
     }
 
     #[test]

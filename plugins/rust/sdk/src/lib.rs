@@ -140,7 +140,7 @@ pub mod testing;
 #[cfg(target_arch = "wasm32")]
 mod wasm;
 
-pub use conn::{Conn, MAX_READ, Transport};
+pub use conn::{Arrival, Conn, MAX_READ, Message, Transport};
 pub use error::Error;
 pub use std::net::Shutdown;
 

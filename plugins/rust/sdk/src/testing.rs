@@ -27,22 +27,34 @@
 use std::collections::VecDeque;
 use std::net::{Shutdown, SocketAddr};
 
-use crate::conn::Transport;
+use crate::conn::{Arrival, Message, Transport};
 use crate::{Conn, Error, Handler};
 
 /// A transport that replays prepared reads and records writes.
 ///
 /// Each read returns the next chunk (cut to the requested size, the rest
 /// stays for the next read); after the last chunk, reads return end of
-/// stream. Writes after a write shutdown fail with [`Error::Closed`].
+/// stream. Topic messages queued with [`Script::then_message`] are
+/// returned by `read_or_message` in their place in the script; a plain
+/// read passes over them, as a handler that never asks for messages
+/// never sees one. Writes after a write shutdown fail with
+/// [`Error::Closed`].
 #[derive(Debug, Default)]
 pub struct Script {
-    input: VecDeque<Result<Vec<u8>, Error>>,
+    input: VecDeque<Input>,
     written: Vec<u8>,
     reads: usize,
     read_shut: bool,
     write_shut: bool,
     timeout_ms: Option<u64>,
+}
+
+/// One step of a script.
+#[derive(Debug)]
+enum Input {
+    Chunk(Vec<u8>),
+    Failure(Error),
+    Message(Message),
 }
 
 impl Script {
@@ -55,7 +67,7 @@ impl Script {
         Script {
             input: chunks
                 .into_iter()
-                .map(|c| Ok(c.as_ref().to_vec()))
+                .map(|c| Input::Chunk(c.as_ref().to_vec()))
                 .collect(),
             ..Script::default()
         }
@@ -63,8 +75,49 @@ impl Script {
 
     /// Makes the next read (after the chunks queued so far) fail with `err`.
     pub fn then_error(mut self, err: Error) -> Self {
-        self.input.push_back(Err(err));
+        self.input.push_back(Input::Failure(err));
         self
+    }
+
+    /// Queues one more chunk the client sends.
+    pub fn then_chunk(mut self, chunk: &[u8]) -> Self {
+        self.input.push_back(Input::Chunk(chunk.to_vec()));
+        self
+    }
+
+    /// Queues a message on `topic`, arriving after what is queued so far.
+    pub fn then_message(mut self, topic: &str, data: &[u8]) -> Self {
+        self.input.push_back(Input::Message(Message {
+            topic: topic.to_string(),
+            data: data.to_vec(),
+        }));
+        self
+    }
+
+    /// The next step for a read of up to `max` bytes that takes messages
+    /// (`with_messages`) or passes over them.
+    fn next_input(&mut self, max: u32, with_messages: bool) -> Result<Arrival, Error> {
+        assert!(max > 0, "the SDK never asks for zero bytes");
+        self.reads += 1;
+        if self.read_shut {
+            return Ok(Arrival::Data(Vec::new()));
+        }
+        loop {
+            return match self.input.pop_front() {
+                None => Ok(Arrival::Data(Vec::new())),
+                Some(Input::Failure(e)) => Err(e),
+                Some(Input::Message(message)) if with_messages => Ok(Arrival::Message(message)),
+                Some(Input::Message(_)) => continue,
+                Some(Input::Chunk(mut chunk)) => {
+                    let max = max as usize;
+                    if chunk.len() > max {
+                        let rest = chunk.split_off(max);
+                        self.input.push_front(Input::Chunk(rest));
+                    }
+                    Ok(Arrival::Data(chunk))
+                }
+            };
+        }
     }
 
     /// Runs `setup`, `handle` and `finish` as the host does: `finish` runs
@@ -96,23 +149,14 @@ impl Script {
 
 impl Transport for Script {
     fn read(&mut self, max: u32) -> Result<Vec<u8>, Error> {
-        assert!(max > 0, "the SDK never asks for zero bytes");
-        self.reads += 1;
-        if self.read_shut {
-            return Ok(Vec::new());
+        match self.next_input(max, false)? {
+            Arrival::Data(data) => Ok(data),
+            Arrival::Message(_) => unreachable!("a plain read passes over messages"),
         }
-        match self.input.pop_front() {
-            None => Ok(Vec::new()),
-            Some(Err(e)) => Err(e),
-            Some(Ok(mut chunk)) => {
-                let max = max as usize;
-                if chunk.len() > max {
-                    let rest = chunk.split_off(max);
-                    self.input.push_front(Ok(rest));
-                }
-                Ok(chunk)
-            }
-        }
+    }
+
+    fn read_or_message(&mut self, max: u32) -> Result<Arrival, Error> {
+        self.next_input(max, true)
     }
 
     fn write(&mut self, data: &[u8]) -> Result<(), Error> {

@@ -6,7 +6,9 @@
 //! in a fresh instance (like Python's socketserver.BaseRequestHandler);
 //! `wit/handler.wit` is the contract.
 
-wit_bindgen::generate!({ world: "handler", path: "wit" });
+// `generate_all`: the world imports the `wasi:keyvalue` store interfaces
+// too (from `wit/deps/`), and their bindings are generated here as well.
+wit_bindgen::generate!({ world: "handler", path: "wit", generate_all });
 
 use plughost::handler::connections::ErrorCode;
 

@@ -6,19 +6,20 @@
 //! The blocking bindings and the event-loop bindings
 //! (`event::connection_resource`) each generate their own `HostConnection`
 //! trait and `error-code` type; the macros here give both the same
-//! conversion and the same methods that never wait, so only `read` and
-//! `write` differ between them.
+//! conversion and the same methods that never wait, so only `read`,
+//! `read-or-message` and `write` differ between them.
 
 use std::borrow::BorrowMut;
 
 use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, LinkerInstance, Resource, WasmList};
 
-use super::bindings::plughost::handler::connections::{Host, HostConnection};
+use super::bindings::plughost::handler::connections::{Arrival, Host, HostConnection};
 use super::bindings::{ErrorCode, ShutdownHow, SocketAddress};
 use super::guest_receive::ReadOutcome;
 use crate::address::PeerAddr;
 use crate::connection::Connection;
+use crate::connection::inbox;
 use crate::plugin::wasm::state::{ConnState, ConnectionHandle, StoreState};
 
 /// The `connection` methods that never wait (shutdown, addresses, the read
@@ -103,6 +104,20 @@ pub(in crate::plugin::wasm) fn ip_and_port(addr: &PeerAddr) -> (String, u16) {
     match addr {
         PeerAddr::Ip(addr) => (addr.ip().to_string(), addr.port()),
         unix => (unix.to_string(), 0),
+    }
+}
+
+/// The WIT `arrival` (of either bindings: `data` and `message` are its
+/// variants' constructors) for what a `read-or-message` on `conn` got.
+pub(super) fn wit_arrival<A>(
+    conn: &Connection,
+    arrival: inbox::Arrival,
+    data: fn(Vec<u8>) -> A,
+    message: fn((String, Vec<u8>)) -> A,
+) -> A {
+    match arrival {
+        inbox::Arrival::Data(_) => data(conn.received().to_vec()),
+        inbox::Arrival::Message(m) => message((m.topic.to_string(), m.body.to_vec())),
     }
 }
 
@@ -231,6 +246,19 @@ impl HostConnection for ConnState {
         let result = conn
             .read(max_bytes as usize)
             .map(|_| conn.received().to_vec());
+        self.guest_resumes();
+        Ok(result.map_err(ErrorCode::from))
+    }
+
+    fn read_or_message(
+        &mut self,
+        handle: Resource<ConnectionHandle>,
+        max_bytes: u32,
+    ) -> wasmtime::Result<Result<Arrival, ErrorCode>> {
+        let conn = self.conn(&handle)?;
+        let result = conn
+            .read_or_message(max_bytes as usize)
+            .map(|arrival| wit_arrival(conn, arrival, Arrival::Data, Arrival::Message));
         self.guest_resumes();
         Ok(result.map_err(ErrorCode::from))
     }

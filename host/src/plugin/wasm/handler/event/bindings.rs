@@ -18,6 +18,7 @@ wasmtime::component::bindgen!({
     },
     imports: {
         "plughost:handler/connections.[method]connection.read": async | trappable,
+        "plughost:handler/connections.[method]connection.read-or-message": async | trappable,
         "plughost:handler/connections.[method]connection.write": async | trappable,
         default: trappable,
     },

@@ -1,5 +1,5 @@
-//! The `connection` resource for instances on an event-loop thread: `read`
-//! and `write` wait on the loop, moving bytes between the socket and the
+//! The `connection` resource for instances on an event-loop thread: `read`,
+//! `read-or-message` and `write` wait on the loop, moving bytes between the socket and the
 //! guest's memory as the blocking path does (`link_guest_memory_io`); the
 //! other methods are the blocking implementation's
 //! (`non_waiting_connection_methods`).
@@ -9,12 +9,12 @@ use wasmtime::component::{Linker, Resource, WasmList};
 
 use super::super::connection_resource::{
     READ_METHOD, WRITE_METHOD, data_and_guest_bytes, non_waiting_connection_methods,
-    replace_generated_io,
+    replace_generated_io, wit_arrival,
 };
 use super::super::guest_receive::ReadOutcome;
 use super::EventState;
 use super::bindings::plughost::handler::connections::{
-    ErrorCode, Host, HostConnection, ShutdownHow, SocketAddress,
+    Arrival, ErrorCode, Host, HostConnection, ShutdownHow, SocketAddress,
 };
 use crate::connection::event::EventConnection;
 use crate::plugin::wasm::state::ConnectionHandle;
@@ -92,6 +92,20 @@ impl HostConnection for EventState {
         self.table.get(&handle)?;
         let result = self.io.read(max_bytes as usize).await;
         let result = result.map(|_| self.io.connection_mut().received().to_vec());
+        self.guest_resumes();
+        Ok(result.map_err(ErrorCode::from))
+    }
+
+    async fn read_or_message(
+        &mut self,
+        handle: Resource<ConnectionHandle>,
+        max_bytes: u32,
+    ) -> wasmtime::Result<Result<Arrival, ErrorCode>> {
+        self.table.get(&handle)?;
+        let result = self.io.read_or_message(max_bytes as usize).await;
+        let conn = self.io.connection_mut();
+        let result =
+            result.map(|arrival| wit_arrival(conn, arrival, Arrival::Data, Arrival::Message));
         self.guest_resumes();
         Ok(result.map_err(ErrorCode::from))
     }

@@ -1,0 +1,90 @@
+//! A real Redis for the store tests: `redis-server` (Debian's package,
+//! which `scripts/setup.sh` installs) on a free loopback port, without
+//! persistence, killed when dropped. [`Redis::start`] returns `None`,
+//! saying so, where `redis-server` is not installed.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{SOON, free_port};
+
+/// A running `redis-server`.
+pub struct Redis {
+    port: u16,
+    child: Child,
+}
+
+impl Redis {
+    /// Starts one on a free port, or `None` (with a message) if
+    /// `redis-server` is missing.
+    pub fn start() -> Option<Self> {
+        if Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            eprintln!("skipped: redis-server is not installed (scripts/setup.sh installs it)");
+            return None;
+        }
+        Some(Self::on(free_port()))
+    }
+
+    /// Starts one on `port` and waits until it answers PING.
+    fn on(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let redis = Self { port, child };
+        let deadline = Instant::now() + SOON;
+        while !redis.answers() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on {port}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        redis
+    }
+
+    /// The URL hosts are given (`--store`).
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Whether it answers PING now.
+    fn answers(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut reply = [0u8; 7];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read_exact(&mut reply).is_ok()
+            && &reply == b"+PONG\r\n"
+    }
+
+    /// Kills it (SIGKILL: an outage, not a shutdown) and waits for the end.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port (empty: nothing was persisted).
+    pub fn restart(&mut self) {
+        self.kill();
+        *self = Self::on(self.port);
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
