@@ -19,7 +19,7 @@
 //!   swings by 2x from one half second to the next, and short rounds
 //!   taken in turn let such spells fall on every target alike.
 //! - `BENCH_ONLY`: comma-separated workloads out of `pingpong`, `bulk`,
-//!   `churn`, `http`, `chat`, `guests`, `idle`, `scale`, `startup`
+//!   `churn`, `http`, `chat`, `store`, `guests`, `idle`, `scale`, `startup`
 //!   (default: all).
 //! - `BENCH_IDLE_CONNS` (default 10000): connections the `idle` workload
 //!   opens, and the `guests` workload against the socketserver echo and
@@ -56,7 +56,10 @@
 //!   reference and nginx ([`workloads`]).
 //! - `chat`: one room of 1,000 clients and one sender, deliveries per
 //!   second and a check that no line is lost, against a native chat
-//!   reference ([`chat`]).
+//!   reference; the same room through the store's topics, in memory and
+//!   on Redis, and the handler-world `handler-chat` ([`chat`]).
+//! - `store`: increments from a plugin against `redis-benchmark` on the
+//!   same Redis, and `counter` connections against echo churn ([`store`]).
 //! - `guests`: the Python and JavaScript `proto-echo` guests, churn and
 //!   idle connections, against the seeds' Python socketserver echo
 //!   ([`guests`]).
@@ -69,8 +72,8 @@
 //! the references, nginx), [`reference`] is the native reference server
 //! (echo, HTTP, chat), [`load`] the load generator, [`http`] runs wrk,
 //! [`workloads`] puts the echo and HTTP workloads together and holds the
-//! rounds ([`workloads::measure_all`]), [`chat`], [`guests`], [`idle`] and
-//! [`startup`] are one workload (or two) each, and [`report`] prints the
+//! rounds ([`workloads::measure_all`]), [`chat`], [`store`], [`guests`],
+//! [`idle`] and [`startup`] are one workload (or two) each, and [`report`] prints the
 //! tables.
 
 #[path = "loopback/chat.rs"]
@@ -89,6 +92,8 @@ mod reference;
 mod report;
 #[path = "loopback/startup.rs"]
 mod startup;
+#[path = "loopback/store.rs"]
+mod store;
 #[path = "loopback/targets.rs"]
 mod targets;
 #[path = "loopback/workloads.rs"]
@@ -100,7 +105,7 @@ use anyhow::{Context, Result, bail};
 
 /// The workloads, in the order they run.
 const WORKLOADS: &[&str] = &[
-    "pingpong", "bulk", "churn", "http", "chat", "guests", "idle", "scale", "startup",
+    "pingpong", "bulk", "churn", "http", "chat", "store", "guests", "idle", "scale", "startup",
 ];
 
 /// What this run does, from the environment.
@@ -230,6 +235,9 @@ fn main() -> Result<()> {
     }
     if settings.runs("chat") {
         chat::chat(&settings);
+    }
+    if settings.runs("store") {
+        store::store(&settings);
     }
     if settings.runs("guests") {
         guests::guests_workload(&settings);

@@ -1,13 +1,16 @@
 //! The sandbox, on threads and on an event loop (which links the async
 //! flavour of WASI): a component sees no files, environment, network or
 //! directories unless granted, and a grant shows exactly what it names —
-//! the `connect` grant proven against real listening sockets.
+//! the `connect` grant proven against real listening sockets, the `dirs`
+//! grants against real files (read-only, read-write, `..` and symlinks).
 
+use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::symlink;
 use std::thread;
 
-use crate::support::{Host, Mode, SOON, config_file, run_host, test_plugin, utf8};
+use crate::support::{Host, Mode, SOON, config_file, run_host, temp_dir, test_plugin, utf8};
 
 in_every_mode! {
     /// sandbox.wasm probes the file system, the environment, the network
@@ -139,5 +142,71 @@ in_every_mode! {
             answer.starts_with("error"),
             "no grant, no connection: {answer}"
         );
+    }
+}
+
+in_every_mode! {
+    /// fs_probe.wasm with `/data` granted read-only and `/out` read-write,
+    /// against files the test wrote: `/data` reads and lists, and refuses
+    /// every change (write, append, create, mkdir, rename, remove); `..`
+    /// and symlinks out of either directory do not escape; `/out` writes,
+    /// renames and removes, and the test sees it on disk.
+    fn directory_grants_give_exactly_what_they_name(mode: Mode) {
+        let dir = temp_dir("dir-grants");
+        let (ro, rw, outside) = (dir.join("ro"), dir.join("rw"), dir.join("outside"));
+        for path in [&ro, &rw, &outside] {
+            fs::create_dir_all(path).expect("create a test directory");
+        }
+        fs::write(ro.join("note.txt"), "written by the test").expect("write note.txt");
+        fs::write(outside.join("secret.txt"), "outside").expect("write secret.txt");
+        symlink(outside.join("secret.txt"), ro.join("escape")).expect("symlink");
+        symlink(&outside, rw.join("out-link")).expect("symlink");
+        let config = config_file(
+            "dir-grants",
+            &format!(
+                "[[listener]]\naddress = \"127.0.0.1:0\"\nplugin = \"{}\"\n\
+                 [[listener.grants.dirs]]\nhost = \"{}\"\nguest = \"/data\"\n\
+                 [[listener.grants.dirs]]\nhost = \"{}\"\nguest = \"/out\"\nwritable = true\n",
+                test_plugin("fs_probe.wasm").display(),
+                ro.display(),
+                rw.display(),
+            ),
+        );
+        let host = Host::builder().config(&config).mode(mode).start();
+        assert!(host.stderr_contains("(read-only)"), "{}", host.logs());
+        let mut probe = BufReader::new(host.connect());
+
+        assert_eq!(ask(&mut probe, "read /data/note.txt"), "ok written by the test");
+        assert_eq!(ask(&mut probe, "list /data"), "ok escape,note.txt");
+        for refused in [
+            "write /data/note.txt changed",
+            "append /data/note.txt more",
+            "write /data/new.txt created",
+            "mkdir /data/sub",
+            "rename /data/note.txt /data/moved.txt",
+            "remove /data/note.txt",
+            "read /data/../outside/secret.txt",
+            "read /data/escape",
+            "read /out/out-link/secret.txt",
+            "write /out/out-link/secret.txt changed",
+            "write /out/../outside/new.txt created",
+            "read /etc/passwd",
+        ] {
+            let answer = ask(&mut probe, refused);
+            assert!(answer.starts_with("error"), "`{refused}` must fail: {answer}");
+        }
+        assert_eq!(ask(&mut probe, "write /out/made.txt from the plugin"), "ok");
+        assert_eq!(fs::read_to_string(rw.join("made.txt")).unwrap(), "from the plugin");
+        assert_eq!(ask(&mut probe, "rename /out/made.txt /out/moved.txt"), "ok");
+        assert!(rw.join("moved.txt").is_file() && !rw.join("made.txt").exists());
+        assert_eq!(ask(&mut probe, "remove /out/moved.txt"), "ok");
+        assert!(!rw.join("moved.txt").exists());
+
+        // Nothing outside the writable grant changed.
+        assert_eq!(fs::read_to_string(ro.join("note.txt")).unwrap(), "written by the test");
+        assert_eq!(fs::read_to_string(outside.join("secret.txt")).unwrap(), "outside");
+        let outside_names: Vec<_> = fs::read_dir(&outside).unwrap().flatten().collect();
+        assert_eq!(outside_names.len(), 1, "a file appeared outside the grants");
+        host.assert_no_host_panic("probing the file system");
     }
 }

@@ -4,8 +4,10 @@
 //! the built-in `chat` plugin (the protocol world) — alone, and with the
 //! room shared through a topic of the store (`--store memory`, and
 //! `--store redis://…` when `redis-server` is installed) —, the
-//! handler-world `handler-chat` (a handler per client, the room a topic),
-//! and the Python and JavaScript chat guests when
+//! one room over two host processes on one Redis (the clients joining
+//! each in turn, the sender on the first; CPU figures of both together),
+//! the handler-world `handler-chat` (a handler per client, the room a
+//! topic), and the Python and JavaScript chat guests when
 //! `scripts/build-guests.sh` has built them.
 //!
 //! The clients are joined once per server, before any round: each reads
@@ -72,20 +74,22 @@ pub fn chat(settings: &Settings) {
         "deliveries/s: lines received by all receivers together, higher is better",
         &["lines/s", "lines", "lost", "µs CPU/dlv", "srv CPU", SPREAD],
     );
-    let mut starts: Vec<(String, Result<Server>)> = vec![(
+    // One server per row, or two for the room across two processes.
+    let mut starts: Vec<(String, Result<Vec<Server>>)> = vec![(
         reference_row(Kind::Chat),
-        Server::reference(Kind::Chat, &settings.placement),
+        Server::reference(Kind::Chat, &settings.placement).map(|s| vec![s]),
     )];
-    starts.push(start_host(
+    let one = |(name, server): (String, Result<Server>)| (name, server.map(|s| vec![s]));
+    starts.push(one(start_host(
         "host, wasm chat (protocol world)",
         &["--plugin", "chat"],
         settings,
-    ));
-    starts.push(start_host(
+    )));
+    starts.push(one(start_host(
         "host, wasm chat, room a topic (--store memory)",
         &["--plugin", "chat", "--store", "memory"],
         settings,
-    ));
+    )));
     // Kept running until the rounds are over.
     let redis = match which("redis-server") {
         Some(binary) => Some(Server::redis(&binary)),
@@ -97,30 +101,44 @@ pub fn chat(settings: &Settings) {
     match &redis {
         Some(Ok(redis)) => {
             let url = format!("redis://{}", redis.addr);
-            starts.push(start_host(
+            let args = ["--plugin", "chat", "--store", &url];
+            starts.push(one(start_host(
                 "host, wasm chat, room a topic on Redis",
-                &["--plugin", "chat", "--store", &url],
+                &args,
                 settings,
-            ));
+            )));
+            // A room of its own (not the one-host row's, on the same Redis).
+            let pair = [
+                "--plugin",
+                "chat",
+                "--store",
+                &url,
+                "--store-namespace",
+                "pair",
+            ];
+            let (name, first) =
+                start_host("host x2, wasm chat, one room on Redis", &pair, settings);
+            let (_, second) = start_host(&name, &pair, settings);
+            starts.push((name, first.and_then(|a| Ok(vec![a, second?]))));
         }
         Some(Err(err)) => table.note(format!("chat on Redis: skipped, {err:#}")),
         None => {}
     }
-    starts.push(start_host(
+    starts.push(one(start_host(
         "host, handler-chat (a handler per client, --store memory)",
         &["--plugin", "handler-chat", "--store", "memory"],
         settings,
-    ));
+    )));
     for language in ["python", "js"] {
         let file = format!("{language}-chat.wasm");
         match guest(&file) {
             Ok(path) => {
                 let path = path.to_string_lossy();
-                starts.push(start_host(
+                starts.push(one(start_host(
                     &format!("host, {language} chat (protocol world)"),
                     &["--plugin", &path],
                     settings,
-                ));
+                )));
             }
             Err(why) => table.note(format!("{language} chat: skipped, {why}")),
         }
@@ -131,16 +149,17 @@ pub fn chat(settings: &Settings) {
         .into_iter()
         .map(|(name, server)| {
             eprintln!("  {name}: joining {clients} clients");
-            let joined = server.and_then(|server| {
+            let joined = server.and_then(|servers| {
                 let started = Instant::now();
-                let room = Room::join(server.addr, clients, window)?;
+                let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
+                let room = Room::join(&addrs, clients, window)?;
                 table.note(format!(
                     "{name}: {clients} clients joined and settled in {:.1} s",
                     started.elapsed().as_secs_f64()
                 ));
                 Ok(Joined {
                     room: RefCell::new(room),
-                    server,
+                    servers,
                 })
             });
             (name, joined)
@@ -151,9 +170,9 @@ pub fn chat(settings: &Settings) {
         &targets,
         settings.rounds,
         |joined| {
-            let before = joined.server.cpu_time()?;
+            let before = joined.cpu_time()?;
             let mut round = joined.room.borrow_mut().round(settings.duration)?;
-            round.server_cpu = joined.server.cpu_time()?.saturating_sub(before);
+            round.server_cpu = joined.cpu_time()?.saturating_sub(before);
             Ok(round)
         },
         |round| round.deliveries_per_sec,
@@ -180,7 +199,8 @@ pub fn chat(settings: &Settings) {
     );
     for (name, joined) in &targets {
         if let Ok(joined) = joined {
-            for warning in crate::idle::dedup(joined.server.warnings()) {
+            let warnings = joined.servers.iter().flat_map(Server::warnings).collect();
+            for warning in crate::idle::dedup(warnings) {
                 table.note(format!("{name} logged: {warning}"));
             }
         }
@@ -192,10 +212,17 @@ pub fn chat(settings: &Settings) {
     table.print();
 }
 
-/// A server with its room of clients.
+/// A server (or two) with its room of clients.
 struct Joined {
     room: RefCell<Room>,
-    server: Server,
+    servers: Vec<Server>,
+}
+
+impl Joined {
+    /// The CPU time of the servers together.
+    fn cpu_time(&self) -> Result<Duration> {
+        self.servers.iter().map(Server::cpu_time).sum()
+    }
 }
 
 /// What one round measured.
@@ -306,7 +333,7 @@ impl Room {
     /// the other, and waits until each has read its greeting and the
     /// notice of every client that joined after it (by the guest numbers
     /// the greetings give: `guestN` expects one for each number above N).
-    pub fn join(addr: SocketAddr, count: usize, window: usize) -> Result<Room> {
+    pub fn join(addrs: &[SocketAddr], count: usize, window: usize) -> Result<Room> {
         if count < 2 {
             bail!("a chat room needs a sender and a receiver");
         }
@@ -321,7 +348,8 @@ impl Room {
         };
         let started = Instant::now();
         for index in 0..count {
-            let std_stream = load::connect(addr)?;
+            // In turn over the servers: the sender (the first) on the first.
+            let std_stream = load::connect(addrs[index % addrs.len()])?;
             std_stream.set_nonblocking(true).context("non-blocking")?;
             let mut stream = TcpStream::from_std(std_stream);
             room.poll

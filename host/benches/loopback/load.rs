@@ -187,25 +187,46 @@ pub struct Churn {
     pub seconds: f64,
 }
 
-/// `clients` threads, each repeatedly: connect, send 64 bytes, read the
-/// echo, close; for `duration`.
-pub fn churn(addr: SocketAddr, clients: usize, duration: Duration) -> Result<Churn> {
+/// What a churn connection does between connect and close.
+pub type Exchange = fn(&mut TcpStream) -> Result<()>;
+
+/// One echo churn exchange: 64 bytes out, their echo back.
+pub fn echo_once(stream: &mut TcpStream) -> Result<()> {
+    let (message, mut reply) = ([7u8; MESSAGE], [0u8; MESSAGE]);
+    stream.write_all(&message).context("write")?;
+    stream.read_exact(&mut reply).context("read the echo")?;
+    Ok(())
+}
+
+/// One exchange with the `counter` plugin, which answers at once and
+/// closes: everything it sends, which must be a visit.
+pub fn read_a_visit(stream: &mut TcpStream) -> Result<()> {
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).context("read the reply")?;
+    if !reply.starts_with(b"visit ") {
+        bail!("not a visit: {:?}", String::from_utf8_lossy(&reply));
+    }
+    Ok(())
+}
+
+/// `clients` threads, each repeatedly: connect, `exchange` (the echo
+/// churn: [`echo_once`]), close; for `duration`.
+pub fn churn_with(
+    addr: SocketAddr,
+    clients: usize,
+    duration: Duration,
+    exchange: Exchange,
+) -> Result<Churn> {
     let end = Instant::now() + duration;
     let workers: Vec<_> = (0..clients)
         .map(|_| {
             thread::spawn(move || -> Result<(u64, u64)> {
-                let (message, mut reply) = ([7u8; MESSAGE], [0u8; MESSAGE]);
                 let (mut done, mut errors) = (0u64, 0u64);
                 for _ in 0..MAX_ROUNDS {
                     if Instant::now() >= end || errors >= MAX_CHURN_ERRORS {
                         break;
                     }
-                    let round = connect(addr).and_then(|mut stream| {
-                        stream.write_all(&message).context("write")?;
-                        stream.read_exact(&mut reply).context("read the echo")?;
-                        Ok(())
-                    });
-                    match round {
+                    match connect(addr).and_then(|mut stream| exchange(&mut stream)) {
                         Ok(()) => done += 1,
                         Err(_) => errors += 1,
                     }

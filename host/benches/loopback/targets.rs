@@ -133,6 +133,23 @@ fn workspace_target() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target")
 }
 
+/// A test-only component from `tests/plugins/`, which the host's build
+/// leaves in `target/wasm/wasm32-wasip2/release/<file>`, or why it is
+/// missing.
+pub fn test_plugin(file: &str) -> Result<PathBuf> {
+    let path = workspace_target()
+        .join("wasm/wasm32-wasip2/release")
+        .join(file);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        bail!(
+            "{} is missing (cargo build --release builds it)",
+            path.display()
+        )
+    }
+}
+
 /// A guest component built by `scripts/build-guests.sh`:
 /// `target/guests/<file>`, or why it cannot be used.
 pub fn guest(file: &str) -> Result<PathBuf> {

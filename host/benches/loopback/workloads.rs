@@ -221,8 +221,17 @@ fn spread(lower: f64, upper: f64, median: f64) -> String {
 /// A churn point with the server's CPU time, and how long the point took
 /// (wall clock).
 pub fn churn_with_cpu(server: &Server, duration: Duration) -> Result<(load::Churn, CpuUse)> {
+    churn_with_cpu_using(server, duration, load::echo_once)
+}
+
+/// The same, each connection doing `exchange` instead of the echo.
+pub fn churn_with_cpu_using(
+    server: &Server,
+    duration: Duration,
+    exchange: load::Exchange,
+) -> Result<(load::Churn, CpuUse)> {
     let (cpu, started) = (server.cpu_time()?, Instant::now());
-    let figure = load::churn(server.addr, CHURN_CLIENTS, duration)?;
+    let figure = load::churn_with(server.addr, CHURN_CLIENTS, duration, exchange)?;
     let cpu = server.cpu_time()?.saturating_sub(cpu);
     Ok((figure, (cpu, started.elapsed())))
 }
