@@ -126,4 +126,41 @@ mod tests {
             "[::1]:9"
         );
     }
+
+    /// Property tests: any text is answered without a panic, and every
+    /// address reads back from how it is shown.
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn listen_addr() -> impl Strategy<Value = ListenAddr> {
+            let ip = any::<SocketAddr>().prop_map(|a| match a {
+                SocketAddr::V6(v6) => SocketAddr::new(std::net::IpAddr::V6(*v6.ip()), v6.port()),
+                v4 => v4,
+            });
+            prop_oneof![
+                ip.clone().prop_map(ListenAddr::Tcp),
+                ip.prop_map(ListenAddr::Udp),
+                "/[a-z0-9._/-]{1,40}".prop_map(|p| ListenAddr::Unix(PathBuf::from(p))),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn any_text_gets_an_answer(text in "\\PC{0,80}") {
+                let _ = text.parse::<ListenAddr>();
+            }
+
+            #[test]
+            fn address_like_text_gets_an_answer(text in "(udp:|unix:|\\[)?[0-9a-f:.\\]]{0,50}") {
+                let _ = text.parse::<ListenAddr>();
+            }
+
+            #[test]
+            fn every_address_reads_back_from_its_text(addr in listen_addr()) {
+                prop_assert_eq!(addr.to_string().parse::<ListenAddr>(), Ok(addr));
+            }
+        }
+    }
 }

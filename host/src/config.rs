@@ -327,4 +327,84 @@ plugin = "bot10086"
             "/abs/x.wasm"
         );
     }
+
+    /// Property tests: whatever the file holds, parsing answers (a
+    /// configuration or an error naming the problem), never a panic —
+    /// arbitrary text, and files put together from the real keys with
+    /// values of every kind.
+    mod properties {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// A key of the file (top level or a listener's), or a wrong one.
+        fn key() -> impl Strategy<Value = &'static str> {
+            proptest::sample::select(vec![
+                "admin",
+                "grace",
+                "store",
+                "address",
+                "plugin",
+                "kind",
+                "watch",
+                "max_connections",
+                "event_loops",
+                "instances",
+                "write_buffer",
+                "proxy_protocol",
+                "idle_timeout",
+                "max_memory",
+                "call_timeout",
+                "allow",
+                "deny",
+                "reuse_port",
+                "store_namespace",
+                "name",
+                "biuld",
+            ])
+        }
+
+        /// A TOML value of some kind, plausible or not.
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<i64>().prop_map(|n| n.to_string()),
+                any::<bool>().prop_map(|b| b.to_string()),
+                "\\PC{0,20}".prop_map(|t| format!("{t:?}")),
+                "[0-9]{1,6}(ms|s|m|h|KiB|MiB|GiB|x)?".prop_map(|t| format!("\"{t}\"")),
+                "(127\\.0\\.0\\.1|::1|10\\.0\\.0\\.0)(:[0-9]{1,5}|/[0-9]{1,3})?"
+                    .prop_map(|t| format!("[\"{t}\"]")),
+                Just("\"memory\"".to_string()),
+                Just("\"redis://127.0.0.1:1\"".to_string()),
+                Just("{}".to_string()),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn any_text_gets_an_answer(text in "\\PC{0,300}") {
+                let _ = parse(&text);
+            }
+
+            #[test]
+            fn files_of_real_keys_get_an_answer(
+                top in vec((key(), value()), 0..4),
+                listeners in vec(vec((key(), value()), 0..8), 0..3),
+            ) {
+                let mut text = String::new();
+                for (k, v) in top {
+                    text.push_str(&format!("{k} = {v}\n"));
+                }
+                for listener in listeners {
+                    text.push_str("[[listener]]\n");
+                    for (k, v) in listener {
+                        text.push_str(&format!("{k} = {v}\n"));
+                    }
+                }
+                if let Err(err) = parse(&text) {
+                    prop_assert!(!err.to_string().is_empty());
+                }
+            }
+        }
+    }
 }

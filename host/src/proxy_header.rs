@@ -257,4 +257,104 @@ mod tests {
         huge[14..16].copy_from_slice(&u16::MAX.to_be_bytes());
         assert!(matches!(parse(&huge), Parsed::Invalid(_)));
     }
+
+    /// Property tests: any input is answered without a panic, a valid
+    /// header of either version is read back exactly, and a valid header
+    /// cut short is `Incomplete`, never a wrong answer.
+    mod properties {
+        use std::net::{SocketAddrV4, SocketAddrV6};
+
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// A valid header of either version naming `source`, and its length.
+        fn header(source: SocketAddr, destination_port: u16, tlvs: &[u8]) -> Vec<u8> {
+            match source {
+                SocketAddr::V4(a) => {
+                    let mut addresses = a.ip().octets().to_vec();
+                    addresses.extend_from_slice(&[198, 51, 100, 2]);
+                    addresses.extend_from_slice(&a.port().to_be_bytes());
+                    addresses.extend_from_slice(&destination_port.to_be_bytes());
+                    addresses.extend_from_slice(tlvs);
+                    v2(1, 0x11, &addresses)
+                }
+                SocketAddr::V6(a) => {
+                    let mut addresses = a.ip().octets().to_vec();
+                    addresses.extend_from_slice(&Ipv6Addr::LOCALHOST.octets());
+                    addresses.extend_from_slice(&a.port().to_be_bytes());
+                    addresses.extend_from_slice(&destination_port.to_be_bytes());
+                    addresses.extend_from_slice(tlvs);
+                    v2(1, 0x21, &addresses)
+                }
+            }
+        }
+
+        fn v1(source: SocketAddr, destination_port: u16) -> Vec<u8> {
+            let (family, destination) = match source {
+                SocketAddr::V4(_) => ("TCP4", "198.51.100.2"),
+                SocketAddr::V6(_) => ("TCP6", "::1"),
+            };
+            format!(
+                "PROXY {family} {} {destination} {} {destination_port}\r\n",
+                source.ip(),
+                source.port()
+            )
+            .into_bytes()
+        }
+
+        fn source() -> impl Strategy<Value = SocketAddr> {
+            prop_oneof![
+                any::<SocketAddrV4>().prop_map(SocketAddr::V4),
+                any::<SocketAddrV6>().prop_map(|a| SocketAddr::V6(SocketAddrV6::new(
+                    *a.ip(),
+                    a.port(),
+                    0,
+                    0
+                ))),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn any_bytes_get_an_answer(buf in vec(any::<u8>(), 0..700)) {
+                let _ = parse(&buf);
+            }
+
+            #[test]
+            fn bytes_after_a_signature_get_an_answer(
+                rest in vec(any::<u8>(), 0..600),
+                v1_prefix in any::<bool>(),
+            ) {
+                let mut buf = if v1_prefix { b"PROXY ".to_vec() } else { V2_SIGNATURE.to_vec() };
+                buf.extend_from_slice(&rest);
+                if let Parsed::Header { len, .. } = parse(&buf) {
+                    prop_assert!(len <= buf.len() && len <= V2_MAX.max(V1_MAX));
+                }
+            }
+
+            #[test]
+            fn a_valid_header_is_read_back_exactly(
+                source in source(),
+                destination_port in any::<u16>(),
+                tlvs in vec(any::<u8>(), 0..64),
+                data in vec(any::<u8>(), 0..64),
+                version_one in any::<bool>(),
+            ) {
+                let mut buf = if version_one {
+                    v1(source, destination_port)
+                } else {
+                    header(source, destination_port, &tlvs)
+                };
+                let len = buf.len();
+                buf.extend_from_slice(&data);
+                prop_assert_eq!(parse(&buf), Parsed::Header { len, source: Some(source) });
+                // Cut anywhere short of its end, it is not yet a header.
+                for cut in 0..len {
+                    prop_assert_eq!(parse(&buf[..cut]), Parsed::Incomplete, "cut at {}", cut);
+                }
+            }
+        }
+    }
 }

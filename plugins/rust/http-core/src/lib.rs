@@ -99,4 +99,95 @@ mod tests {
         assert!(answered.close);
         assert!(String::from_utf8(out).unwrap().starts_with("HTTP/1.1 400"));
     }
+
+    /// Property tests: any bytes get answers (each a whole HTTP/1.1
+    /// response) and never more consumed than given; and pipelined
+    /// requests give the same responses however the bytes are split
+    /// across reads.
+    mod properties {
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Serves `chunks` as a plugin does: appends each to what is
+        /// pending, answers, drops what was consumed; stops at a close.
+        fn serve(chunks: &[&[u8]]) -> (Vec<u8>, bool) {
+            let (mut pending, mut out, mut discard) = (Vec::new(), Vec::new(), 0);
+            for chunk in chunks {
+                pending.extend_from_slice(chunk);
+                let answered = answer_all(&pending, &mut discard, &mut out);
+                assert!(answered.consumed <= pending.len());
+                pending.drain(..answered.consumed);
+                if answered.close {
+                    return (out, true);
+                }
+            }
+            (out, false)
+        }
+
+        fn request() -> impl Strategy<Value = Vec<u8>> {
+            (
+                proptest::sample::select(vec!["GET", "HEAD", "POST", "PUT"]),
+                "/[a-zA-Z0-9._~/-]{0,30}(\\?[a-z=&]{0,10})?",
+                vec(("[A-Za-z-]{1,12}", "[ -~]{0,20}"), 0..5),
+                0usize..20,
+            )
+                .prop_map(|(method, path, headers, body)| {
+                    let mut text = format!("{method} {path} HTTP/1.1\r\nHost: x\r\n");
+                    for (name, value) in headers {
+                        // Headers that change framing are chosen below.
+                        let lower = name.to_ascii_lowercase();
+                        if !["content-length", "transfer-encoding", "connection"]
+                            .contains(&lower.as_str())
+                        {
+                            text.push_str(&format!("{name}: {value}\r\n"));
+                        }
+                    }
+                    if body > 0 {
+                        text.push_str(&format!("Content-Length: {body}\r\n"));
+                    }
+                    text.push_str("\r\n");
+                    let mut bytes = text.into_bytes();
+                    bytes.extend(std::iter::repeat_n(b'b', body));
+                    bytes
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn any_bytes_get_whole_answers(buf in vec(any::<u8>(), 0..2048)) {
+                let (mut out, mut discard) = (Vec::new(), 0);
+                let answered = answer_all(&buf, &mut discard, &mut out);
+                prop_assert!(answered.consumed <= buf.len());
+                if !out.is_empty() {
+                    prop_assert!(out.starts_with(b"HTTP/1.1 "));
+                }
+                if let request::Parsed::Request(head) = request::parse(&buf) {
+                    prop_assert!(head.len <= buf.len());
+                }
+            }
+
+            #[test]
+            fn pipelined_requests_split_anywhere_get_the_same_answers(
+                requests in vec(request(), 1..6),
+                cuts in vec(any::<prop::sample::Index>(), 0..8),
+            ) {
+                let whole: Vec<u8> = requests.concat();
+                let (expected, closed) = serve(&[&whole]);
+                prop_assert!(!closed);
+                prop_assert_eq!(expected.windows(9).filter(|w| w == b"HTTP/1.1 ").count(), requests.len());
+                let mut at: Vec<usize> = cuts.iter().map(|i| i.index(whole.len() + 1)).collect();
+                at.sort_unstable();
+                let mut chunks = Vec::new();
+                let mut start = 0;
+                for cut in at {
+                    chunks.push(&whole[start..cut]);
+                    start = cut;
+                }
+                chunks.push(&whole[start..]);
+                prop_assert_eq!(serve(&chunks), (expected, false));
+            }
+        }
+    }
 }
