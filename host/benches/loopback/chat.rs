@@ -92,7 +92,7 @@ pub fn chat(settings: &Settings) {
     )));
     // Kept running until the rounds are over.
     let redis = match which("redis-server") {
-        Some(binary) => Some(Server::redis(&binary)),
+        Some(binary) => Some(Server::redis(&binary, &settings.placement)),
         None => {
             table.note("chat on Redis: skipped, redis-server is not installed");
             None

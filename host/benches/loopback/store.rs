@@ -6,7 +6,9 @@
 //!   store call each, on one connection, and answers when done; the
 //!   figure is increments per second. Against Redis's own client doing the
 //!   same on the same Redis (`redis-benchmark -t incr -c 1 -P 1`: one
-//!   client, no pipelining), and with `--store memory`. N is chosen per
+//!   client, no pipelining), and with `--store memory`. Pinned, Redis runs
+//!   on the client CPU and its callers (the host, `redis-benchmark`) on
+//!   the server CPU, so both rows cross the same two cores. N is chosen per
 //!   round from an untimed calibration run, so that a round takes about
 //!   `BENCH_SECS`.
 //! - **Connections**: the `counter` plugin (connect, read `visit N`, the
@@ -28,7 +30,7 @@ use anyhow::{Context, Result, bail};
 use crate::Settings;
 use crate::load;
 use crate::report::Table;
-use crate::targets::{Server, output_within, test_plugin, which};
+use crate::targets::{Placement, Server, output_within, test_plugin, which};
 use crate::workloads::{
     CHURN_CLIENTS, SPREAD, churn_extras, churn_with_cpu_using, measure_all, start_host,
 };
@@ -41,7 +43,7 @@ const BENCHMARK_LIMIT: Duration = Duration::from_secs(120);
 /// The store workload.
 pub fn store(settings: &Settings) {
     eprintln!("store");
-    let redis = which("redis-server").map(|binary| Server::redis(&binary));
+    let redis = which("redis-server").map(|binary| Server::redis(&binary, &settings.placement));
     let mut notes = Vec::new();
     let redis = match redis {
         Some(Ok(redis)) => Some(redis),
@@ -62,7 +64,11 @@ pub fn store(settings: &Settings) {
 /// Something that makes increments: Redis's own client, or a host running
 /// `store_loop`.
 enum Incrementer {
-    Benchmark { tool: PathBuf, redis: SocketAddr },
+    Benchmark {
+        tool: PathBuf,
+        redis: SocketAddr,
+        placement: Placement,
+    },
     Host(Server),
 }
 
@@ -82,7 +88,11 @@ impl Incrementer {
     /// `count` increments, timed.
     fn run(&self, count: u64) -> Result<Increments> {
         match self {
-            Self::Benchmark { tool, redis } => benchmark(tool, *redis, count),
+            Self::Benchmark {
+                tool,
+                redis,
+                placement,
+            } => benchmark(tool, *redis, placement, count),
             Self::Host(server) => plugin_loop(server.addr, count),
         }
     }
@@ -97,8 +107,14 @@ impl Incrementer {
 
 /// `redis-benchmark -t incr -c 1 -P 1 -n COUNT` against `redis`: its own
 /// figure (requests per second, from `--csv`).
-fn benchmark(tool: &PathBuf, redis: SocketAddr, count: u64) -> Result<Increments> {
+fn benchmark(
+    tool: &PathBuf,
+    redis: SocketAddr,
+    placement: &Placement,
+    count: u64,
+) -> Result<Increments> {
     let mut command = Command::new(tool);
+    placement.server(&mut command);
     command
         .args([
             "-h",
@@ -169,6 +185,7 @@ fn increments(settings: &Settings, redis: Option<&Server>, url: Option<&str>, no
                 Ok(Incrementer::Benchmark {
                     tool,
                     redis: redis.addr,
+                    placement: settings.placement,
                 }),
             )),
             None => table.note("redis-benchmark row: skipped, it is not installed"),

@@ -278,10 +278,11 @@ impl Server {
     }
 
     /// A Redis server (`redis_server`, the Debian package's binary) on a
-    /// free loopback port, keeping nothing on disk, unpinned (it serves
-    /// the hosts under test, not the load). Waits until it accepts
-    /// connections.
-    pub fn redis(redis_server: &Path) -> Result<Server> {
+    /// free loopback port, keeping nothing on disk, on the client CPU
+    /// when pinned: whatever calls it (a host, or `redis-benchmark` put on
+    /// the server CPU) then crosses the same two cores. Waits until it
+    /// accepts connections.
+    pub fn redis(redis_server: &Path, placement: &Placement) -> Result<Server> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .context("a free port for Redis")?
@@ -294,6 +295,7 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        placement.client(&mut command);
         let mut child = command
             .spawn()
             .with_context(|| format!("start {}", redis_server.display()))?;
