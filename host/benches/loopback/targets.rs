@@ -240,7 +240,8 @@ impl Server {
         let exe = std::env::current_exe().context("find the bench binary")?;
         let mut command = Command::new(exe);
         command.args([reference::FLAG, kind.name()]);
-        Server::printing_address(command, "reference server", placement)
+        placement.server(&mut command);
+        Server::printing_address(command, "reference server")
     }
 
     /// The seeds' kind of Python server: `socketserver_echo.py` (a
@@ -249,17 +250,27 @@ impl Server {
     pub fn python_echo(python: &Path, placement: &Placement) -> Result<Server> {
         let mut command = Command::new(python);
         command.args(["-c", PYTHON_ECHO_SOURCE]);
-        Server::printing_address(command, "python socketserver echo", placement)
+        placement.server(&mut command);
+        Server::printing_address(command, "python socketserver echo")
     }
 
-    /// Starts `command` on the server CPU and waits for the address it
-    /// prints as its first line on stdout.
-    fn printing_address(mut command: Command, what: &str, placement: &Placement) -> Result<Server> {
+    /// Starts `command` and waits for the address it prints as its first
+    /// line on stdout.
+    fn printing_address(command: Command, what: &str) -> Result<Server> {
+        Server::when_stdout_says(command, what, |line| line.trim().parse().ok())
+    }
+
+    /// Starts `command` and waits for the first line on its stdout that
+    /// `ready` accepts, which gives the address it serves.
+    fn when_stdout_says(
+        mut command: Command,
+        what: &str,
+        ready: impl Fn(&str) -> Option<SocketAddr>,
+    ) -> Result<Server> {
         command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        placement.server(&mut command);
         let mut child = command
             .spawn()
             .with_context(|| format!("start the {what}"))?;
@@ -268,8 +279,8 @@ impl Server {
             .take()
             .with_context(|| format!("{what} stdout"))?;
         let lines = read_lines(stdout, None);
-        let addr = wait_for_line(&mut child, &lines, |line| line.trim().parse().ok())
-            .with_context(|| format!("{what} address"))?;
+        let addr =
+            wait_for_line(&mut child, &lines, ready).with_context(|| format!("{what} address"))?;
         Ok(Server {
             addr,
             child,
@@ -291,24 +302,10 @@ impl Server {
         let mut command = Command::new(redis_server);
         command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .args(["--save", "", "--appendonly", "no"]);
         placement.client(&mut command);
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("start {}", redis_server.display()))?;
-        let stdout = child.stdout.take().context("redis-server stdout")?;
-        let lines = read_lines(stdout, None);
-        wait_for_line(&mut child, &lines, |line| {
-            line.contains("Ready to accept connections").then_some(())
-        })
-        .context("redis-server")?;
-        Ok(Server {
-            addr,
-            child,
-            log: Arc::default(),
+        Server::when_stdout_says(command, "redis-server", |line| {
+            line.contains("Ready to accept connections").then_some(addr)
         })
     }
 

@@ -60,7 +60,7 @@ impl Inbox {
     }
 
     /// What the mailbox rings after each delivery.
-    pub fn doorbell(&self) -> &Doorbell {
+    pub fn doorbell(&self) -> &Arc<Doorbell> {
         &self.doorbell
     }
 

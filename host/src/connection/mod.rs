@@ -21,6 +21,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::inbox::{Arrival, Inbox};
@@ -333,19 +334,22 @@ impl Connection {
     /// [`Connection::read`]) or a message on a subscribed topic; the read's
     /// timeout bounds the wait. Without a subscription, a read.
     pub fn read_or_message(&mut self, max: usize) -> Result<Arrival, ConnError> {
-        let Some(wait) = self.inbox.as_ref().map(|_| self.read_wait()) else {
+        let Some(bell) = self
+            .inbox
+            .as_ref()
+            .map(|inbox| Arc::clone(inbox.doorbell()))
+        else {
             return self.read(max).map(Arrival::Data);
         };
-        let deadline = wait.and_then(|wait| Instant::now().checked_add(wait));
+        let deadline = self
+            .read_wait()
+            .and_then(|wait| Instant::now().checked_add(wait));
         loop {
             if let Some(arrival) = self.arrival_now(max)? {
                 return Ok(arrival);
             }
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let Some(inbox) = &self.inbox else {
-                return Err(ConnError::Other);
-            };
-            let woken = doorbell::wait_for_either(self.stream.as_raw_fd(), inbox.doorbell(), left)
+            let woken = doorbell::wait_for_either(self.stream.as_raw_fd(), &bell, left)
                 .map_err(|err| ConnError::from_io(&err))?;
             if !woken {
                 return Err(ConnError::TimedOut);
