@@ -25,6 +25,14 @@
 //! deny = []
 //! store = "redis://127.0.0.1:6379"   # optional: this listener's store (else the file's)
 //! store_namespace = "chat"           # optional; default: the name, else the plugin's name
+//! [listener.tls]                     # optional: terminate TLS (TCP and Unix listeners)
+//! cert = "site.pem"                  # PEM certificate chain (relative to this file)
+//! key = "site.key"                   # PEM private key
+//! alpn = ["http/1.1"]                # optional: application protocols offered
+//! handshake_timeout = "10s"          # optional
+//! [[listener.tls.certificates]]     # optional: more certificates, chosen by SNI
+//! cert = "other.pem"
+//! key = "other.key"
 //! [listener.config]                  # values the plugin reads with config.get
 //! greeting = "hello"
 //! [listener.grants]                  # all off by default
@@ -51,6 +59,7 @@ use crate::address::ListenAddr;
 use crate::plugin::loader::PluginKind;
 use crate::plugin::wasm::Grants;
 use crate::store::StoreSpec;
+use crate::tls::TlsSpec;
 
 /// A parsed configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -119,6 +128,8 @@ pub struct ListenerConfig {
     pub proxy_protocol: Vec<IpNet>,
     /// The listener's shared store (else the file's `store`).
     pub store: Option<StoreSpec>,
+    /// TLS termination.
+    pub tls: Option<TlsSpec>,
     /// The store namespace: listeners naming the same one share keys and
     /// topics.
     pub store_namespace: Option<String>,
@@ -139,7 +150,8 @@ impl ListenerConfig {
     }
 }
 
-fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
+/// A duration written as text (`"5s"`, `"10m"`).
+pub(crate) fn duration<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(de)?;
     humantime::parse_duration(&text).map(Some).map_err(|err| {
         serde::de::Error::custom(format!(
@@ -164,6 +176,7 @@ impl ConfigFile {
         let base = path.parent().unwrap_or(Path::new("."));
         for listener in &mut config.listener {
             listener.plugin = resolve(base, &listener.plugin);
+            listener.tls = listener.tls.take().map(|tls| tls.relative_to(base));
         }
         Ok(config)
     }

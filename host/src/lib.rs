@@ -113,6 +113,7 @@ pub mod service;
 pub mod size;
 pub mod store;
 pub mod sys;
+pub mod tls;
 pub mod watch;
 
 /// An error and its causes on one line: `outer: inner: root`.

@@ -30,6 +30,7 @@ struct PluginLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// A listener and a result (plugin reloads, TLS handshakes and reloads).
 struct ReloadLabels {
     listener: String,
     result: String,
@@ -73,6 +74,8 @@ pub struct Metrics {
     plugin: Family<PluginLabels, Gauge>,
     reloads: Family<ReloadLabels, Counter>,
     instances: Family<InstanceLabels, Counter>,
+    tls_handshakes: Family<ReloadLabels, Counter>,
+    tls_reloads: Family<ReloadLabels, Counter>,
     ready: Family<ListenerLabel, Gauge>,
     store_ops: Family<StoreOpLabels, Counter>,
     topic_messages: Family<TopicLabels, Counter>,
@@ -100,6 +103,8 @@ impl Metrics {
         let plugin = Family::default();
         let reloads = Family::default();
         let instances = Family::default();
+        let tls_handshakes = Family::default();
+        let tls_reloads = Family::default();
         let ready = Family::default();
         let store_ops = Family::default();
         let topic_messages = Family::default();
@@ -146,6 +151,16 @@ impl Metrics {
             instances.clone(),
         );
         registry.register(
+            "tls_handshakes",
+            "TLS handshakes, by result: ok, failed (not TLS, no common protocol, a bad certificate request...), timeout",
+            tls_handshakes.clone(),
+        );
+        registry.register(
+            "tls_certificate_reloads",
+            "Reloads of a TLS listener's certificates (SIGHUP, --watch), by result; a failed one keeps the certificates in force",
+            tls_reloads.clone(),
+        );
+        registry.register(
             "listener_ready",
             "1 while the listener accepts connections with its plugin loaded; 0 before and while draining",
             ready.clone(),
@@ -173,6 +188,8 @@ impl Metrics {
             plugin,
             reloads,
             instances,
+            tls_handshakes,
+            tls_reloads,
             ready,
             store_ops,
             topic_messages,
@@ -229,6 +246,8 @@ impl Metrics {
             plugin: self.plugin.clone(),
             reloads: self.reloads.clone(),
             instances: self.instances.clone(),
+            tls_handshakes: self.tls_handshakes.clone(),
+            tls_reloads: self.tls_reloads.clone(),
         }
     }
 
@@ -261,6 +280,8 @@ pub struct ListenerMetrics {
     plugin: Family<PluginLabels, Gauge>,
     reloads: Family<ReloadLabels, Counter>,
     instances: Family<InstanceLabels, Counter>,
+    tls_handshakes: Family<ReloadLabels, Counter>,
+    tls_reloads: Family<ReloadLabels, Counter>,
 }
 
 /// A snapshot of one listener's counters, for `/status`.
@@ -296,6 +317,25 @@ impl ListenerMetrics {
             event: event.to_string(),
         };
         self.instances.get_or_create(&labels).inc();
+    }
+
+    /// A TLS handshake ended with `result` (`ok`, `failed`, `timeout`).
+    pub fn tls_handshake(&self, result: &str) {
+        let labels = ReloadLabels {
+            listener: self.name.clone(),
+            result: result.to_string(),
+        };
+        self.tls_handshakes.get_or_create(&labels).inc();
+    }
+
+    /// The listener's TLS certificates were reloaded (`ok`) or kept
+    /// (`error`).
+    pub fn tls_reloaded(&self, ok: bool) {
+        let labels = ReloadLabels {
+            listener: self.name.clone(),
+            result: if ok { "ok" } else { "error" }.to_string(),
+        };
+        self.tls_reloads.get_or_create(&labels).inc();
     }
 
     /// A shared instance started (its `init` succeeded).

@@ -26,6 +26,7 @@ use crate::plugin::wasm::{
 use crate::reload::{DatagramSlot, PluginSlot, Reloader, StreamSlot};
 use crate::server::{AccessRules, Server, ServerConfig, ServerHooks, UdpConfig, UdpServer};
 use crate::store::{Backends, ListenerStore, StoreSpec};
+use crate::tls::{Terminator, TlsSpec};
 use crate::watch;
 
 /// Stack of connection threads: room for the guest's 512 KiB wasm stack
@@ -85,6 +86,8 @@ pub struct ListenerPlan {
     /// Networks trusted to send a PROXY protocol header (none: headers are
     /// not read).
     pub proxy_protocol: Vec<IpNet>,
+    /// TLS termination (`None`: plaintext).
+    pub tls: Option<TlsSpec>,
     /// What the plugin may reach.
     pub grants: Grants,
     /// The shared store granted to the plugin (`None`: none).
@@ -292,6 +295,18 @@ fn start(
             plan.address
         );
     }
+    let tls = match &plan.tls {
+        Some(_) if matches!(plan.address, ListenAddr::Udp(_)) => bail!(
+            "listener {}: TLS (--tls-cert) applies to stream listeners (TCP, Unix) only",
+            plan.address
+        ),
+        Some(spec) => {
+            let terminator =
+                Terminator::new(spec).with_context(|| format!("listener {}: TLS", plan.address))?;
+            Some(Arc::new(terminator))
+        }
+        None => None,
+    };
     let source = PluginSource::parse(&plan.plugin)?;
     let store = listener_store(plan, metrics, backends)?;
     let sandbox = Sandbox::new(&plan.grants, plan.config.clone())?.with_store(store.clone());
@@ -393,13 +408,22 @@ fn start(
         instances: sizing.instances,
         write_limit: plan.write_buffer.unwrap_or(DEFAULT_WRITE_BUFFER),
         proxy_protocol: plan.proxy_protocol.clone(),
+        tls: tls.clone(),
     };
     let server = Server::bind(config, current.clone(), metrics)?;
+    if let Some(terminator) = &tls {
+        for line in terminator.describe() {
+            tracing::info!(listener = server.metrics().name(), "tls: {line}");
+        }
+    }
     let slot = StreamSlot {
         loader,
         current: current.clone(),
     };
-    let hooks = ReloadOnHup::start(slot, &source, server.metrics(), plan.watch)?;
+    let mut hooks = ReloadOnHup::start(slot, &source, server.metrics(), plan.watch)?;
+    if let Some(terminator) = tls {
+        hooks.reload_certificates(terminator, server.metrics(), plan.watch)?;
+    }
     let status = ListenerStatus {
         metrics: server.metrics().clone(),
         plugin: ServingPlugin::Swappable(current),
@@ -535,6 +559,7 @@ fn summary(plan: &ServicePlan, in_force: &[InForce]) -> serde_json::Value {
                 "call_timeout_ms": l.call_timeout.as_millis() as u64,
                 "reuse_port": l.reuse_port,
                 "proxy_protocol": l.proxy_protocol.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "tls": l.tls.is_some(),
                 "allow": l.allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "deny": l.deny.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "grants": l.grants.describe(),
@@ -551,6 +576,38 @@ fn summary(plan: &ServicePlan, in_force: &[InForce]) -> serde_json::Value {
 
 struct ReloadOnHup<S> {
     reloader: Reloader<S>,
+    /// A TLS listener's certificates, reloaded with the plugin.
+    certificates: Option<CertificateReload>,
+}
+
+/// Reloading a TLS listener's certificates: new handshakes get the new
+/// ones; a broken file keeps the ones in force, as a broken plugin does.
+#[derive(Clone)]
+struct CertificateReload {
+    terminator: Arc<Terminator>,
+    metrics: ListenerMetrics,
+}
+
+impl CertificateReload {
+    fn reload(&self, why: &str) {
+        let listener = self.metrics.name();
+        match self.terminator.reload() {
+            Ok(()) => {
+                self.metrics.tls_reloaded(true);
+                for line in self.terminator.describe() {
+                    tracing::info!(listener, "tls: reloaded ({why}): {line}");
+                }
+            }
+            Err(err) => {
+                self.metrics.tls_reloaded(false);
+                tracing::error!(
+                    listener,
+                    "tls: certificates not reloaded ({why}), the ones in force stay: {}",
+                    crate::one_line(&err)
+                );
+            }
+        }
+    }
 }
 
 impl<S: PluginSlot> ReloadOnHup<S> {
@@ -566,12 +623,40 @@ impl<S: PluginSlot> ReloadOnHup<S> {
         if watch {
             watch::spawn(source, reloader.clone())?;
         }
-        Ok(Self { reloader })
+        Ok(Self {
+            reloader,
+            certificates: None,
+        })
+    }
+
+    /// Reloads `terminator`'s certificates on SIGHUP too, and when their
+    /// files change if `watch`.
+    fn reload_certificates(
+        &mut self,
+        terminator: Arc<Terminator>,
+        metrics: &ListenerMetrics,
+        watch: bool,
+    ) -> Result<()> {
+        let reload = CertificateReload {
+            terminator,
+            metrics: metrics.clone(),
+        };
+        if watch {
+            let on_change = reload.clone();
+            watch::files(&reload.terminator.files(), move || {
+                on_change.reload("file changed");
+            })?;
+        }
+        self.certificates = Some(reload);
+        Ok(())
     }
 }
 
 impl<S: PluginSlot> ServerHooks for ReloadOnHup<S> {
     fn reload(&mut self) {
         self.reloader.reload_in_background("SIGHUP");
+        if let Some(certificates) = &self.certificates {
+            certificates.reload("SIGHUP");
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! `--watch`: reload the plugin when its file changes, or rebuild and reload
-//! it when its source directory changes.
+//! it when its source directory changes; reload a TLS listener's
+//! certificates when their files change.
 //!
-//! A plugin file is watched through its parent directory, so every way an
+//! A file is watched through its parent directory, so every way an
 //! editor or a build tool replaces a file is seen: written in place,
 //! renamed over, or deleted and created again. Bursts of events are
 //! debounced into one reload.
@@ -35,12 +36,9 @@ pub fn spawn<S: PluginSlot>(source: &PluginSource, reloader: Reloader<S>) -> Res
             return Ok(());
         }
         PluginSource::File(path) => {
-            let file = absolute(path)?;
-            let dir = file
-                .parent()
-                .context("plugin file has no directory")?
-                .to_path_buf();
-            (vec![(dir, RecursiveMode::NonRecursive)], Filter::File(file))
+            return files(std::slice::from_ref(path), move || {
+                reloader.reload_in_background("file changed");
+            });
         }
         PluginSource::Project(project) => {
             let output = absolute(&project.output())?;
@@ -52,7 +50,38 @@ pub fn spawn<S: PluginSlot>(source: &PluginSource, reloader: Reloader<S>) -> Res
             (watched, Filter::Sources { output })
         }
     };
+    paths(targets, filter, move || {
+        reloader.reload_in_background("file changed");
+    })
+}
 
+/// Calls `on_change` (on a thread of its own) whenever one of `files`
+/// changes.
+pub fn files(files: &[PathBuf], on_change: impl Fn() + Send + 'static) -> Result<()> {
+    let files = files
+        .iter()
+        .map(|f| absolute(f))
+        .collect::<Result<Vec<_>>>()?;
+    let mut dirs: Vec<(PathBuf, RecursiveMode)> = Vec::new();
+    for file in &files {
+        let dir = file
+            .parent()
+            .with_context(|| format!("{} has no directory", file.display()))?
+            .to_path_buf();
+        if !dirs.iter().any(|(d, _)| *d == dir) {
+            dirs.push((dir, RecursiveMode::NonRecursive));
+        }
+    }
+    paths(dirs, Filter::Files(files), on_change)
+}
+
+/// Watches `targets`, calling `on_change` after each burst of events that
+/// `filter` counts as a change.
+fn paths(
+    targets: Vec<(PathBuf, RecursiveMode)>,
+    filter: Filter,
+    on_change: impl Fn() + Send + 'static,
+) -> Result<()> {
     let (tx, rx) = mpsc::channel::<notify::Result<Event>>();
     let mut watcher =
         notify::recommended_watcher(tx).context("cannot start watching for file changes")?;
@@ -75,7 +104,7 @@ pub fn spawn<S: PluginSlot>(source: &PluginSource, reloader: Reloader<S>) -> Res
                 // not forever.
                 let first = Instant::now();
                 while first.elapsed() < MAX_DELAY && rx.recv_timeout(DEBOUNCE).is_ok() {}
-                reloader.reload_in_background("file changed");
+                on_change();
             }
         })
         .context("cannot start the watch thread")?;
@@ -84,8 +113,8 @@ pub fn spawn<S: PluginSlot>(source: &PluginSource, reloader: Reloader<S>) -> Res
 
 /// Which changed paths trigger a reload.
 enum Filter {
-    /// Only this file (in a watched directory).
-    File(PathBuf),
+    /// Only these files (in watched directories).
+    Files(Vec<PathBuf>),
     /// Anything but build output, hidden files and ignored directories.
     Sources { output: PathBuf },
 }
@@ -108,7 +137,7 @@ impl Filter {
 
     fn matches(&self, path: &Path) -> bool {
         match self {
-            Filter::File(file) => path == file,
+            Filter::Files(files) => files.iter().any(|file| path == file),
             Filter::Sources { output } => {
                 path != output
                     && !path.components().any(|c| {
@@ -131,7 +160,7 @@ mod tests {
 
     #[test]
     fn a_file_filter_matches_only_that_file() {
-        let filter = Filter::File("/p/echo.wasm".into());
+        let filter = Filter::Files(vec!["/p/echo.wasm".into()]);
         assert!(filter.matches(Path::new("/p/echo.wasm")));
         assert!(!filter.matches(Path::new("/p/other.wasm")));
     }

@@ -22,3 +22,4 @@ mod scale_out;
 mod serving;
 mod shutdown;
 mod store;
+mod tls;

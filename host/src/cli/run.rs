@@ -13,6 +13,7 @@ use host::config::{ConfigFile, ListenerConfig};
 use host::plugin::wasm::{Grants, InstanceLimits};
 use host::service::{self, ListenerPlan, ServicePlan};
 use host::store::StoreSpec;
+use host::tls::TlsSpec;
 
 use super::options::EngineOptions;
 
@@ -115,6 +116,30 @@ pub struct RunArgs {
     #[arg(long, value_name = "CIDR")]
     proxy_protocol: Vec<ipnet::IpNet>,
 
+    /// Terminate TLS with this certificate (PEM: the certificate, then its
+    /// chain); the plugin sees plaintext. Repeat with --tls-key for more
+    /// certificates: the first is the default, the others serve the names
+    /// they are issued for (SNI). SIGHUP (and --watch) reloads them.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Vec<PathBuf>,
+
+    /// The private key of the --tls-cert given at the same position (PEM:
+    /// PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Vec<PathBuf>,
+
+    /// Offer this application protocol in the TLS handshake (ALPN, e.g.
+    /// http/1.1; repeatable, most preferred first); a client offering
+    /// none of them is refused. Default: none negotiated.
+    #[arg(long, value_name = "PROTOCOL", requires = "tls_cert")]
+    tls_alpn: Vec<String>,
+
+    /// Close a client that has not finished its TLS handshake within this
+    /// long [default: the file's `handshake_timeout`, else 10s].
+    #[arg(long, value_name = "DURATION", requires = "tls_cert",
+          value_parser = humantime::parse_duration)]
+    tls_handshake_timeout: Option<Duration>,
+
     /// Give the plugin a shared store: keys (wasi:keyvalue) and topics.
     /// `memory` keeps them in this process; `redis://HOST:PORT` shares
     /// them with every host process using that Redis. Off by default
@@ -171,9 +196,18 @@ impl RunArgs {
     /// What to serve: the file's listeners (with flag overrides) or the
     /// one listener the flags describe.
     fn plan(&self) -> Result<ServicePlan> {
+        let tls = TlsSpec::from_flags(
+            &self.tls_cert,
+            &self.tls_key,
+            &self.tls_alpn,
+            self.tls_handshake_timeout,
+        )?;
+        if tls.is_some() && self.udp {
+            bail!("--tls-cert applies to stream listeners (TCP, Unix), not --udp");
+        }
         let Some(path) = &self.config else {
             return Ok(ServicePlan {
-                listeners: vec![self.flag_listener()],
+                listeners: vec![self.flag_listener(tls)],
                 grace: self.grace.unwrap_or(DEFAULT_GRACE),
                 drain_delay: self.drain_delay.unwrap_or_default(),
                 admin: self.admin,
@@ -190,11 +224,12 @@ impl RunArgs {
         let overrides = self.plugin.is_some()
             || self.host.is_some()
             || self.port.is_some()
-            || self.unix.is_some();
+            || self.unix.is_some()
+            || tls.is_some();
         if overrides && file.listener.len() > 1 {
             bail!(
-                "--plugin, --host, --port and --unix override a configuration file only \
-                 when it has one listener; {} has {}",
+                "--plugin, --host, --port, --unix and --tls-cert override a configuration \
+                 file only when it has one listener; {} has {}",
                 path.display(),
                 file.listener.len()
             );
@@ -202,7 +237,7 @@ impl RunArgs {
         let listeners = file
             .listener
             .iter()
-            .map(|listener| self.file_listener(listener, file.store.as_ref()))
+            .map(|listener| self.file_listener(listener, file.store.as_ref(), tls.clone()))
             .collect();
         Ok(ServicePlan {
             listeners,
@@ -212,7 +247,7 @@ impl RunArgs {
         })
     }
 
-    fn flag_listener(&self) -> ListenerPlan {
+    fn flag_listener(&self, tls: Option<TlsSpec>) -> ListenerPlan {
         let defaults = InstanceLimits::default();
         let ip = SocketAddr::new(
             self.host.unwrap_or(DEFAULT_HOST),
@@ -241,6 +276,7 @@ impl RunArgs {
             deny: self.deny.clone(),
             reuse_port: self.reuse_port,
             proxy_protocol: self.proxy_protocol.clone(),
+            tls,
             grants: Grants::default(),
             store: self.store.clone(),
             store_namespace: self.store_namespace.clone(),
@@ -249,8 +285,14 @@ impl RunArgs {
     }
 
     /// A listener of the file, with every flag given on the command line
-    /// overriding the file's value (lists such as `--allow` add to it).
-    fn file_listener(&self, file: &ListenerConfig, file_store: Option<&StoreSpec>) -> ListenerPlan {
+    /// overriding the file's value (lists such as `--allow` add to it;
+    /// `tls`, from `--tls-cert`, replaces the file's).
+    fn file_listener(
+        &self,
+        file: &ListenerConfig,
+        file_store: Option<&StoreSpec>,
+        tls: Option<TlsSpec>,
+    ) -> ListenerPlan {
         let defaults = InstanceLimits::default();
         let address = match (&self.unix, &file.address) {
             (Some(path), _) => ListenAddr::Unix(path.clone()),
@@ -308,6 +350,7 @@ impl RunArgs {
                 trusted.extend(self.proxy_protocol.iter().copied());
                 trusted
             },
+            tls: tls.or_else(|| file.tls.clone()),
             grants: file.grants.clone(),
             store: self
                 .store

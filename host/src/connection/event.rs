@@ -175,6 +175,15 @@ impl EventConnection {
                 .ok_or(ConnError::BrokenPipe)?;
             rest = &rest[written..];
         }
+        // TLS records a full socket did not take go out before the write
+        // is done: the client waits for them.
+        while self.conn.unsent() > 0 {
+            let limit = self.conn.write_wait();
+            let attempt = |conn: &mut Connection| Ok(conn.try_flush()?.map(|()| ((), false)));
+            self.when_ready(Interest::WRITABLE, limit, false, attempt)
+                .await?
+                .ok_or(ConnError::BrokenPipe)?;
+        }
         Ok(())
     }
 
@@ -206,8 +215,10 @@ impl EventConnection {
         } = self;
         let doorbell = doorbell.as_ref().filter(|_| with_doorbell);
         // A message may wait with the doorbell already answered (by the
-        // call that took the message before it): look once before waiting.
-        let mut look_first = doorbell.is_some();
+        // call that took the message before it), or decrypted bytes in the
+        // TLS session with the socket empty: look once before waiting.
+        let mut look_first =
+            doorbell.is_some() || (interest.is_readable() && conn.has_buffered_input());
         // Fixed when the operation first has to wait (most reads and writes
         // of a busy connection never do, and need no clock reading).
         let mut waiting_until: Option<Option<Instant>> = None;

@@ -16,6 +16,7 @@
 pub mod event;
 pub mod inbox;
 pub mod shared;
+pub mod tls;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::inbox::{Arrival, Inbox};
+use self::tls::{Negotiated, TlsStream};
 use crate::address::PeerAddr;
 use crate::sys::{doorbell, socket};
 
@@ -111,6 +113,9 @@ pub enum Stream {
     Tcp(TcpStream),
     /// A Unix stream socket connection.
     Unix(UnixStream),
+    /// Either, under a TLS session whose handshake is done: reads and
+    /// writes carry plaintext.
+    Tls(Box<TlsStream>),
 }
 
 impl Stream {
@@ -119,6 +124,7 @@ impl Stream {
         Ok(match self {
             Stream::Tcp(s) => PeerAddr::Ip(s.peer_addr()?),
             Stream::Unix(s) => PeerAddr::Unix(s.peer_addr()?.as_pathname().map(Into::into)),
+            Stream::Tls(s) => s.socket().peer_addr()?,
         })
     }
 
@@ -127,6 +133,7 @@ impl Stream {
         Ok(match self {
             Stream::Tcp(s) => PeerAddr::Ip(s.local_addr()?),
             Stream::Unix(s) => PeerAddr::Unix(s.local_addr()?.as_pathname().map(Into::into)),
+            Stream::Tls(s) => s.socket().local_addr()?,
         })
     }
 
@@ -134,6 +141,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.set_read_timeout(timeout),
             Stream::Unix(s) => s.set_read_timeout(timeout),
+            Stream::Tls(s) => s.socket().set_read_timeout(timeout),
         }
     }
 
@@ -141,13 +149,22 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.set_write_timeout(timeout),
             Stream::Unix(s) => s.set_write_timeout(timeout),
+            Stream::Tls(s) => s.socket().set_write_timeout(timeout),
         }
     }
 
-    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+    /// Shuts `how` down; under TLS, ending the write side first tells the
+    /// client so (`close_notify`).
+    fn shutdown(&mut self, how: Shutdown) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.shutdown(how),
             Stream::Unix(s) => s.shutdown(how),
+            Stream::Tls(s) => {
+                if how != Shutdown::Read {
+                    s.close_notify(0)?;
+                }
+                s.socket_mut().shutdown(how)
+            }
         }
     }
 
@@ -155,6 +172,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.set_nonblocking(nonblocking),
             Stream::Unix(s) => s.set_nonblocking(nonblocking),
+            Stream::Tls(s) => s.socket().set_nonblocking(nonblocking),
         }
     }
 
@@ -171,6 +189,7 @@ impl Stream {
                 socket2::SockRef::from(s).set_out_of_band_inline(true)
             }
             Stream::Unix(s) => socket2::SockRef::from(s).set_out_of_band_inline(true),
+            Stream::Tls(s) => s.socket().prepare(),
         }
     }
 }
@@ -180,6 +199,7 @@ impl AsRawFd for Stream {
         match self {
             Stream::Tcp(s) => s.as_raw_fd(),
             Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Tls(s) => s.as_raw_fd(),
         }
     }
 }
@@ -189,6 +209,7 @@ impl Read for Stream {
         match self {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
+            Stream::Tls(s) => tls_read_into(s, buf, 0),
         }
     }
 }
@@ -198,12 +219,22 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.write(buf),
             Stream::Unix(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf, 0)?.ok_or(io::ErrorKind::WouldBlock.into()),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// One TLS read into `buf` with `recv` `flags` (see [`TlsStream::read`]).
+fn tls_read_into(tls: &mut TlsStream, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
+    let mut at = 0;
+    tls.read(buf.len(), flags, &mut |chunk| {
+        buf[at..at + chunk.len()].copy_from_slice(chunk);
+        at += chunk.len();
+    })
 }
 
 impl AsRawFd for Connection {
@@ -397,6 +428,12 @@ impl Connection {
             return answer.map(Some);
         }
         let want = max.min(MAX_READ_CHUNK);
+        if let Stream::Tls(tls) = &mut self.stream {
+            let received = &mut self.received;
+            let result = tls.read(want, flags, &mut |chunk| received.extend_from_slice(chunk));
+            self.streaming = false;
+            return self.count_received(result);
+        }
         self.received.reserve(want);
         let spare = self.received.as_mut_ptr();
         // SAFETY: `reserve` made the (cleared) buffer valid for `want` bytes.
@@ -405,6 +442,19 @@ impl Connection {
                 // SAFETY: `recv` initialised the first `n` bytes.
                 unsafe { self.received.set_len(n) };
                 self.streaming = n >= STREAMING_READ;
+                Ok(Some(n))
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(err) => Err(ConnError::from_io(&err)),
+        }
+    }
+
+    /// Counts what a read outside `recv` (TLS) received: `None` when it
+    /// would block.
+    fn count_received(&mut self, result: io::Result<usize>) -> Result<Option<usize>, ConnError> {
+        match result {
+            Ok(n) => {
+                self.bytes_in += n as u64;
                 Ok(Some(n))
             }
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(None),
@@ -454,6 +504,8 @@ impl Connection {
     /// system call more per read would cost small messages more than it
     /// saves them), or the read would not reach the socket.
     pub fn queued_for_read(&self, max: usize) -> Option<usize> {
+        // Under TLS the socket's queue is records, not the plugin's bytes
+        // (and TLS reads never mark a bulk transfer).
         if !self.streaming || self.read_without_socket(max).is_some() {
             return None;
         }
@@ -497,6 +549,10 @@ impl Connection {
     pub fn try_read_into(&mut self, buf: &mut [u8]) -> Result<Option<usize>, ConnError> {
         if let Some(answer) = self.read_without_socket(buf.len()) {
             return answer.map(Some);
+        }
+        if let Stream::Tls(tls) = &mut self.stream {
+            let result = tls_read_into(tls, buf, socket::DONT_WAIT);
+            return self.count_received(result);
         }
         // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
         match unsafe { self.recv(buf.as_mut_ptr(), buf.len(), socket::DONT_WAIT) } {
@@ -560,6 +616,47 @@ impl Connection {
                     });
                 }
             }
+        }
+    }
+
+    /// Sends what TLS left unsent after a write ([`Connection::unsent`]):
+    /// `None` while the socket does not take it.
+    pub fn try_flush(&mut self) -> Result<Option<()>, ConnError> {
+        let Stream::Tls(tls) = &mut self.stream else {
+            return Ok(Some(()));
+        };
+        match tls.flush(0) {
+            Ok(true) => Ok(Some(())),
+            Ok(false) => Ok(None),
+            Err(err) => Err(ConnError::from_io(&err)),
+        }
+    }
+
+    /// Bytes a write took that are not on the socket yet (TLS records a
+    /// full socket did not take; always 0 without TLS). A writer that
+    /// waits for the socket sends them with [`Connection::try_flush`].
+    pub fn unsent(&self) -> usize {
+        match &self.stream {
+            Stream::Tls(tls) => tls.unsent(),
+            _ => 0,
+        }
+    }
+
+    /// Whether a read would be answered without waiting for the socket
+    /// (TLS: decrypted bytes wait in the session). Look before waiting
+    /// for the socket to become readable.
+    pub fn has_buffered_input(&mut self) -> bool {
+        match &mut self.stream {
+            Stream::Tls(tls) => tls.has_buffered_input(),
+            _ => false,
+        }
+    }
+
+    /// What TLS negotiated, on a TLS listener.
+    pub fn tls(&self) -> Option<Negotiated> {
+        match &self.stream {
+            Stream::Tls(tls) => Some(tls.negotiated()),
+            _ => None,
         }
     }
 

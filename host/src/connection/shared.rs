@@ -117,8 +117,10 @@ struct Transport {
 }
 
 impl Transport {
+    /// Bytes written and not on the socket yet: buffered here, or (TLS)
+    /// taken into records the socket did not take.
     fn pending(&self) -> usize {
-        self.unsent.len() - self.sent
+        self.unsent.len() - self.sent + self.conn.unsent()
     }
 
     /// Ends the connection for `reason` unless it ended already.
@@ -309,8 +311,11 @@ impl SharedIo {
 
     // --- the reactor's side --------------------------------------------
 
-    /// Adds an accepted connection as `id`.
-    pub fn insert(&mut self, id: TransportId, conn: Connection) {
+    /// Adds an accepted connection as `id`; true when it has bytes to
+    /// read already that no readiness event will announce (decrypted in
+    /// its TLS handshake): the reactor should read it now.
+    pub fn insert(&mut self, id: TransportId, mut conn: Connection) -> bool {
+        let readable = conn.has_buffered_input();
         let transport = Transport {
             conn,
             unsent: Vec::new(),
@@ -318,12 +323,13 @@ impl SharedIo {
             phase: Phase::Open,
             abort_reason: None,
             paused: false,
-            readable: false,
+            readable,
             read_closed: false,
             drained_due: false,
             last_progress: Instant::now(),
         };
         self.transports.insert(id, transport);
+        readable
     }
 
     /// How many connections the instance has (ended ones included until
@@ -420,10 +426,13 @@ impl SharedIo {
             return;
         }
         while transport.pending() > 0 {
-            match transport
-                .conn
-                .try_write(&transport.unsent[transport.sent..])
-            {
+            let rest = &transport.unsent[transport.sent..];
+            let sent = if rest.is_empty() {
+                transport.conn.try_flush().map(|done| done.map(|()| 0))
+            } else {
+                transport.conn.try_write(rest)
+            };
+            match sent {
                 Ok(Some(n)) => {
                     transport.sent += n;
                     transport.last_progress = Instant::now();

@@ -91,6 +91,9 @@ pub struct ServerConfig {
     /// Networks trusted to send a PROXY protocol header; when any is set,
     /// every connection must start with one and come from them.
     pub proxy_protocol: Vec<ipnet::IpNet>,
+    /// TLS termination: every connection shakes hands first (after its
+    /// PROXY header, if any), and the plugin sees plaintext.
+    pub tls: Option<Arc<crate::tls::Terminator>>,
 }
 
 /// Something the server asks its owner to do.
@@ -176,12 +179,13 @@ impl Server {
             events,
             reactors,
         });
-        let preamble = if config.proxy_protocol.is_empty() {
+        let preamble = if config.proxy_protocol.is_empty() && config.tls.is_none() {
             None
         } else {
             let trusted = config.proxy_protocol.clone();
-            let preamble = Preamble::start(&name, trusted, Arc::clone(&dispatcher))
-                .context("cannot start the PROXY header thread")?;
+            let preamble =
+                Preamble::start(&name, trusted, config.tls.clone(), Arc::clone(&dispatcher))
+                    .context("cannot start the PROXY header and TLS handshake threads")?;
             Some(preamble)
         };
         Ok(Self {
@@ -353,8 +357,9 @@ impl Server {
         full
     }
 
-    /// Hands an accepted connection on: to the preamble thread when the
-    /// listener expects a PROXY header, else straight to its serving mode.
+    /// Hands an accepted connection on: to the preamble threads when the
+    /// listener expects a PROXY header or a TLS handshake, else straight
+    /// to its serving mode.
     fn dispatch(&self, stream: Stream, peer: PeerAddr) {
         let guard = self.live.register(&stream);
         match &self.preamble {

@@ -294,10 +294,13 @@ impl Reactor {
             return;
         };
         let entry = &mut self.generations[index];
-        entry.instance.io().insert(id, conn);
+        let readable = entry.instance.io().insert(id, conn);
         entry.opens.insert(id, open);
         self.owner.insert(id, generation);
         self.call(generation, Event::ConnectionMade(id));
+        if readable {
+            self.ready.push_back(id);
+        }
     }
 
     /// The generation serving `plugin`: the newest if it runs that

@@ -1,5 +1,5 @@
 //! Socket calls the standard library does not offer: `recv` with flags
-//! into a caller's buffer, the count of bytes queued for reading, a
+//! into a caller's buffer, `send` with flags, the count of bytes queued for reading, a
 //! readiness check without accepting, and a shutdown by descriptor.
 
 use std::io;
@@ -21,6 +21,30 @@ pub unsafe fn recv(fd: RawFd, buf: *mut u8, len: usize, flags: libc::c_int) -> i
         // SAFETY: the caller vouches for `buf` and `len`; a bad `fd` is an
         // error, not undefined behaviour.
         let n = unsafe { libc::recv(fd, buf.cast(), len, flags) };
+        if let Ok(n) = usize::try_from(n) {
+            return Ok(n);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// One `send` of `data` on `fd` with `flags` (never raising `SIGPIPE`),
+/// repeated when a signal interrupts it: how many bytes went out.
+pub fn send(fd: RawFd, data: &[u8], flags: libc::c_int) -> io::Result<usize> {
+    loop {
+        // SAFETY: `data` is valid for reads of `data.len()` bytes; a bad
+        // `fd` is an error, not undefined behaviour.
+        let n = unsafe {
+            libc::send(
+                fd,
+                data.as_ptr().cast(),
+                data.len(),
+                flags | libc::MSG_NOSIGNAL,
+            )
+        };
         if let Ok(n) = usize::try_from(n) {
             return Ok(n);
         }

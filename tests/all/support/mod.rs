@@ -10,6 +10,7 @@ pub mod clients;
 mod host;
 pub mod protocol;
 pub mod redis;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
