@@ -19,7 +19,7 @@
 //!   swings by 2x from one half second to the next, and short rounds
 //!   taken in turn let such spells fall on every target alike.
 //! - `BENCH_ONLY`: comma-separated workloads out of `pingpong`, `bulk`,
-//!   `churn`, `http`, `chat`, `store`, `guests`, `idle`, `scale`, `startup`
+//!   `churn`, `http`, `tls`, `chat`, `store`, `guests`, `idle`, `scale`, `startup`
 //!   (default: all).
 //! - `BENCH_IDLE_CONNS` (default 10000): connections the `idle` workload
 //!   opens, and the `guests` workload against the socketserver echo and
@@ -58,6 +58,9 @@
 //!   second and a check that no line is lost, against a native chat
 //!   reference; the same room through the store's topics, in memory and
 //!   on Redis, and the handler-world `handler-chat` ([`chat`]).
+//! - `tls`: HTTPS hello (keep-alive, and a new TLS connection per request)
+//!   against nginx terminating TLS with the same certificate, and the
+//!   echo over TLS against plaintext ([`tls`]).
 //! - `store`: increments from a plugin against `redis-benchmark` on the
 //!   same Redis, and `counter` connections against echo churn ([`store`]).
 //! - `guests`: the Python and JavaScript `proto-echo` guests, churn and
@@ -72,7 +75,7 @@
 //! the references, nginx), [`reference`] is the native reference server
 //! (echo, HTTP, chat), [`load`] the load generator, [`http`] runs wrk,
 //! [`workloads`] puts the echo and HTTP workloads together and holds the
-//! rounds ([`workloads::measure_all`]), [`chat`], [`store`], [`guests`],
+//! rounds ([`workloads::measure_all`]), [`tls`], [`chat`], [`store`], [`guests`],
 //! [`idle`] and [`startup`] are one workload (or two) each, and [`report`] prints the
 //! tables.
 
@@ -96,6 +99,8 @@ mod startup;
 mod store;
 #[path = "loopback/targets.rs"]
 mod targets;
+#[path = "loopback/tls.rs"]
+mod tls;
 #[path = "loopback/workloads.rs"]
 mod workloads;
 
@@ -105,7 +110,8 @@ use anyhow::{Context, Result, bail};
 
 /// The workloads, in the order they run.
 const WORKLOADS: &[&str] = &[
-    "pingpong", "bulk", "churn", "http", "chat", "store", "guests", "idle", "scale", "startup",
+    "pingpong", "bulk", "churn", "http", "tls", "chat", "store", "guests", "idle", "scale",
+    "startup",
 ];
 
 /// What this run does, from the environment.
@@ -232,6 +238,9 @@ fn main() -> Result<()> {
     }
     if settings.runs("http") {
         workloads::http(&settings, &plugins);
+    }
+    if settings.runs("tls") {
+        tls::tls(&settings);
     }
     if settings.runs("chat") {
         chat::chat(&settings);

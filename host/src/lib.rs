@@ -12,13 +12,14 @@
 //! |---|---|
 //! | [`service`] | what `host run` serves: one server per listener, its plugin, limits, grants, reload hooks, the admin listener |
 //! | [`server`] | the accept loop (`mio`), access rules, the connection cap, signals and drain — and the serving modes: [`server`]'s `pool` (a thread per connection), `events` (event-loop threads) and `reactor` (shared instances); `udp` for datagrams |
-//! | [`connection`] | the socket a plugin drives: byte counts, timeouts, error mapping; [`connection::event`] is its event-loop form; [`connection::shared`] a shared instance's connections and timers; [`connection::inbox`] a handler-world connection's topic messages (`read-or-message`) |
+//! | [`connection`] | the socket a plugin drives: byte counts, timeouts, error mapping; [`connection::event`] is its event-loop form; [`connection::shared`] a shared instance's connections and timers; [`connection::inbox`] a handler-world connection's topic messages (`read-or-message`); [`connection::tls`] its bytes through a TLS session |
 //! | [`plugin`] | the [`Plugin`](plugin::Plugin) trait and its two shapes ([`Serving`](plugin::Serving)), the one [`lifecycle`](plugin::lifecycle) of per-connection plugins; [`plugin::wasm`] (runtime, worlds) and [`plugin::native`] implement them; loading, built-ins, plugin directories |
 //! | [`reload`], [`watch`] | swapping a plugin under live traffic: on SIGHUP, or when its file or sources change |
 //! | [`capacity`] | how many connections fit (`vm.max_map_count`, open files) |
 //! | [`sys`] | every direct OS call (`libc`) |
 //! | [`config`], [`address`], [`size`] | the configuration file, listen addresses, byte sizes |
 //! | [`proxy_header`] | the PROXY protocol header (v1, v2) a load balancer sends first; `server/preamble.rs` reads it |
+//! | [`tls`] | TLS termination (`--tls-cert`): certificates (SNI, reload) and the sessions `server/preamble.rs` shakes hands with |
 //! | [`store`] | the shared store a listener may grant (`--store`): keys, counters and topics, in memory or on Redis |
 //! | [`metrics`], [`admin`] | counters per listener; `/metrics` and `/status` |
 //!
@@ -28,6 +29,10 @@
 //!
 //! 1. `server/mod.rs`: `mio` reports the listener readable; `accept_all`
 //!    checks the cap and accepts.
+//!    On a listener that expects a PROXY header or TLS, `server/preamble.rs`
+//!    first reads the header and shakes hands on a thread of its own, then
+//!    hands the connection (a [`Stream::Tls`](connection::Stream::Tls)
+//!    under TLS) to `server/dispatch.rs`.
 //! 2. `server/mod.rs` `dispatch`: checks the `access.rs` rules, registers
 //!    the socket in `live.rs`, builds a `Session` with the plugin version
 //!    in service; the plugin has an event-loop form
@@ -94,6 +99,7 @@
 //! | a flag | `main.rs`'s `cli/` (flags override the file: `cli/run.rs`), then `service.rs` |
 //! | a configuration key | `config.rs`, then `cli/run.rs` `file_listener` |
 //! | a store backend, bound or key layout | `store/` (`mod.rs` the trait and bounds, one file per backend) |
+//! | TLS: certificates, SNI, ALPN | `tls/` (`mod.rs` the spec and the terminator, `certs.rs` loading and choosing); how bytes cross the session: `connection/tls.rs` |
 //! | an OS call | `sys/` |
 //! | a metric | `metrics.rs` |
 

@@ -140,7 +140,7 @@ fn host_check_names_the_protocol_world() {
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{text}");
     assert!(
-        text.contains("implements plughost:handler/protocol@0.1.3"),
+        text.contains("implements plughost:handler/protocol@0.1.4"),
         "{text}"
     );
     assert!(

@@ -282,7 +282,7 @@ fn behind_a_balancer_the_proxy_header_comes_first_then_the_handshake() {
     let ca = TestCa::new("tls-proxy");
     let host = tls_host(
         &ca,
-        test_plugin("proto_faults.wasm").to_str().unwrap(),
+        utf8(&test_plugin("proto_faults.wasm")),
         Mode::Shared,
         &["--proxy-protocol", "127.0.0.0/8"],
     );
@@ -373,4 +373,43 @@ fn a_client_that_resets_mid_handshake_costs_nothing() {
         handle.join().unwrap();
     }
     host.assert_no_host_panic("clients resetting mid-handshake");
+}
+
+#[test]
+fn a_handler_plugin_is_told_what_was_negotiated() {
+    let ca = TestCa::new("tls-info");
+    let plugin = test_plugin("tls_probe.wasm");
+    for mode in [Mode::Threads, Mode::EventLoop] {
+        let host = tls_host(&ca, utf8(&plugin), mode, &["--tls-alpn", "echo/1"]);
+        let tcp = connect(host.addr());
+        let mut client = TlsClient::over(tcp, ca.client_config(&["echo/1"]), "localhost").unwrap();
+        let line = client.line();
+        assert!(line.starts_with("tls TLSv1.3 TLS13_"), "{line}");
+        assert!(line.ends_with(" localhost echo/1"), "{line}");
+    }
+    let plain = Host::builder()
+        .plugin(&plugin)
+        .mode(Mode::EventLoop)
+        .start();
+    let mut reader = std::io::BufReader::new(connect(plain.addr()));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+    assert_eq!(line, "tls none\n");
+}
+
+#[test]
+fn a_shared_instance_is_told_what_was_negotiated() {
+    let ca = TestCa::new("tls-info-shared");
+    let host = tls_host(
+        &ca,
+        utf8(&test_plugin("proto_faults.wasm")),
+        Mode::Shared,
+        &[],
+    );
+    let mut client = ca.connect(host.addr(), "localhost");
+    assert_eq!(client.line(), "hello 1");
+    client.say("tls");
+    let line = client.line();
+    assert!(line.starts_with("tls TLSv1.3 TLS13_"), "{line}");
+    assert!(line.ends_with(" localhost -"), "{line}");
 }

@@ -27,11 +27,23 @@ pub struct WrkResult {
 
 /// Runs `wrk -t1 -c50 -d<duration>` against `http://addr/`.
 pub fn wrk(addr: SocketAddr, duration: Duration, placement: &Placement) -> Result<WrkResult> {
+    wrk_url(&format!("http://{addr}/"), &[], duration, placement)
+}
+
+/// Runs `wrk -t1 -c50 -d<duration> <extra> url` (an `https://` URL makes
+/// wrk speak TLS, without checking the certificate).
+pub fn wrk_url(
+    url: &str,
+    extra: &[&str],
+    duration: Duration,
+    placement: &Placement,
+) -> Result<WrkResult> {
     let mut command = Command::new("wrk");
     command
         .args(["-t1", &format!("-c{WRK_CONNECTIONS}"), "--timeout", "5s"])
         .arg(format!("-d{}s", duration.as_secs().max(1)))
-        .arg(format!("http://{addr}/"));
+        .args(extra)
+        .arg(url);
     placement.client(&mut command);
     let text =
         output_within(&mut command, duration + Duration::from_secs(30)).context("run wrk")?;
@@ -87,16 +99,26 @@ pub struct Nginx {
 }
 
 impl Nginx {
-    /// Starts `nginx` from `PATH`.
+    /// Starts `nginx` from `PATH`, serving plaintext.
     pub fn start(placement: &Placement) -> Result<Nginx> {
-        let dir = std::env::temp_dir().join(format!("loopback-bench-nginx-{}", std::process::id()));
+        Self::start_with(placement, None)
+    }
+
+    /// Starts `nginx` from `PATH`, terminating TLS with `tls` (certificate
+    /// and key files) if given.
+    pub fn start_with(placement: &Placement, tls: Option<(&Path, &Path)>) -> Result<Nginx> {
+        let dir = std::env::temp_dir().join(format!(
+            "loopback-bench-nginx-{}-{}",
+            std::process::id(),
+            tls.is_some()
+        ));
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .context("pick a free port")?
             .port();
         let conf = dir.join("nginx.conf");
-        std::fs::write(&conf, config(&dir, port))
+        std::fs::write(&conf, config(&dir, port, tls))
             .with_context(|| format!("write {}", conf.display()))?;
         let mut command = Command::new("nginx");
         command
@@ -164,8 +186,19 @@ impl Drop for Nginx {
 }
 
 /// The nginx configuration: everything nginx writes stays in `dir`.
-fn config(dir: &Path, port: u16) -> String {
+fn config(dir: &Path, port: u16, tls: Option<(&Path, &Path)>) -> String {
     let d = dir.display();
+    let (ssl, certificate) = match tls {
+        Some((cert, key)) => (
+            " ssl",
+            format!(
+                "ssl_certificate {};\n        ssl_certificate_key {};",
+                cert.display(),
+                key.display()
+            ),
+        ),
+        None => ("", String::new()),
+    };
     format!(
         "daemon off;
 master_process on;
@@ -182,7 +215,8 @@ http {{
     scgi_temp_path {d}/scgi;
     default_type text/plain;
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{ssl};
+        {certificate}
         location = / {{ return 200 \"Hello, World!\"; }}
     }}
 }}

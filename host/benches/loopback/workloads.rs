@@ -51,6 +51,20 @@ pub const CHURN_CLIENTS: usize = 4;
 /// A target: its name, and the server or why it did not start.
 pub type Target = (String, Result<Server>);
 
+/// nginx's row in the HTTP tables.
+pub const NGINX_ROW: &str = "nginx (master + 2 workers)";
+
+/// Each target's name and address (or why it did not start), to measure.
+pub fn addresses(targets: &[Target]) -> Vec<(String, Result<SocketAddr>)> {
+    targets
+        .iter()
+        .map(|(name, server)| {
+            let addr = server.as_ref().map(|s| s.addr);
+            (name.clone(), addr.map_err(|e| anyhow::anyhow!("{e:#}")))
+        })
+        .collect()
+}
+
 /// The host binary under test, run with `args`.
 pub fn start_host(name: &str, args: &[&str], settings: &Settings) -> Target {
     start_host_binary(name, &settings.hosts.main, args, settings)
@@ -392,14 +406,8 @@ pub fn http(settings: &Settings, plugins: &NativePlugins) {
                 .to_string(),
         ),
     }
-    let nginx_name = "nginx (master + 2 workers)";
-    let mut servers: Vec<(String, Result<SocketAddr>)> = targets
-        .iter()
-        .map(|(name, server)| {
-            let addr = server.as_ref().map(|s| s.addr);
-            (name.clone(), addr.map_err(|e| anyhow::anyhow!("{e:#}")))
-        })
-        .collect();
+    let nginx_name = NGINX_ROW;
+    let mut servers = addresses(&targets);
     // nginx serves alongside the others, so that each round measures it
     // too.
     let nginx = if which("nginx").is_some() {

@@ -304,6 +304,11 @@ impl SharedIo {
         self.transports.get(&id).map(|t| t.conn.local_addr())
     }
 
+    /// What `id`'s TLS handshake negotiated, on a TLS listener.
+    pub fn tls(&self, id: TransportId) -> Option<crate::connection::tls::Negotiated> {
+        self.transports.get(&id).and_then(|t| t.conn.tls())
+    }
+
     /// The instance's timers.
     pub fn timers(&mut self) -> &mut Timers {
         &mut self.timers

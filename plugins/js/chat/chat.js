@@ -18,7 +18,7 @@
 // BigInt (WIT u64), a failed import throws an error whose `payload` is the
 // WIT error name ("buffer-full", "closed").
 
-import { abort, write } from "plughost:handler/transports@0.1.3";
+import { abort, write } from "plughost:handler/transports@0.1.4";
 
 // Longest line a client may send, and longest name, in bytes.
 const MAX_LINE = 4096;
@@ -150,6 +150,6 @@ export function connectionLost(t, reason) {
 
 export function timerFired(timer) {}
 
-// A message on a subscribed topic (plughost:handler/topics@0.1.3): this
+// A message on a subscribed topic (plughost:handler/topics@0.1.4): this
 // plugin subscribes to none, so it never runs.
 export function messageReceived(topic, message) {}

@@ -15,7 +15,7 @@ import {
   pauseReading,
   resumeReading,
   write,
-} from "plughost:handler/transports@0.1.3";
+} from "plughost:handler/transports@0.1.4";
 
 export function init() {}
 
@@ -41,6 +41,6 @@ export function connectionLost(t, reason) {}
 
 export function timerFired(timer) {}
 
-// A message on a subscribed topic (plughost:handler/topics@0.1.3): this
+// A message on a subscribed topic (plughost:handler/topics@0.1.4): this
 // plugin subscribes to none, so it never runs.
 export function messageReceived(topic, message) {}

@@ -44,7 +44,7 @@ pub(super) mod bindings {
 
 use bindings::plughost::handler::timers;
 use bindings::plughost::handler::transports::{
-    self, LostReason as WitLostReason, SocketAddress, WriteError as WitWriteError,
+    self, LostReason as WitLostReason, SocketAddress, TlsSession, WriteError as WitWriteError,
 };
 
 /// The world protocol plugins implement.
@@ -364,6 +364,15 @@ impl transports::Host for ProtocolState {
 
     fn local_address(&mut self, t: u64) -> wasmtime::Result<Option<SocketAddress>> {
         Ok(self.io.local_addr(t).map(wit_address))
+    }
+
+    fn tls(&mut self, t: u64) -> wasmtime::Result<Option<TlsSession>> {
+        Ok(self.io.tls(t).map(|n| TlsSession {
+            version: n.version,
+            cipher_suite: n.cipher_suite,
+            server_name: n.server_name,
+            alpn: n.alpn,
+        }))
     }
 }
 

@@ -47,6 +47,14 @@ mod imp {
     pub fn local_addr(t: u64) -> Option<SocketAddr> {
         addr(transports::local_address(t))
     }
+    pub fn tls(t: u64) -> Option<crate::TlsSession> {
+        transports::tls(t).map(|s| crate::TlsSession {
+            version: s.version,
+            cipher_suite: s.cipher_suite,
+            server_name: s.server_name,
+            alpn: s.alpn,
+        })
+    }
     pub fn call_later(ms: u64) -> Result<u64, String> {
         timers::call_later(ms)
     }
@@ -87,6 +95,9 @@ pub fn peer_addr(t: u64) -> Option<SocketAddr> {
 }
 pub fn local_addr(t: u64) -> Option<SocketAddr> {
     imp::local_addr(t)
+}
+pub fn tls(t: u64) -> Option<crate::TlsSession> {
+    imp::tls(t)
 }
 pub fn call_later(ms: u64) -> Result<u64, String> {
     imp::call_later(ms)

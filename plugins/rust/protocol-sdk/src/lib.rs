@@ -190,6 +190,13 @@ impl Transport {
     pub fn local_addr(self) -> Option<SocketAddr> {
         backend::local_addr(self.0)
     }
+
+    /// What the TLS handshake negotiated, on a listener that terminates
+    /// TLS (`host run --tls-cert`); `None` on a plaintext one (or once the
+    /// connection is gone).
+    pub fn tls(self) -> Option<TlsSession> {
+        backend::tls(self.0)
+    }
 }
 
 /// The most bytes the host buffers for one connection.
@@ -280,6 +287,7 @@ macro_rules! export {
 
 /// Implementation details of [`export!`]; not part of the API.
 /// The shared store: buckets, counters and topics (see [`plughost_store`]).
+pub use plughost_guest_rt::TlsSession;
 pub use plughost_store as store;
 
 #[doc(hidden)]

@@ -286,6 +286,11 @@ pub(crate) mod recorder {
         is_open(t).then_some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
     }
 
+    /// The recorder's connections are plaintext.
+    pub fn tls(_t: u64) -> Option<crate::TlsSession> {
+        None
+    }
+
     pub fn local_addr(t: u64) -> Option<SocketAddr> {
         is_open(t).then_some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8000))
     }

@@ -16,6 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr};
 use std::time::Duration;
 
 use crate::Error;
+use plughost_guest_rt::TlsSession;
 
 /// The largest read the host serves in one call (larger requests are
 /// clamped by the host).
@@ -66,6 +67,11 @@ pub trait Transport {
     fn set_timeout_ms(&mut self, ms: Option<u64>);
     /// The read timeout in milliseconds.
     fn timeout_ms(&self) -> Option<u64>;
+    /// What the TLS handshake negotiated (`None`: a plaintext listener,
+    /// or a transport that cannot tell, such as the native ABI).
+    fn tls(&self) -> Option<TlsSession> {
+        None
+    }
     /// Waits for up to `max` bytes or a topic message, whichever comes
     /// first. A transport without topics (the native ABI) reads.
     fn read_or_message(&mut self, max: u32) -> Result<Arrival, Error> {
@@ -252,6 +258,12 @@ impl<'a> Conn<'a> {
     /// The address the host accepted the connection on.
     pub fn local_addr(&self) -> SocketAddr {
         self.io.local_addr()
+    }
+
+    /// What the TLS handshake negotiated, on a listener that terminates
+    /// TLS (`host run --tls-cert`); `None` on a plaintext one.
+    pub fn tls(&self) -> Option<TlsSession> {
+        self.io.tls()
     }
 
     /// Sets the read timeout (`settimeout`); `None` blocks without limit

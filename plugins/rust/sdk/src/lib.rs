@@ -142,6 +142,7 @@ mod wasm;
 
 pub use conn::{Arrival, Conn, MAX_READ, Message, Transport};
 pub use error::Error;
+pub use plughost_guest_rt::TlsSession;
 pub use std::net::Shutdown;
 
 /// A connection handler: the three calls the host makes for every

@@ -73,6 +73,15 @@ impl Transport for Wit<'_> {
         parse_addr(&a.ip, a.port)
     }
 
+    fn tls(&self) -> Option<crate::TlsSession> {
+        self.0.tls().map(|s| crate::TlsSession {
+            version: s.version,
+            cipher_suite: s.cipher_suite,
+            server_name: s.server_name,
+            alpn: s.alpn,
+        })
+    }
+
     fn set_timeout_ms(&mut self, ms: Option<u64>) {
         self.0.set_timeout(ms);
     }

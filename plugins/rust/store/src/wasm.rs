@@ -10,8 +10,8 @@ mod bindings {
             world client {
                 import wasi:keyvalue/store@0.2.0-draft;
                 import wasi:keyvalue/atomics@0.2.0-draft;
-                import plughost:handler/swap@0.1.3;
-                import plughost:handler/topics@0.1.3;
+                import plughost:handler/swap@0.1.4;
+                import plughost:handler/topics@0.1.4;
             }
         ",
         path: "../../../wit",

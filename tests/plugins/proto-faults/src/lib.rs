@@ -12,6 +12,8 @@
 //! - `count` answers `count N\n`, the connections the instance serves now;
 //! - `peer` answers `peer ADDRESS\n`, the client's address as the host
 //!   gives it;
+//! - `tls` answers `tls VERSION SUITE NAME ALPN\n` (`tls none` without
+//!   TLS), what the handshake negotiated;
 //! - anything else comes back as `echo LINE\n`.
 //!
 //! With `fail_init = "yes"` in `[listener.config]`, `init` fails.
@@ -60,6 +62,14 @@ impl Faults {
             ("peer", _) => {
                 let peer = t.peer_addr().map_or("none".to_string(), |a| a.to_string());
                 let _ = t.write(format!("peer {peer}\n").as_bytes());
+            }
+            ("tls", _) => {
+                let tls = t.tls().map_or("none".to_string(), |s| {
+                    let name = s.server_name.unwrap_or_else(|| "-".into());
+                    let alpn = s.alpn.unwrap_or_else(|| "-".into());
+                    format!("{} {} {name} {alpn}", s.version, s.cipher_suite)
+                });
+                let _ = t.write(format!("tls {tls}\n").as_bytes());
             }
             ("count", _) => {
                 let _ = t.write(format!("count {}\n", self.open.len()).as_bytes());

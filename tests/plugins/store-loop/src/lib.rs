@@ -14,7 +14,10 @@ impl Handler for StoreLoop {
     fn handle(conn: &mut Conn) -> Result<(), String> {
         let bucket = store::open("bench").map_err(|e| e.to_string());
         while let Some(line) = conn.read_line(64)? {
-            let reply = match (&bucket, String::from_utf8_lossy(&line).trim().parse::<u64>()) {
+            let reply = match (
+                &bucket,
+                String::from_utf8_lossy(&line).trim().parse::<u64>(),
+            ) {
                 (Err(err), _) => Err(err.clone()),
                 (_, Err(err)) => Err(format!("not a count: {err}")),
                 (Ok(bucket), Ok(n)) => (0..n)

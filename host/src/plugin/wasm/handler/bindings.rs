@@ -23,7 +23,7 @@ pub use plughost::handler::connections::{ErrorCode, ShutdownHow, SocketAddress};
 /// for `concat!`.
 macro_rules! contract_version {
     () => {
-        "0.1.3"
+        "0.1.4"
     };
 }
 pub(crate) use contract_version;

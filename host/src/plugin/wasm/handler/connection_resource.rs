@@ -14,7 +14,7 @@ use std::borrow::BorrowMut;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, LinkerInstance, Resource, WasmList};
 
-use super::bindings::plughost::handler::connections::{Arrival, Host, HostConnection};
+use super::bindings::plughost::handler::connections::{Arrival, Host, HostConnection, TlsSession};
 use super::bindings::{ErrorCode, ShutdownHow, SocketAddress};
 use super::guest_receive::ReadOutcome;
 use crate::address::PeerAddr;
@@ -22,10 +22,10 @@ use crate::connection::Connection;
 use crate::connection::inbox;
 use crate::plugin::wasm::state::{ConnState, ConnectionHandle, StoreState};
 
-/// The `connection` methods that never wait (shutdown, addresses, the read
-/// timeout, drop), for inside a bindings' `impl HostConnection`. `ErrorCode`,
-/// `ShutdownHow` and `SocketAddress` are that bindings' types, in scope where
-/// the macro is used.
+/// The `connection` methods that never wait (shutdown, addresses, TLS, the
+/// read timeout, drop), for inside a bindings' `impl HostConnection`.
+/// `ErrorCode`, `ShutdownHow`, `SocketAddress` and `TlsSession` are that
+/// bindings' types, in scope where the macro is used.
 macro_rules! non_waiting_connection_methods {
     () => {
         fn shutdown(
@@ -60,6 +60,18 @@ macro_rules! non_waiting_connection_methods {
                 self.conn(&handle)?.local_addr(),
             );
             Ok(SocketAddress { ip, port })
+        }
+
+        fn tls(
+            &mut self,
+            handle: ::wasmtime::component::Resource<$crate::plugin::wasm::state::ConnectionHandle>,
+        ) -> ::wasmtime::Result<Option<TlsSession>> {
+            Ok(self.conn(&handle)?.tls().map(|n| TlsSession {
+                version: n.version,
+                cipher_suite: n.cipher_suite,
+                server_name: n.server_name,
+                alpn: n.alpn,
+            }))
         }
 
         fn set_timeout(

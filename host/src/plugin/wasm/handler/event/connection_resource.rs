@@ -14,7 +14,7 @@ use super::super::connection_resource::{
 use super::super::guest_receive::ReadOutcome;
 use super::EventState;
 use super::bindings::plughost::handler::connections::{
-    Arrival, ErrorCode, Host, HostConnection, ShutdownHow, SocketAddress,
+    Arrival, ErrorCode, Host, HostConnection, ShutdownHow, SocketAddress, TlsSession,
 };
 use crate::connection::event::EventConnection;
 use crate::plugin::wasm::state::ConnectionHandle;
