@@ -413,3 +413,41 @@ fn a_shared_instance_is_told_what_was_negotiated() {
     assert!(line.starts_with("tls TLSv1.3 TLS13_"), "{line}");
     assert!(line.ends_with(" localhost -"), "{line}");
 }
+
+#[test]
+fn a_client_that_reads_late_gets_its_whole_echo_from_a_shared_instance() {
+    // A client with a 4 KiB receive buffer sends 128 KiB before reading:
+    // proto-echo's echo backs up on the host (TLS records and its own
+    // buffer), so it pauses reading; once the client reads, the output
+    // drains and the instance reads and echoes the rest. (The unit test
+    // `output_left_in_tls_records_is_reported_drained_once_sent` pins the
+    // case of records alone.)
+    let ca = TestCa::new("tls-drained");
+    let host = tls_host(&ca, "proto-echo", Mode::Shared, &[]);
+    let tcp = crate::support::clients::connect_with_small_buffer(host.addr());
+    let mut client = TlsClient::over(tcp, ca.client_config(&[]), "localhost").unwrap();
+    let data: Vec<u8> = (0..128 * 1024u32).map(|i| (i % 253) as u8).collect();
+    client.send(&data);
+    let back = client.read_exactly(data.len());
+    assert!(back == data, "the whole echo came back");
+}
+
+#[test]
+fn a_connection_cut_short_ends_without_close_notify() {
+    // A trap closes the shared instance's connections: the client must be
+    // able to tell that from an orderly end (which sends `close_notify`,
+    // as the mebibyte tests check).
+    let ca = TestCa::new("tls-cut");
+    let host = tls_host(
+        &ca,
+        utf8(&test_plugin("proto_faults.wasm")),
+        Mode::Shared,
+        &[],
+    );
+    let mut client = ca.connect(host.addr(), "localhost");
+    assert_eq!(client.line(), "hello 1");
+    client.say("trap");
+    let end = client.try_read_to_end();
+    let err = end.expect_err("no close_notify after a trap");
+    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{err}");
+}

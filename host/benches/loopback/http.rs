@@ -192,7 +192,12 @@ fn config(dir: &Path, port: u16, tls: Option<(&Path, &Path)>) -> String {
         Some((cert, key)) => (
             " ssl",
             format!(
-                "ssl_certificate {};\n        ssl_certificate_key {};",
+                // The host's order of TLS 1.3 suites (AES-128-GCM first),
+                // so both negotiate the same one with wrk.
+                "ssl_certificate {};\n        ssl_certificate_key {};\n        \
+                 ssl_prefer_server_ciphers on;\n        \
+                 ssl_conf_command Ciphersuites \
+                 TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384;",
                 cert.display(),
                 key.display()
             ),

@@ -161,7 +161,9 @@ impl Stream {
             Stream::Unix(s) => s.shutdown(how),
             Stream::Tls(s) => {
                 if how != Shutdown::Read {
-                    s.close_notify(0)?;
+                    // As far as the socket takes it now; the socket's own
+                    // shutdown follows either way.
+                    let _ = s.close_notify(0);
                 }
                 s.socket_mut().shutdown(how)
             }
@@ -225,6 +227,30 @@ impl Write for Stream {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// A TLS read (see [`TlsStream::read`]) that waits for its first byte at
+/// most `wait` in all: the socket's own timeout would start again with
+/// every partial record, so a client trickling a record byte by byte could
+/// hold the read forever.
+fn tls_read_within(
+    tls: &mut TlsStream,
+    max: usize,
+    wait: Option<Duration>,
+    take: &mut dyn FnMut(&[u8]),
+) -> io::Result<usize> {
+    let deadline = wait.and_then(|wait| Instant::now().checked_add(wait));
+    loop {
+        match tls.read(max, socket::DONT_WAIT, take) {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                if !socket::wait_readable(&[tls.as_raw_fd()], left)? {
+                    return Err(err);
+                }
+            }
+            other => return other,
+        }
     }
 }
 
@@ -428,9 +454,15 @@ impl Connection {
             return answer.map(Some);
         }
         let want = max.min(MAX_READ_CHUNK);
+        let wait = self.read_wait();
         if let Stream::Tls(tls) = &mut self.stream {
             let received = &mut self.received;
-            let result = tls.read(want, flags, &mut |chunk| received.extend_from_slice(chunk));
+            let mut take = |chunk: &[u8]| received.extend_from_slice(chunk);
+            let result = if flags & socket::DONT_WAIT != 0 {
+                tls.read(want, flags, &mut take)
+            } else {
+                tls_read_within(tls, want, wait, &mut take)
+            };
             self.streaming = false;
             return self.count_received(result);
         }
@@ -567,6 +599,15 @@ impl Connection {
         if self.read_closed {
             return Ok(0);
         }
+        let wait = self.read_wait();
+        if let Stream::Tls(tls) = &mut self.stream {
+            let mut at = 0;
+            let result = tls_read_within(tls, buf.len(), wait, &mut |chunk| {
+                buf[at..at + chunk.len()].copy_from_slice(chunk);
+                at += chunk.len();
+            });
+            return self.count_received(result)?.ok_or(ConnError::TimedOut);
+        }
         self.before_blocking_io();
         loop {
             match self.stream.read(buf) {
@@ -589,6 +630,12 @@ impl Connection {
             // stopped reading.
             let n = self.try_write(rest)?.ok_or(ConnError::BrokenPipe)?;
             rest = &rest[n..];
+        }
+        // TLS records the socket did not take within its timeout: the
+        // client stopped reading, as for a plain write that times out.
+        while self.unsent() > 0 {
+            self.before_blocking_io();
+            self.try_flush()?.ok_or(ConnError::BrokenPipe)?;
         }
         Ok(())
     }
@@ -649,6 +696,16 @@ impl Connection {
         match &mut self.stream {
             Stream::Tls(tls) => tls.has_buffered_input(),
             _ => false,
+        }
+    }
+
+    /// Under TLS, tells the client the stream ends here (`close_notify`,
+    /// sent if the socket takes it now): for a connection that ends in
+    /// order. One cut short (an abort, a trap, a timeout) closes without
+    /// it, so the client can tell the difference.
+    pub fn notify_close(&mut self) {
+        if let Stream::Tls(tls) = &mut self.stream {
+            let _ = tls.close_notify(socket::DONT_WAIT);
         }
     }
 
@@ -784,6 +841,53 @@ mod tests {
             Arrival::Message(m) => String::from_utf8_lossy(&m.body).into_owned(),
             Arrival::Data(n) => panic!("{n} bytes instead of a message"),
         }
+    }
+
+    /// A blocking TLS connection over a socket pair with a small send
+    /// buffer (`idle` bounds its waits), and the client's end.
+    fn tls_connection_and_client(idle: Duration) -> (Connection, tls::testing::Client) {
+        let (tls, client) = tls::testing::pair(Some(4096));
+        let stream = Stream::Tls(Box::new(tls));
+        let peer = stream.peer_addr().unwrap();
+        let conn = Connection::blocking(stream, peer, Some(idle))
+            .map_err(|unwrapped| unwrapped.error)
+            .unwrap();
+        (conn, client)
+    }
+
+    #[test]
+    fn a_tls_write_the_client_never_reads_fails_instead_of_leaving_records_behind() {
+        let (mut conn, _client) = tls_connection_and_client(Duration::from_millis(50));
+        // One chunk's worth: taken into records whole, more than the
+        // socket holds.
+        let data = vec![1u8; 64 * 1024];
+        assert_eq!(conn.write_all(&data), Err(ConnError::BrokenPipe));
+    }
+
+    #[test]
+    fn a_record_trickling_in_does_not_renew_a_tls_reads_timeout() {
+        let (mut conn, mut client) = tls_connection_and_client(Duration::from_millis(200));
+        let trickling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let still = Arc::clone(&trickling);
+        let trickler = std::thread::spawn(move || {
+            // The header of a 16 KiB record, then its body byte by byte,
+            // each byte well within the timeout of the one before.
+            let sock = &mut client.sock;
+            sock.write_all(&[0x17, 0x03, 0x03, 0x40, 0x00]).unwrap();
+            for _ in 0..40 {
+                std::thread::sleep(Duration::from_millis(50));
+                if sock.write_all(&[0]).is_err() {
+                    break;
+                }
+            }
+            still.store(false, std::sync::atomic::Ordering::SeqCst);
+        });
+        assert_eq!(conn.read(100), Err(ConnError::TimedOut));
+        assert!(
+            trickling.load(std::sync::atomic::Ordering::SeqCst),
+            "the read timed out while the record was still trickling in"
+        );
+        trickler.join().unwrap();
     }
 
     #[test]

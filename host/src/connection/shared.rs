@@ -220,6 +220,8 @@ impl SharedIo {
         let limit = self.write_limit;
         let transport = self.open(id)?;
         if transport.pending() + data.len() > limit {
+            // The plugin waits for `write-drained` to write again.
+            transport.drained_due = true;
             return Err(WriteError::BufferFull);
         }
         let mut rest = data;
@@ -239,6 +241,10 @@ impl SharedIo {
         }
         if !rest.is_empty() {
             transport.unsent.extend_from_slice(rest);
+        }
+        // Bytes not on the socket yet (here, or TLS records): the plugin
+        // hears when they are.
+        if transport.pending() > 0 {
             transport.drained_due = true;
         }
         if data.len() > rest.len() {
@@ -618,6 +624,41 @@ mod tests {
         let mut io = SharedIo::new(write_limit);
         io.insert(1, conn);
         (io, client)
+    }
+
+    #[test]
+    fn output_left_in_tls_records_is_reported_drained_once_sent() {
+        // Each write below is taken whole into TLS records; the socket
+        // takes only some of them. Waiting records count as buffered, so
+        // the instance must hear when they are gone.
+        let (tls, mut client) = crate::connection::tls::testing::pair(Some(4096));
+        let stream = Stream::Tls(Box::new(tls));
+        let peer = stream.peer_addr().unwrap();
+        let conn = Connection::non_blocking(stream, peer, None)
+            .map_err(|unwrapped| unwrapped.error)
+            .unwrap();
+        let mut io = SharedIo::new(1 << 20);
+        io.insert(1, conn);
+        let chunk = vec![5u8; 16 * 1024];
+        let mut written = 0;
+        while io.buffered(1) == 0 {
+            io.write(1, &chunk).unwrap();
+            written += chunk.len();
+        }
+        let reader = std::thread::spawn(move || {
+            let mut echo = vec![0u8; written];
+            client.read_exact(&mut echo).unwrap();
+            client
+        });
+        while io.buffered(1) > 0 {
+            io.flush(1);
+            let fd = io.fd(1).unwrap();
+            // Until the socket takes more (the reader makes room).
+            crate::sys::socket::wait_readable(&[fd], Some(std::time::Duration::from_millis(5)))
+                .unwrap();
+        }
+        let _client = reader.join().unwrap();
+        assert_eq!(io.take_drained(), vec![1]);
     }
 
     #[test]

@@ -286,16 +286,6 @@ impl TlsStream {
     }
 }
 
-impl Drop for TlsStream {
-    /// A session that was served ends with a `close_notify` (sent if the
-    /// socket takes it now), so the client can tell the end from a cut.
-    fn drop(&mut self) {
-        if !self.session.is_handshaking() {
-            let _ = self.close_notify(socket::DONT_WAIT);
-        }
-    }
-}
-
 impl AsRawFd for TlsStream {
     fn as_raw_fd(&self) -> RawFd {
         self.socket.as_raw_fd()
@@ -331,5 +321,83 @@ impl io::Read for SocketSource {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
         unsafe { socket::recv(self.fd, buf.as_mut_ptr(), buf.len(), self.flags) }
+    }
+}
+
+/// A TLS connection over a Unix socket pair for unit tests: the host's
+/// side, served by rustls with a certificate from a CA made for the test,
+/// and the client's side (blocking, trusting that CA), handshake done.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{PrivateKeyDer, ServerName};
+    use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, StreamOwned};
+
+    use super::TlsStream;
+    use crate::connection::Stream;
+    use crate::sys::socket;
+
+    /// The client's side.
+    pub type Client = StreamOwned<ClientConnection, UnixStream>;
+
+    /// The pair; `server_send_buffer` sets the host side's `SO_SNDBUF`.
+    pub fn pair(server_send_buffer: Option<usize>) -> (TlsStream, Client) {
+        let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server_config = ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap(),
+            )
+            .unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.der().clone()).unwrap();
+        let client_config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+
+        let (server, client) = UnixStream::pair().unwrap();
+        if let Some(size) = server_send_buffer {
+            socket2::SockRef::from(&server)
+                .set_send_buffer_size(size)
+                .unwrap();
+            socket2::SockRef::from(&client)
+                .set_recv_buffer_size(size)
+                .unwrap();
+        }
+        server.set_nonblocking(true).unwrap();
+        let session = rustls::ServerConnection::new(Arc::new(server_config)).unwrap();
+        let mut tls = TlsStream::new(session, Stream::Unix(server));
+        let name = ServerName::try_from("localhost").unwrap();
+        let client_session = ClientConnection::new(Arc::new(client_config), name).unwrap();
+        let shaking = std::thread::spawn(move || {
+            let mut client = StreamOwned::new(client_session, client);
+            while client.conn.is_handshaking() {
+                client.conn.complete_io(&mut client.sock).unwrap();
+            }
+            client
+        });
+        while !tls.handshake().unwrap() {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&tls);
+            socket::wait_readable(&[fd], Some(Duration::from_millis(10))).unwrap();
+        }
+        (tls, shaking.join().unwrap())
     }
 }

@@ -120,7 +120,10 @@ impl Session {
 
 impl Open {
     /// Closes the connection and logs and counts how it went.
-    pub(super) fn close(self, conn: Connection, outcome: Outcome) {
+    pub(super) fn close(self, mut conn: Connection, outcome: Outcome) {
+        if matches!(outcome, Outcome::Ok) {
+            conn.notify_close();
+        }
         let (bytes_in, bytes_out) = (conn.bytes_in(), conn.bytes_out());
         // Unregister before the socket closes, so a drain never touches a
         // reused file descriptor.

@@ -5,7 +5,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A non-blocking `eventfd`: [`ring`](Doorbell::ring) makes it readable
 /// until [`answer`](Doorbell::answer) empties it.
@@ -55,43 +55,7 @@ impl AsRawFd for Doorbell {
 /// `bell` rings, for at most `timeout` (`None`: no limit); false when the
 /// time ran out with neither.
 pub fn wait_for_either(fd: RawFd, bell: &Doorbell, timeout: Option<Duration>) -> io::Result<bool> {
-    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-    loop {
-        let wait_ms = match deadline {
-            None => -1,
-            Some(deadline) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                // Rounded up, so a wait never ends before its deadline.
-                let ms = left.as_micros().div_ceil(1000);
-                libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
-            }
-        };
-        let mut fds = [
-            libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: bell.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        // SAFETY: two valid pollfds, and their count.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, wait_ms) };
-        match ready {
-            n if n > 0 => return Ok(true),
-            0 if deadline.is_some_and(|d| Instant::now() >= d) => return Ok(false),
-            0 => {}
-            _ => {
-                let err = io::Error::last_os_error();
-                if err.kind() != io::ErrorKind::Interrupted {
-                    return Err(err);
-                }
-            }
-        }
-    }
+    super::socket::wait_readable(&[fd, bell.as_raw_fd()], timeout)
 }
 
 #[cfg(test)]

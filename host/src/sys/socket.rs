@@ -1,9 +1,11 @@
 //! Socket calls the standard library does not offer: `recv` with flags
-//! into a caller's buffer, `send` with flags, the count of bytes queued for reading, a
-//! readiness check without accepting, and a shutdown by descriptor.
+//! into a caller's buffer, `send` with flags, a wait for readability with a
+//! timeout, the count of bytes queued for reading, a readiness check
+//! without accepting, and a shutdown by descriptor.
 
 use std::io;
 use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
 
 /// `MSG_DONTWAIT`: one `recv` that does not wait, even on a blocking
 /// socket.
@@ -51,6 +53,46 @@ pub fn send(fd: RawFd, data: &[u8], flags: libc::c_int) -> io::Result<usize> {
         let err = io::Error::last_os_error();
         if err.kind() != io::ErrorKind::Interrupted {
             return Err(err);
+        }
+    }
+}
+
+/// Waits until one of `fds` is readable (or closed): `true`, or `false`
+/// once `timeout` passed (`None`: no limit). A signal does not end the
+/// wait early.
+pub fn wait_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<bool> {
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let mut polled: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    loop {
+        let wait_ms = match deadline {
+            None => -1,
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                // Rounded up, so a wait never ends before its deadline.
+                let ms = left.as_micros().div_ceil(1000);
+                libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
+            }
+        };
+        let count = libc::nfds_t::try_from(polled.len()).unwrap_or(libc::nfds_t::MAX);
+        // SAFETY: `count` valid pollfds.
+        let ready = unsafe { libc::poll(polled.as_mut_ptr(), count, wait_ms) };
+        match ready {
+            n if n > 0 => return Ok(true),
+            0 if deadline.is_some_and(|d| Instant::now() >= d) => return Ok(false),
+            0 => {}
+            _ => {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
         }
     }
 }

@@ -141,6 +141,16 @@ fn load_one(files: CertFiles, provider: &CryptoProvider) -> Result<Loaded> {
     };
     let (names, not_after) = check_leaf(leaf, cert_path)?;
     let key_pem = read(&files.key, "private key")?;
+    if key_pem
+        .windows(b"ENCRYPTED PRIVATE KEY".len())
+        .any(|w| w == b"ENCRYPTED PRIVATE KEY")
+    {
+        bail!(
+            "the private key in {} is encrypted; give the host a decrypted copy \
+             (openssl pkey -in KEY -out KEY.plain), readable only by its user",
+            files.key.display()
+        );
+    }
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|err| {
         anyhow!(
             "{} holds no private key (expected PEM \"PRIVATE KEY\", \"RSA PRIVATE KEY\" or \"EC PRIVATE KEY\"): {err}",

@@ -9,6 +9,21 @@ use std::time::{Duration, Instant};
 
 use super::IO_TIMEOUT;
 
+/// A client connection to `addr` (IPv4) whose receive buffer is 4 KiB,
+/// so the host's sends back up after a few KiB the client has not read;
+/// read timeout set.
+pub fn connect_with_small_buffer(addr: SocketAddr) -> TcpStream {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket.connect(&addr.into()).expect("connect");
+    let stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(IO_TIMEOUT))
+        .expect("set read timeout");
+    stream
+}
+
 /// A client connection to `addr` with timeouts set.
 pub fn connect(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)

@@ -31,14 +31,7 @@ impl LineClient {
     /// Connects to `addr` with a 4 KiB receive buffer, so that a client
     /// that stops reading backs up into the host sooner.
     pub fn connect_with_small_buffer(addr: SocketAddr) -> Self {
-        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .expect("a socket");
-        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-        socket.connect(&addr.into()).expect("connect");
-        let stream: TcpStream = socket.into();
-        stream
-            .set_read_timeout(Some(super::IO_TIMEOUT))
-            .expect("timeout");
+        let stream = super::clients::connect_with_small_buffer(addr);
         Self {
             writer: stream.try_clone().expect("clone the stream"),
             reader: BufReader::new(stream),

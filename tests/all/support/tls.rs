@@ -199,8 +199,13 @@ impl TlsClient {
 
     /// Reads to the end of the stream (the server's `close_notify`).
     pub fn read_to_end(&mut self) -> Vec<u8> {
+        self.try_read_to_end().unwrap()
+    }
+
+    /// The same; an error for an end without `close_notify`
+    /// (`UnexpectedEof`).
+    pub fn try_read_to_end(&mut self) -> std::io::Result<Vec<u8>> {
         let mut rest = Vec::new();
-        self.stream.read_to_end(&mut rest).unwrap();
-        rest
+        self.stream.read_to_end(&mut rest).map(|_| rest)
     }
 }
