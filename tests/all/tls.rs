@@ -451,3 +451,42 @@ fn a_connection_cut_short_ends_without_close_notify() {
     let err = end.expect_err("no close_notify after a trap");
     assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{err}");
 }
+
+#[test]
+fn a_unix_socket_listener_terminates_tls_too() {
+    use std::io::{BufRead, Write};
+    let ca = TestCa::new("tls-unix");
+    let issued = ca.issue("server", &["localhost"]);
+    let socket = ca.dir().join("tls.sock");
+    let config = ca.dir().join("host.toml");
+    std::fs::write(
+        &config,
+        format!(
+            // The TCP listener first: the test harness finds the host by it.
+            "[[listener]]\naddress = \"127.0.0.1:0\"\nplugin = \"echo\"\n\
+             [[listener]]\naddress = \"unix:{}\"\nplugin = \"echo\"\n\
+             [listener.tls]\ncert = \"server.pem\"\nkey = \"server.key\"\n",
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let host = Host::builder()
+        .config(&config)
+        .mode(Mode::EventLoop)
+        .start();
+    host.expect_log(&format!("listening on unix:{}", socket.display()), SOON);
+    let unix = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    unix.set_read_timeout(Some(crate::support::IO_TIMEOUT))
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let session = rustls::ClientConnection::new(ca.client_config(&[]), name).unwrap();
+    let mut stream = std::io::BufReader::new(rustls::StreamOwned::new(session, unix));
+    stream.get_mut().write_all(b"over a Unix socket\n").unwrap();
+    let mut line = String::new();
+    stream.read_line(&mut line).unwrap();
+    assert_eq!(line, "over a Unix socket\n");
+    assert_eq!(
+        stream.get_ref().conn.peer_certificates().unwrap()[0],
+        issued.der
+    );
+}
