@@ -1,6 +1,6 @@
-//! The host's side of one accepted connection: the socket (TCP or Unix)
-//! plus the counters and settings the plugin contract exposes (read,
-//! write, shutdown, addresses, read timeout).
+//! The host's side of one accepted connection: the socket (TCP or Unix,
+//! either under TLS: [`tls`]) plus the counters and settings the plugin
+//! contract exposes (read, write, shutdown, addresses, TLS, read timeout).
 //!
 //! Every plugin kind drives a connection through this type, so byte counts,
 //! error mapping and limits are the same whether a WASM or a native plugin

@@ -4,7 +4,9 @@
 //! ([`events`], where it is one task among many) when the listener has
 //! loops; a connection whose plugin serves many from one instance (the
 //! `protocol` world) goes to a reactor thread ([`reactor`]); any other
-//! goes to a pooled thread of its own ([`pool`]).
+//! goes to a pooled thread of its own ([`pool`]). On a listener behind a
+//! load balancer or with TLS, `preamble.rs` first reads the PROXY header
+//! and shakes hands, on threads of its own.
 //! [`session`] is one connection's life in either mode. Signals stop the
 //! server gracefully (SIGINT/SIGTERM: stop accepting, drain for the grace
 //! period) or ask for a reload (SIGHUP). [`udp`] is the datagram server.
