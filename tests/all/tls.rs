@@ -490,3 +490,30 @@ fn a_unix_socket_listener_terminates_tls_too() {
         issued.der
     );
 }
+
+#[test]
+fn host_check_reads_a_listeners_certificates_too() {
+    let ca = TestCa::new("tls-check");
+    ca.issue("site", &["localhost", "www.test"]);
+    ca.issue_expired("old", &["localhost"]);
+    let config = |cert: &str| {
+        let path = ca.dir().join(format!("{cert}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[[listener]]\naddress = \"127.0.0.1:0\"\nplugin = \"echo\"\n\
+                 [listener.tls]\ncert = \"{cert}.pem\"\nkey = \"{cert}.key\"\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let good = config("site");
+    let out = crate::support::run_host(&["check", "--config", utf8(&good)]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("tls:      certificate"), "{report}");
+    assert!(report.contains("for localhost, www.test"), "{report}");
+    let line = refused(&["check", "--config", utf8(&config("old"))]);
+    assert!(line.contains("expired on"), "{line}");
+}

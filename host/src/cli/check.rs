@@ -1,5 +1,6 @@
 //! `host check`: load a plugin the way `host run` would and report what it
-//! is, or exactly why it would be refused.
+//! is, or exactly why it would be refused (with `--config`, every
+//! listener's plugin and TLS certificates).
 
 use std::io::Write;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use host::plugin::loader::{self, LoadDetails, Loader, PluginKind};
 use host::plugin::source::PluginSource;
 use host::plugin::wasm::{Grants, Sandbox};
 use host::plugin::{Plugin, Serving};
+use host::tls::Terminator;
 use plughost_native_abi::ABI_VERSION;
 
 use super::options::EngineOptions;
@@ -54,6 +56,13 @@ impl CheckArgs {
                     );
                     let kind = self.engine.kind.or(listener.kind);
                     self.check(&listener.plugin, kind, &listener.grants, &mut report)?;
+                    if let Some(tls) = &listener.tls {
+                        let terminator = Terminator::new(tls)
+                            .with_context(|| format!("listener {}: TLS", listener.address))?;
+                        for line in terminator.describe() {
+                            out!(report, "  tls:      {line}");
+                        }
+                    }
                 }
             }
             (None, Some(plugin)) => {
