@@ -25,6 +25,20 @@ fn tls_host(ca: &TestCa, plugin: &str, mode: Mode, extra: &[&str]) -> Host {
         .start()
 }
 
+/// The protocol-world test plugin (`proto_faults.wasm`, its commands in
+/// tests/plugins/README.md) over TLS, and a client past its greeting.
+fn faults_over_tls(ca: &TestCa) -> (Host, TlsClient) {
+    let host = tls_host(
+        ca,
+        utf8(&test_plugin("proto_faults.wasm")),
+        Mode::Shared,
+        &[],
+    );
+    let mut client = ca.connect(host.addr(), "localhost");
+    assert_eq!(client.line(), "hello 1");
+    (host, client)
+}
+
 /// One MiB through an echo plugin, then a clean end of the stream.
 fn echo_a_mebibyte(client: TlsClient) {
     let data: Vec<u8> = (0..1024 * 1024u32).map(|i| (i % 251) as u8).collect();
@@ -400,14 +414,7 @@ fn a_handler_plugin_is_told_what_was_negotiated() {
 #[test]
 fn a_shared_instance_is_told_what_was_negotiated() {
     let ca = TestCa::new("tls-info-shared");
-    let host = tls_host(
-        &ca,
-        utf8(&test_plugin("proto_faults.wasm")),
-        Mode::Shared,
-        &[],
-    );
-    let mut client = ca.connect(host.addr(), "localhost");
-    assert_eq!(client.line(), "hello 1");
+    let (_host, mut client) = faults_over_tls(&ca);
     client.say("tls");
     let line = client.line();
     assert!(line.starts_with("tls TLSv1.3 TLS13_"), "{line}");
@@ -438,14 +445,7 @@ fn a_connection_cut_short_ends_without_close_notify() {
     // able to tell that from an orderly end (which sends `close_notify`,
     // as the mebibyte tests check).
     let ca = TestCa::new("tls-cut");
-    let host = tls_host(
-        &ca,
-        utf8(&test_plugin("proto_faults.wasm")),
-        Mode::Shared,
-        &[],
-    );
-    let mut client = ca.connect(host.addr(), "localhost");
-    assert_eq!(client.line(), "hello 1");
+    let (_host, mut client) = faults_over_tls(&ca);
     client.say("trap");
     let end = client.try_read_to_end();
     let err = end.expect_err("no close_notify after a trap");

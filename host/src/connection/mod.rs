@@ -256,11 +256,18 @@ fn tls_read_within(
 
 /// One TLS read into `buf` with `recv` `flags` (see [`TlsStream::read`]).
 fn tls_read_into(tls: &mut TlsStream, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
+    let max = buf.len();
+    tls.read(max, flags, &mut copy_into(buf))
+}
+
+/// What a TLS read hands its pieces to when they go to `buf`: each after
+/// the one before (the read never hands over more than `buf` holds).
+fn copy_into(buf: &mut [u8]) -> impl FnMut(&[u8]) + '_ {
     let mut at = 0;
-    tls.read(buf.len(), flags, &mut |chunk| {
+    move |chunk| {
         buf[at..at + chunk.len()].copy_from_slice(chunk);
         at += chunk.len();
-    })
+    }
 }
 
 impl AsRawFd for Connection {
@@ -601,11 +608,8 @@ impl Connection {
         }
         let wait = self.read_wait();
         if let Stream::Tls(tls) = &mut self.stream {
-            let mut at = 0;
-            let result = tls_read_within(tls, buf.len(), wait, &mut |chunk| {
-                buf[at..at + chunk.len()].copy_from_slice(chunk);
-                at += chunk.len();
-            });
+            let max = buf.len();
+            let result = tls_read_within(tls, max, wait, &mut copy_into(buf));
             return self.count_received(result)?.ok_or(ConnError::TimedOut);
         }
         self.before_blocking_io();

@@ -267,19 +267,7 @@ impl StepLoop {
                 Ok(waiting) => {
                     let token = self.next;
                     self.next = self.next.wrapping_add(1) % (usize::MAX - 1);
-                    let fd = waiting.step.fd();
-                    let registered = self.poll.registry().register(
-                        &mut SourceFd(&fd),
-                        Token(token),
-                        waiting.step.interest(),
-                    );
-                    self.waiting.insert(token, waiting);
-                    if let Err(err) = registered {
-                        self.give_up(token, &format!("cannot watch the socket: {err}"));
-                        continue;
-                    }
-                    // Bytes may be there already.
-                    self.advance(token);
+                    self.watch(token, waiting);
                 }
                 Err(TryRecvError::Empty) => return true,
                 Err(TryRecvError::Disconnected) => return false,
@@ -347,7 +335,7 @@ impl StepLoop {
                     Ok(tls) => {
                         waiting.step = Step::Handshake(tls);
                         waiting.deadline = Instant::now() + terminator.handshake_timeout();
-                        self.watch_again(token, waiting);
+                        self.watch(token, waiting);
                     }
                     Err((stream, why)) => {
                         let metrics = &self.dispatcher.metrics;
@@ -361,9 +349,10 @@ impl StepLoop {
         }
     }
 
-    /// Watches `waiting` again as `token`, for its next step, and takes
-    /// that step as far as it goes.
-    fn watch_again(&mut self, token: usize, waiting: Waiting) {
+    /// Watches `waiting` as `token` for its step (a new arrival, or one
+    /// going on from its header to its handshake), and takes that step as
+    /// far as the socket allows: bytes may be there already.
+    fn watch(&mut self, token: usize, waiting: Waiting) {
         let fd = waiting.step.fd();
         let registered = self.poll.registry().register(
             &mut SourceFd(&fd),
