@@ -4,8 +4,8 @@
 //! (`socketserver_echo.py`), which is this workload's reference (1.00):
 //! connection churn, and many idle connections (RSS above start-up, i.e.
 //! after the first connection started the instance). Beside them, for
-//! comparison, the same languages' `handler`-world echo (an instance per
-//! connection), whose idle connections are held in a smaller number
+//! comparison, the same languages' and Go's `handler`-world echo (an
+//! instance per connection), whose idle connections are held in a smaller number
 //! (`BENCH_GUEST_HANDLER_IDLE`: each holds a whole runtime), and the Rust
 //! `proto-echo`. The guests are `target/guests/<language>-<plugin>.wasm`,
 //! built by `scripts/build-guests.sh`; a row whose file is missing is
@@ -58,6 +58,7 @@ fn guests() -> (Vec<Guest>, Vec<String>) {
             false,
         ),
         ("js-echo.wasm", "host, js echo (handler world)", false),
+        ("go-echo.wasm", "host, go echo (handler world)", false),
     ] {
         match guest(file) {
             Ok(path) => found.push(Guest {

@@ -5,9 +5,13 @@
 //! this bench hold). Each server is started fresh and warmed with one
 //! connection (which also starts a protocol-world plugin's instance);
 //! then the connections are opened one after the other, each echoes one
-//! byte, and the server's RSS (`VmRSS`) and memory mappings are read
-//! before and while all are held. The figure is the RSS growth per
-//! connection answered.
+//! byte, and the server's RSS (`VmRSS`), proportional set size (`Pss`,
+//! from `smaps_rollup`) and memory mappings are read before and while all
+//! are held. The figure is the RSS growth per connection answered. RSS
+//! counts a page once for every place it is mapped, so a copy-on-write
+//! memory image that many instances map counts many times over; Pss
+//! counts each page once (shared pages split between the processes that
+//! map them), which is what the connections really cost.
 
 use std::net::TcpStream;
 use std::time::Duration;
@@ -41,6 +45,7 @@ pub fn held_table(title: &str) -> Table {
             "RSS MiB",
             "held MiB",
             "growth MiB",
+            "Pss KiB/conn",
             "threads",
             "maps/conn",
             "sample",
@@ -53,7 +58,9 @@ pub fn held_note() -> String {
     format!(
         "answered = echoed one byte within {}s; sample = {IDLE_SAMPLE} of them echo again after \
          the RSS reading; RSS MiB = after the warm-up connection (with a protocol-world \
-         plugin's instance started), held MiB = with all held, growth = the difference",
+         plugin's instance started), held MiB = with all held, growth = the difference; Pss KiB/conn = the \
+         growth of the proportional set size per answered connection (each page once, \
+         however many instances map it)",
         IDLE_ECHO_LIMIT.as_secs()
     )
 }
@@ -106,6 +113,7 @@ fn add_row(table: &mut Table, name: &str, idle: &Idle) {
             format!("{:.1}", idle.before_kib as f64 / 1024.0),
             format!("{:.1}", idle.after_kib as f64 / 1024.0),
             format!("{:.1}", idle.growth_mib()),
+            format!("{:.1}", idle.pss_kib_per_connection()),
             idle.threads.to_string(),
             format!("{:.2}", idle.maps_per_connection()),
             format!("{}/{}", idle.sample_ok, idle.sample_size),
@@ -222,6 +230,9 @@ pub struct Idle {
     open_took: std::time::Duration,
     before_kib: u64,
     after_kib: u64,
+    /// Proportional set size before and while held, KiB.
+    before_pss_kib: u64,
+    after_pss_kib: u64,
     /// Memory mappings (`/proc/<pid>/maps` lines) before and while held:
     /// what `vm.max_map_count` bounds.
     before_maps: usize,
@@ -235,6 +246,11 @@ impl Idle {
     /// RSS growth per answered connection, KiB.
     pub fn kib_per_connection(&self) -> f64 {
         self.after_kib.saturating_sub(self.before_kib) as f64 / self.answered.max(1) as f64
+    }
+
+    /// Pss growth per answered connection, KiB.
+    fn pss_kib_per_connection(&self) -> f64 {
+        self.after_pss_kib.saturating_sub(self.before_pss_kib) as f64 / self.answered.max(1) as f64
     }
 
     /// RSS growth while all were held, MiB.
@@ -260,12 +276,14 @@ fn hold_idle(server: &Server, count: usize) -> Result<Idle> {
     drop(warm);
     std::thread::sleep(Duration::from_millis(200));
     let before_kib = status_field(server.pid(), "VmRSS")?;
+    let before_pss_kib = pss_kib(server.pid())?;
     let before_maps = mappings(server.pid())?;
     let held = load::open_idle(server.addr, count, IDLE_OPEN_LIMIT);
     let all: Vec<&TcpStream> = held.streams.iter().collect();
     let answered = load::echo_check(&all, IDLE_ECHO_LIMIT)?;
     std::thread::sleep(Duration::from_millis(500));
     let after_kib = status_field(server.pid(), "VmRSS")?;
+    let after_pss_kib = pss_kib(server.pid())?;
     let after_maps = mappings(server.pid())?;
     let threads = status_field(server.pid(), "Threads")?;
     let step = (all.len() / IDLE_SAMPLE).max(1);
@@ -283,6 +301,8 @@ fn hold_idle(server: &Server, count: usize) -> Result<Idle> {
         open_took: held.took,
         before_kib,
         after_kib,
+        before_pss_kib,
+        after_pss_kib,
         before_maps,
         after_maps,
         threads,
@@ -300,8 +320,17 @@ fn mappings(pid: u32) -> Result<usize> {
 
 /// A number from `/proc/<pid>/status` (`VmRSS` in KiB, `Threads`).
 fn status_field(pid: u32, field: &str) -> Result<u64> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    proc_field(&format!("/proc/{pid}/status"), field)
+}
+
+/// Process `pid`'s proportional set size, KiB.
+fn pss_kib(pid: u32) -> Result<u64> {
+    proc_field(&format!("/proc/{pid}/smaps_rollup"), "Pss")
+}
+
+/// The first number after `field:` in a `/proc` file of such lines.
+fn proc_field(path: &str, field: &str) -> Result<u64> {
+    let status = std::fs::read_to_string(path).with_context(|| format!("read {path}"))?;
     status
         .lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))

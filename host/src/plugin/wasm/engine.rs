@@ -108,8 +108,9 @@ impl Default for InstanceLimits {
 }
 
 /// Core instances, memories and tables a single component may use. Generous
-/// enough for componentize-py/-js guests, which link several core modules.
-const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+/// enough for componentize-py/-js guests, which link several core modules:
+/// a componentize-py guest built with `--stub-wasi` has 38 core instances.
+const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 64;
 const MAX_MEMORIES_PER_COMPONENT: u32 = 4;
 const MAX_TABLES_PER_COMPONENT: u32 = 32;
 /// Stack a fiber keeps for host code beyond the guest's own.
@@ -117,9 +118,11 @@ const FIBER_HOST_STACK: usize = 512 * 1024;
 /// Freed instance slots decommitted together.
 const DECOMMIT_BATCH: usize = 32;
 /// Bytes of a recycled memory (and table) reset in place instead of
-/// decommitted: covers the pages a small guest dirties per connection.
-const MEMORY_KEEP_RESIDENT: usize = 64 * 1024;
-const TABLE_KEEP_RESIDENT: usize = 16 * 1024;
+/// decommitted: covers the pages a small guest dirties per connection, and
+/// for a big guest (CPython, SpiderMonkey, Go's runtime) the pages every
+/// instance dirties at start, which then are not faulted in again.
+const MEMORY_KEEP_RESIDENT: usize = 256 * 1024;
+const TABLE_KEEP_RESIDENT: usize = 64 * 1024;
 /// Pool sizes per live instance: most components use one memory and a few
 /// core instances; the pool is shared, so big guests borrow from small ones.
 const CORE_INSTANCES_PER_SLOT: u32 = 8;
@@ -266,6 +269,38 @@ mod tests {
         let many = PoolTotals::for_instances(1000);
         assert_eq!(many.core_instances, 1000 * CORE_INSTANCES_PER_SLOT);
         assert_eq!(many.memories, 1000 * MEMORIES_PER_SLOT);
+    }
+
+    /// A component of `count` core instances of an empty module.
+    fn component_of_core_instances(count: u32) -> Vec<u8> {
+        use wasm_encoder::{Component, InstanceSection, Module, ModuleArg, ModuleSection};
+        let mut component = Component::new();
+        component.section(&ModuleSection(&Module::new()));
+        let mut instances = InstanceSection::new();
+        for _ in 0..count {
+            instances.instantiate(0, std::iter::empty::<(&str, ModuleArg)>());
+        }
+        component.section(&instances);
+        component.finish()
+    }
+
+    #[test]
+    fn a_component_with_as_many_core_instances_as_a_componentize_py_stub_wasi_guest_instantiates() {
+        // `host check` sizes its pool for one instance; `run` for many.
+        for max_instances in [1, 1000] {
+            let engine = WasmEngine::new(InstanceLimits {
+                max_instances,
+                ..InstanceLimits::default()
+            })
+            .expect("engine");
+            let bytes = component_of_core_instances(38);
+            let component =
+                wasmtime::component::Component::new(engine.engine(), &bytes).expect("compiles");
+            let mut store = wasmtime::Store::new(engine.engine(), ());
+            wasmtime::component::Linker::<()>::new(engine.engine())
+                .instantiate(&mut store, &component)
+                .expect("38 core instances fit one component");
+        }
     }
 
     #[test]
