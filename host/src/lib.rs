@@ -66,8 +66,9 @@
 //! with its own `mio` poll, puts it in the instance's
 //! [`SharedIo`](connection::shared::SharedIo) and calls `connection-made`
 //! (`plugin/wasm/protocol.rs`, a plain call under the CPU deadline); it
-//! reads what arrives into `data-received`, the guest's `write` sends or
-//! buffers in `connection/shared.rs`, and every end is reported with
+//! reads what arrives into `data-received`, the guest's `write` sends (from
+//! the guest's memory, `plugin/wasm/guest_memory.rs`) or buffers in
+//! `connection/shared.rs`, and every end is reported with
 //! `connection-lost` and logged and counted by `server/session.rs` as in
 //! step 5. A trap closes every connection of that instance.
 //!

@@ -2,8 +2,10 @@
 //! pre-linking a component against one. A linker provides a world's
 //! imports: WASI (whose grants are applied per store, see
 //! [`Sandbox`](super::Sandbox)), the contract's interfaces (`connection`,
-//! `config`, `datagrams`, `transports`, `timers`), and for the `connection` the host's own
-//! guest-memory `read` and `write` in place of the generated ones.
+//! `config`, `datagrams`, `transports`, `timers`), and the host's own
+//! guest-memory `read` and `write` of a `connection` and `write` of the
+//! `transports` in place of the generated ones
+//! ([`guest_memory`](super::guest_memory)).
 
 use anyhow::{Context, Result};
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
@@ -90,6 +92,7 @@ fn protocol(engine: &WasmEngine) -> Result<Linker<ProtocolState>> {
         .map_err(anyhow::Error::from)
         .context("cannot link WASI")?;
     Protocol::add_to_linker::<ProtocolState, HasSelf<ProtocolState>>(&mut linker, |s| s)
+        .and_then(|()| super::protocol::link_guest_memory_write(&mut linker))
         .map_err(anyhow::Error::from)
         .context("cannot link the protocol world")?;
     Ok(linker)

@@ -14,6 +14,7 @@ mod config_import;
 mod datagram;
 mod engine;
 mod grants;
+mod guest_memory;
 mod guest_output;
 mod handler;
 mod inspect;

@@ -13,9 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use wasmtime::Store;
-use wasmtime::component::{ComponentExportIndex, Func, Instance, InstancePre, TypedFunc};
+use wasmtime::component::{
+    ComponentExportIndex, Func, Instance, InstancePre, Linker, TypedFunc, WasmList,
+};
+use wasmtime::{Store, StoreContextMut};
 
+use super::guest_memory::{data_and_guest_bytes, replace_generated};
 use super::state::StoreState;
 use super::{
     ComponentInfo, Sandbox, WasmEngine, WasmRuntime, inspect, linker, new_store, note_memory_limit,
@@ -320,12 +323,43 @@ fn wit_address(addr: &PeerAddr) -> SocketAddress {
     SocketAddress { ip, port }
 }
 
-impl transports::Host for ProtocolState {
-    fn write(&mut self, t: u64, data: Vec<u8>) -> wasmtime::Result<Result<(), WitWriteError>> {
-        Ok(self.io.write(t, &data).map_err(|err| match err {
+/// The linker instance of the `transports` interface, and its `write`.
+const TRANSPORTS_INSTANCE: &str = concat!(
+    "plughost:handler/transports@",
+    super::handler::bindings::contract_version!()
+);
+const WRITE_FUNCTION: &str = "write";
+
+/// Replaces the generated `write`, which lifts the bytes into a host vector
+/// first, with one that hands them to the socket (or the transport's
+/// buffer) straight from the guest's memory: an allocation and a copy less
+/// per write, which a chat room makes once per member and line.
+pub(super) fn link_guest_memory_write(linker: &mut Linker<ProtocolState>) -> wasmtime::Result<()> {
+    replace_generated(linker, TRANSPORTS_INSTANCE, |transports| {
+        transports.func_wrap(
+            WRITE_FUNCTION,
+            |mut store: StoreContextMut<'_, ProtocolState>, (t, data): (u64, WasmList<u8>)| {
+                let (state, data) = data_and_guest_bytes(&mut store, &data);
+                Ok((state.write_bytes(t, data),))
+            },
+        )
+    })
+}
+
+impl ProtocolState {
+    fn write_bytes(&mut self, t: u64, data: &[u8]) -> Result<(), WitWriteError> {
+        self.io.write(t, data).map_err(|err| match err {
             WriteError::Closed => WitWriteError::Closed,
             WriteError::BufferFull => WitWriteError::BufferFull,
-        }))
+        })
+    }
+}
+
+impl transports::Host for ProtocolState {
+    /// Only reached if [`link_guest_memory_write`] was not applied; the
+    /// same write, from a copy.
+    fn write(&mut self, t: u64, data: Vec<u8>) -> wasmtime::Result<Result<(), WitWriteError>> {
+        Ok(self.write_bytes(t, &data))
     }
 
     fn buffered(&mut self, t: u64) -> wasmtime::Result<u64> {
@@ -383,5 +417,26 @@ impl timers::Host for ProtocolState {
 
     fn cancel(&mut self, t: u64) -> wasmtime::Result<bool> {
         Ok(self.io.timers().cancel(t))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wasmtime::component::HasSelf;
+
+    use super::bindings::Protocol;
+    use super::*;
+
+    #[test]
+    fn the_guest_memory_write_replaces_the_generated_one() {
+        let mut linker = Linker::<ProtocolState>::new(&wasmtime::Engine::default());
+        Protocol::add_to_linker::<ProtocolState, HasSelf<ProtocolState>>(&mut linker, |s| s)
+            .unwrap();
+        super::super::guest_memory::assert_replaces_generated(
+            linker,
+            TRANSPORTS_INSTANCE,
+            &[WRITE_FUNCTION],
+            link_guest_memory_write,
+        );
     }
 }

@@ -12,7 +12,7 @@
 use std::borrow::BorrowMut;
 
 use wasmtime::StoreContextMut;
-use wasmtime::component::{Linker, LinkerInstance, Resource, WasmList};
+use wasmtime::component::{Linker, Resource, WasmList};
 
 use super::bindings::plughost::handler::connections::{Arrival, Host, HostConnection, TlsSession};
 use super::bindings::{ErrorCode, ShutdownHow, SocketAddress};
@@ -20,6 +20,7 @@ use super::guest_receive::ReadOutcome;
 use crate::address::PeerAddr;
 use crate::connection::Connection;
 use crate::connection::inbox;
+use crate::plugin::wasm::guest_memory::{data_and_guest_bytes, replace_generated};
 use crate::plugin::wasm::state::{ConnState, ConnectionHandle, StoreState};
 
 /// The `connection` methods that never wait (shutdown, addresses, TLS, the
@@ -190,7 +191,7 @@ pub(super) const WRITE_METHOD: &str = "[method]connection.write";
 pub(in crate::plugin::wasm) fn link_guest_memory_io(
     linker: &mut Linker<ConnState>,
 ) -> wasmtime::Result<()> {
-    replace_generated_io(linker, |connections| {
+    replace_generated(linker, CONNECTIONS_INSTANCE, |connections| {
         connections.func_wrap(
             READ_METHOD,
             |mut store: StoreContextMut<'_, ConnState>,
@@ -208,42 +209,6 @@ pub(in crate::plugin::wasm) fn link_guest_memory_io(
             },
         )
     })
-}
-
-/// Runs `define` on the `connections` instance of `linker` (already
-/// holding the generated bindings) with shadowing allowed, so that it
-/// replaces the generated [`READ_METHOD`] and [`WRITE_METHOD`].
-pub(super) fn replace_generated_io<T: 'static>(
-    linker: &mut Linker<T>,
-    define: impl FnOnce(&mut LinkerInstance<'_, T>) -> wasmtime::Result<()>,
-) -> wasmtime::Result<()> {
-    linker.allow_shadowing(true);
-    let replaced = linker
-        .instance(CONNECTIONS_INSTANCE)
-        .and_then(|mut connections| define(&mut connections));
-    linker.allow_shadowing(false);
-    replaced
-}
-
-/// The store's data together with the bytes of `list` in the guest's
-/// linear memory, which the store only lends one at a time.
-pub(super) fn data_and_guest_bytes<'a, T: 'static>(
-    store: &'a mut StoreContextMut<'_, T>,
-    list: &WasmList<u8>,
-) -> (&'a mut T, &'a [u8]) {
-    let bytes = list.as_le_slice(&*store);
-    let (start, len) = (bytes.as_ptr(), bytes.len());
-    // SAFETY: lifting `list` checked that it lies within the memory. That
-    // memory is a separate mapping, not part of the store's data `T`, so
-    // the two borrows never overlap. It cannot change while they live:
-    // both borrow `store` exclusively, so no guest code runs and nothing
-    // can grow, shrink or recycle it (growing, and freeing the pooling
-    // slot, need the store; nothing in `T` holds pointers into it), and a
-    // component's memory is never shared with another thread. On an event
-    // loop, a host future holding the bytes is dropped inside its fiber,
-    // before the store can go away.
-    let bytes = unsafe { std::slice::from_raw_parts(start, len) };
-    (store.data_mut(), bytes)
 }
 
 impl HostConnection for ConnState {
@@ -293,22 +258,15 @@ impl HostConnection for ConnState {
 /// (blocking, event loop).
 #[cfg(test)]
 pub(super) fn assert_replaces_generated_io<T: 'static>(
-    mut linker: Linker<T>,
+    linker: Linker<T>,
     link: fn(&mut Linker<T>) -> wasmtime::Result<()>,
 ) {
-    // Without shadowing, a second definition is refused only if a
-    // generated function sits under exactly this name.
-    for method in [READ_METHOD, WRITE_METHOD] {
-        let again = linker
-            .instance(CONNECTIONS_INSTANCE)
-            .unwrap()
-            .func_wrap(method, |_: StoreContextMut<'_, T>, (): ()| Ok(()));
-        assert!(
-            again.is_err(),
-            "nothing generated at {CONNECTIONS_INSTANCE}/{method}"
-        );
-    }
-    link(&mut linker).unwrap();
+    crate::plugin::wasm::guest_memory::assert_replaces_generated(
+        linker,
+        CONNECTIONS_INSTANCE,
+        &[READ_METHOD, WRITE_METHOD],
+        link,
+    );
 }
 
 #[cfg(test)]

@@ -8,8 +8,7 @@ use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, Resource, WasmList};
 
 use super::super::connection_resource::{
-    READ_METHOD, WRITE_METHOD, data_and_guest_bytes, non_waiting_connection_methods,
-    replace_generated_io, wit_arrival,
+    CONNECTIONS_INSTANCE, READ_METHOD, WRITE_METHOD, non_waiting_connection_methods, wit_arrival,
 };
 use super::super::guest_receive::ReadOutcome;
 use super::EventState;
@@ -17,6 +16,7 @@ use super::bindings::plughost::handler::connections::{
     Arrival, ErrorCode, Host, HostConnection, ShutdownHow, SocketAddress, TlsSession,
 };
 use crate::connection::event::EventConnection;
+use crate::plugin::wasm::guest_memory::{data_and_guest_bytes, replace_generated};
 use crate::plugin::wasm::state::ConnectionHandle;
 
 crate::connection::error_code_from_conn_error!(ErrorCode);
@@ -57,7 +57,7 @@ impl EventState {
 pub(in crate::plugin::wasm) fn link_guest_memory_io(
     linker: &mut Linker<EventState>,
 ) -> wasmtime::Result<()> {
-    replace_generated_io(linker, |connections| {
+    replace_generated(linker, CONNECTIONS_INSTANCE, |connections| {
         connections.func_wrap_async(
             READ_METHOD,
             |mut store: StoreContextMut<'_, EventState>,
