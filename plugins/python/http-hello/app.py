@@ -20,7 +20,7 @@ rules as the Rust one (plugins/rust/http-hello):
 # Imported here so that componentize-py's build-time snapshot holds it:
 # the first connection handle dropped runs `weakref.finalize`, which
 # imports `atexit` on first use, and without this every connection's
-# fresh instance would pay that import (about 0.5 ms).
+# fresh instance would pay that import (about 0.15 ms of CPU and 300 KiB).
 import atexit  # noqa: F401
 
 import re
