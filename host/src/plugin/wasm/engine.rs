@@ -120,12 +120,15 @@ const DECOMMIT_BATCH: usize = 32;
 /// Bytes of a recycled memory (and table) reset in place instead of
 /// decommitted: covers the pages a small guest dirties per connection, and
 /// for a big guest (CPython, SpiderMonkey, Go's runtime) the pages every
-/// instance dirties at start, which then are not faulted in again.
+/// instance dirties at start, which then are not faulted in again. The
+/// price: a free slot keeps up to this much resident per memory, and
+/// without PAGEMAP_SCAN (Linux before 6.7) every recycle resets this much
+/// whatever the guest wrote.
 const MEMORY_KEEP_RESIDENT: usize = 256 * 1024;
 const TABLE_KEEP_RESIDENT: usize = 64 * 1024;
-/// Pool sizes per live instance: most components use one memory and a few
-/// core instances; the pool is shared, so big guests borrow from small ones.
-const CORE_INSTANCES_PER_SLOT: u32 = 8;
+/// Memories and tables the pool holds per live instance: each is address
+/// space reserved up front, and most components use one memory and a few
+/// tables. (Core instances need no such share: see [`PoolTotals`].)
 const TABLES_PER_SLOT: u32 = 4;
 const MEMORIES_PER_SLOT: u32 = 2;
 
@@ -138,17 +141,20 @@ struct PoolTotals {
 }
 
 impl PoolTotals {
-    /// Room for `instances` live component instances of the usual size,
-    /// and always for one of the largest a component may be: a pool sized
-    /// for a single connection (`host check`, `--max-connections 1`) must
-    /// still fit a componentize-py guest, which links more core instances
-    /// than the usual share.
+    /// Room for `instances` live component instances. Core instances: as
+    /// many as the largest component may have, for every one of them; in
+    /// wasmtime 48 that total is only a count (a core instance's metadata
+    /// is allocated when it is created), so it costs nothing, and a guest
+    /// that links many core modules (a componentize-py Python guest: 14)
+    /// fills every slot rather than hitting the count first. Memories and
+    /// tables: the usual share each, and always room for one of the largest
+    /// component (`host check`, `--max-connections 1`).
     fn for_instances(instances: u32) -> Self {
         let total = |per_slot: u32, per_component: u32| {
             instances.saturating_mul(per_slot).max(per_component)
         };
         Self {
-            core_instances: total(CORE_INSTANCES_PER_SLOT, MAX_CORE_INSTANCES_PER_COMPONENT),
+            core_instances: instances.saturating_mul(MAX_CORE_INSTANCES_PER_COMPONENT),
             memories: total(MEMORIES_PER_SLOT, MAX_MEMORIES_PER_COMPONENT),
             tables: total(TABLES_PER_SLOT, MAX_TABLES_PER_COMPONENT),
         }
@@ -267,7 +273,7 @@ mod tests {
         assert_eq!(one.memories, MAX_MEMORIES_PER_COMPONENT);
         assert_eq!(one.tables, MAX_TABLES_PER_COMPONENT);
         let many = PoolTotals::for_instances(1000);
-        assert_eq!(many.core_instances, 1000 * CORE_INSTANCES_PER_SLOT);
+        assert_eq!(many.core_instances, 1000 * MAX_CORE_INSTANCES_PER_COMPONENT);
         assert_eq!(many.memories, 1000 * MEMORIES_PER_SLOT);
     }
 
@@ -301,6 +307,36 @@ mod tests {
                 .instantiate(&mut store, &component)
                 .expect("38 core instances fit one component");
         }
+    }
+
+    #[test]
+    fn every_slot_of_the_pool_fits_a_component_of_many_core_instances() {
+        // A componentize-py guest on every connection: the pool must run
+        // out of slots, not of core instances, first. (With 8 core
+        // instances per slot it held 5,714 Python connections of 10,000.)
+        let max_instances = 10;
+        let engine = WasmEngine::new(InstanceLimits {
+            max_instances,
+            ..InstanceLimits::default()
+        })
+        .expect("engine");
+        let bytes = component_of_core_instances(38);
+        let component =
+            wasmtime::component::Component::new(engine.engine(), &bytes).expect("compiles");
+        let linker = wasmtime::component::Linker::<()>::new(engine.engine());
+        let mut live = Vec::new();
+        for slot in 0..max_instances {
+            let mut store = wasmtime::Store::new(engine.engine(), ());
+            linker
+                .instantiate(&mut store, &component)
+                .unwrap_or_else(|err| panic!("instance {slot} of {max_instances}: {err:?}"));
+            live.push(store);
+        }
+        let mut store = wasmtime::Store::new(engine.engine(), ());
+        assert!(
+            linker.instantiate(&mut store, &component).is_err(),
+            "one more than the pool's slots"
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! WebAssembly component plugins. This module is the runtime every world
 //! shares: the engine ([`engine`]: pooling allocator, epoch ticker), the
-//! linkers ([`linker`]), the compile cache ([`cache`]), recognising and
+//! linkers ([`linker`]) with the host functions they put over generated
+//! ones to take a guest's bytes in place ([`guest_memory`]), the compile
+//! cache ([`cache`]), recognising and
 //! checking components ([`inspect`]), and the sandboxed store each
 //! instance gets ([`new_store`]: memory cap, CPU deadline, the grants of
 //! [`grants`], guest output to the log). The worlds are modules of their
