@@ -290,18 +290,26 @@ mod tests {
         component.finish()
     }
 
+    /// An engine whose pool holds `max_instances`, and a component of 38
+    /// core instances (a componentize-py guest built with `--stub-wasi`)
+    /// compiled for it.
+    fn pool_and_big_component(max_instances: u32) -> (WasmEngine, wasmtime::component::Component) {
+        let engine = WasmEngine::new(InstanceLimits {
+            max_instances,
+            ..InstanceLimits::default()
+        })
+        .expect("engine");
+        let bytes = component_of_core_instances(38);
+        let component =
+            wasmtime::component::Component::new(engine.engine(), &bytes).expect("compiles");
+        (engine, component)
+    }
+
     #[test]
     fn a_component_with_as_many_core_instances_as_a_componentize_py_stub_wasi_guest_instantiates() {
         // `host check` sizes its pool for one instance; `run` for many.
         for max_instances in [1, 1000] {
-            let engine = WasmEngine::new(InstanceLimits {
-                max_instances,
-                ..InstanceLimits::default()
-            })
-            .expect("engine");
-            let bytes = component_of_core_instances(38);
-            let component =
-                wasmtime::component::Component::new(engine.engine(), &bytes).expect("compiles");
+            let (engine, component) = pool_and_big_component(max_instances);
             let mut store = wasmtime::Store::new(engine.engine(), ());
             wasmtime::component::Linker::<()>::new(engine.engine())
                 .instantiate(&mut store, &component)
@@ -315,14 +323,7 @@ mod tests {
         // out of slots, not of core instances, first. (With 8 core
         // instances per slot it held 5,714 Python connections of 10,000.)
         let max_instances = 10;
-        let engine = WasmEngine::new(InstanceLimits {
-            max_instances,
-            ..InstanceLimits::default()
-        })
-        .expect("engine");
-        let bytes = component_of_core_instances(38);
-        let component =
-            wasmtime::component::Component::new(engine.engine(), &bytes).expect("compiles");
+        let (engine, component) = pool_and_big_component(max_instances);
         let linker = wasmtime::component::Linker::<()>::new(engine.engine());
         let mut live = Vec::new();
         for slot in 0..max_instances {
