@@ -71,12 +71,66 @@ pub fn rebuilt(component: &[u8], label: &str) -> Vec<u8> {
     out
 }
 
-/// A free loopback port (bound and released; the test binds it next).
+/// A free loopback port for a server the test starts with a fixed port
+/// (Redis, HAProxy, a host restarted on the same port).
+///
+/// It comes from below the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`), never from `bind(":0")`: the kernel
+/// hands ephemeral ports to every listener started on port 0 and every
+/// client socket's source, so a port picked that way and released can be
+/// taken by another test's host before this test's server binds it (seen
+/// in CI: a Redis PING landed on another test's chat host). Each call
+/// gives a port no earlier call in this process gave, checked free by
+/// binding it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let (low, high) = fixed_port_range();
+    let span = u64::from(high - low);
+    // Start at a place of the range that depends on the process, so two
+    // test processes at once are unlikely to walk the same ports.
+    let start = u64::from(std::process::id()).wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = low + u16::try_from(offset).expect("offset within a u16 range");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {low}..{high}");
+}
+
+/// The ports [`free_port`] picks from: 10,000 up to the start of the
+/// kernel's ephemeral range.
+fn fixed_port_range() -> (u16, u16) {
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    assert!(
+        ephemeral_start > 11_000,
+        "the ephemeral port range starts at {ephemeral_start}: no room below it for fixed test ports"
+    );
+    (10_000, ephemeral_start)
+}
+
+#[test]
+fn free_ports_are_outside_the_ephemeral_range_and_never_repeat() {
+    let (low, high) = fixed_port_range();
+    let ports: Vec<u16> = (0..50).map(|_| free_port()).collect();
+    assert!(
+        ports.iter().all(|port| (low..high).contains(port)),
+        "{ports:?}"
+    );
+    let mut distinct = ports.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), ports.len(), "{ports:?}");
+    // What a host on port 0 gets is never one of them.
+    let ephemeral = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+        .expect("an ephemeral port")
+        .port();
+    assert!(ephemeral >= high, "{ephemeral}");
 }
 
 /// The repository root.

@@ -32,25 +32,42 @@ impl Redis {
         Some(Self::on(free_port()))
     }
 
-    /// Starts one on `port` and waits until it answers PING.
+    /// Starts one on `port` and waits until it answers PING. A
+    /// `redis-server` that exits first (it could not bind the port) fails
+    /// the test at once with its own words, rather than after a timeout or,
+    /// worse, after a PING that another server on the port answered.
     fn on(port: u16) -> Self {
-        let child = Command::new("redis-server")
+        let mut child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("start redis-server");
-        let redis = Self { port, child };
+        let mut output = child.stdout.take().expect("redis-server's stdout");
+        let said = thread::spawn(move || {
+            let mut text = String::new();
+            let _ = output.read_to_string(&mut text);
+            text
+        });
+        let mut redis = Self { port, child };
         let deadline = Instant::now() + SOON;
-        while !redis.answers() {
+        loop {
+            if let Ok(Some(status)) = redis.child.try_wait() {
+                panic!(
+                    "redis-server on {port} exited ({status}) before it answered:\n{}",
+                    said.join().unwrap_or_default()
+                );
+            }
+            if redis.answers() {
+                return redis;
+            }
             assert!(
                 Instant::now() < deadline,
-                "redis-server did not start on {port}"
+                "redis-server did not answer on {port} within {SOON:?}"
             );
             thread::sleep(Duration::from_millis(20));
         }
-        redis
     }
 
     /// The URL hosts are given (`--store`).
