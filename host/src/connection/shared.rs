@@ -5,9 +5,18 @@
 //! (`server/reactor.rs`) drives: it reads, sends what is buffered, closes
 //! what ended and fires what is due.
 //!
-//! Nothing here waits. A write sends what the socket takes at once and
-//! keeps the rest, bounded per connection by the write limit; the reactor
-//! sends the rest when the socket is writable again.
+//! Nothing here waits. Small writes are held and sent together later, so
+//! that what a connection is written in a burst leaves in one system call
+//! — a chat member gets the lines of every talker of a round in one send,
+//! not one per line — as Twisted's transports write at the next turn of
+//! the reactor. The reactor says when: a connection's own callback's
+//! output goes when that callback returns ([`SharedIo::send_written_to`]:
+//! a reply is not delayed), everything else at the end of the reactor's
+//! round ([`SharedIo::send_written`]). A large write, or small ones adding
+//! up to [`SEND_AT_ONCE`], is sent at once, and asking how much is
+//! [`SharedIo::buffered`] sends first, so the answer is what the socket did
+//! not take. What the socket does not take is kept, bounded per connection
+//! by the write limit, and sent when the socket is writable again.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -28,6 +37,17 @@ pub type TimerId = u64;
 
 /// Most timers one instance may have pending.
 pub const MAX_TIMERS: usize = 10_000;
+
+/// Output held to be sent together is sent at once when it reaches this
+/// size (and a write this large to a connection with nothing held is
+/// sent without being copied): past it, one system call more costs little
+/// per byte, and holding more would bring a plugin that writes much in
+/// one callback nearer its write limit than the socket would.
+pub const SEND_AT_ONCE: usize = 16 * 1024;
+
+/// A connection's output buffer is kept for its next writes when it has
+/// emptied, up to this capacity.
+const KEEP_BUFFER: usize = 4 * 1024;
 
 /// Why a connection of a shared instance ended (the WIT `lost-reason`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +132,9 @@ struct Transport {
     read_closed: bool,
     /// A write had to be buffered: `write-drained` is due once it is sent.
     drained_due: bool,
+    /// Has output that was written and not yet tried on the socket (the
+    /// id is in [`SharedIo::written`]).
+    held: bool,
     /// When a byte last moved either way.
     last_progress: Instant,
 }
@@ -172,6 +195,8 @@ pub struct SharedIo {
     /// Connections whose output emptied after buffering: `write-drained`
     /// is due.
     drained: Vec<TransportId>,
+    /// Connections with output held to be sent together.
+    written: Vec<TransportId>,
     timers: Timers,
     /// The topics the instance subscribed to (`None`: it cannot receive
     /// messages, as when `host check` times an instance).
@@ -187,6 +212,7 @@ impl SharedIo {
             ended: Vec::new(),
             resumed: Vec::new(),
             drained: Vec::new(),
+            written: Vec::new(),
             timers: Timers::default(),
             subscriptions: None,
         }
@@ -215,7 +241,8 @@ impl SharedIo {
 
     // --- the plugin's side (the WIT imports) ---------------------------
 
-    /// Sends `data` on `id`, or buffers what the socket does not take now.
+    /// Queues `data` on `id`: held to be sent with the rest of a burst if
+    /// small, else sent at once, the rest buffered (see the module doc).
     pub fn write(&mut self, id: TransportId, data: &[u8]) -> Result<(), WriteError> {
         let limit = self.write_limit;
         let transport = self.open(id)?;
@@ -224,37 +251,91 @@ impl SharedIo {
             transport.drained_due = true;
             return Err(WriteError::BufferFull);
         }
-        let mut rest = data;
+        if transport.pending() == 0 && data.len() >= SEND_AT_ONCE {
+            return self.send_at_once(id, data);
+        }
         if transport.pending() == 0 {
-            match transport.conn.try_write(data) {
-                Ok(Some(n)) => rest = &data[n..],
-                Ok(None) => {}
-                Err(err) => {
-                    self.end(id, LostReason::from_conn_error(err));
-                    return Err(WriteError::Closed);
-                }
-            }
-            if !rest.is_empty() {
-                transport.unsent.clear();
-                transport.sent = 0;
-            }
+            transport.unsent.clear();
+            transport.sent = 0;
         }
-        if !rest.is_empty() {
-            transport.unsent.extend_from_slice(rest);
+        transport.unsent.extend_from_slice(data);
+        let first = !std::mem::replace(&mut transport.held, true);
+        let held = transport.unsent.len() - transport.sent;
+        if first {
+            self.written.push(id);
         }
+        if held >= SEND_AT_ONCE {
+            self.send_held(id);
+        }
+        Ok(())
+    }
+
+    /// Sends `data` on `id`, which has nothing pending, straight from the
+    /// caller's bytes; buffers what the socket does not take.
+    fn send_at_once(&mut self, id: TransportId, data: &[u8]) -> Result<(), WriteError> {
+        let Some(transport) = self.transports.get_mut(&id) else {
+            return Err(WriteError::Closed);
+        };
+        let n = match transport.conn.try_write(data) {
+            Ok(sent) => sent.unwrap_or(0),
+            Err(err) => {
+                self.end(id, LostReason::from_conn_error(err));
+                return Err(WriteError::Closed);
+            }
+        };
+        if n > 0 {
+            transport.last_progress = Instant::now();
+        }
+        transport.unsent.clear();
+        transport.sent = 0;
+        transport.unsent.extend_from_slice(&data[n..]);
         // Bytes not on the socket yet (here, or TLS records): the plugin
         // hears when they are.
         if transport.pending() > 0 {
             transport.drained_due = true;
         }
-        if data.len() > rest.len() {
-            transport.last_progress = Instant::now();
-        }
         Ok(())
     }
 
-    /// Bytes written to `id` and not yet sent.
-    pub fn buffered(&self, id: TransportId) -> usize {
+    /// Sends the output held for `id`, as far as its socket takes it.
+    pub fn send_written_to(&mut self, id: TransportId) {
+        self.send_held(id);
+    }
+
+    /// Sends the output held for every connection, as far as each socket
+    /// takes it.
+    pub fn send_written(&mut self) {
+        let written = std::mem::take(&mut self.written);
+        for &id in &written {
+            self.send_held(id);
+        }
+        // Keep the list's allocation for the next callback.
+        self.written = written;
+        self.written.clear();
+    }
+
+    /// Tries the socket with `id`'s held output now; what it does not
+    /// take waits for it to be writable, and the plugin hears when it
+    /// went (`write-drained`).
+    fn send_held(&mut self, id: TransportId) {
+        let Some(transport) = self.transports.get_mut(&id) else {
+            return;
+        };
+        if !std::mem::take(&mut transport.held) {
+            return;
+        }
+        self.flush(id);
+        if let Some(transport) = self.transports.get_mut(&id)
+            && transport.pending() > 0
+        {
+            transport.drained_due = true;
+        }
+    }
+
+    /// Bytes written to `id` and not taken by the socket (held output is
+    /// tried first).
+    pub fn buffered(&mut self, id: TransportId) -> usize {
+        self.send_held(id);
         self.transports.get(&id).map_or(0, Transport::pending)
     }
 
@@ -274,11 +355,20 @@ impl SharedIo {
         }
     }
 
-    /// Closes `id` now, dropping its output; `reason` is logged.
+    /// Closes `id` now, dropping the output the socket does not take at
+    /// once (held output is offered to it first, as it would have been
+    /// had the callback returned); `reason` is logged.
     pub fn abort(&mut self, id: TransportId, reason: String) {
         if let Some(transport) = self.transports.get_mut(&id)
             && !matches!(transport.phase, Phase::Ended(_))
         {
+            if std::mem::take(&mut transport.held) {
+                let rest = &transport.unsent[transport.sent..];
+                // Best effort: the connection ends either way.
+                if let Ok(Some(n)) = transport.conn.try_write(rest) {
+                    transport.sent += n;
+                }
+            }
             transport.abort_reason = Some(reason);
             self.end(id, LostReason::Aborted);
         }
@@ -337,6 +427,7 @@ impl SharedIo {
             readable,
             read_closed: false,
             drained_due: false,
+            held: false,
             last_progress: Instant::now(),
         };
         self.transports.insert(id, transport);
@@ -463,7 +554,14 @@ impl SharedIo {
             }
             return;
         }
-        transport.unsent = Vec::new();
+        // Keep a small buffer for the next callback's output (one
+        // allocation less per connection and callback); give a large one
+        // back.
+        if transport.unsent.capacity() > KEEP_BUFFER {
+            transport.unsent = Vec::new();
+        } else {
+            transport.unsent.clear();
+        }
         transport.sent = 0;
         match transport.phase {
             Phase::Flushing(reason) => {
@@ -662,7 +760,9 @@ mod tests {
     }
 
     #[test]
-    fn a_write_the_socket_takes_is_sent_at_once() {
+    fn asking_what_is_buffered_sends_held_output_first() {
+        // proto-echo's pattern: write, then pause reading if the socket
+        // did not take it all.
         let (mut io, mut client) = one_connection(1024);
         io.write(1, b"hello").unwrap();
         assert_eq!(io.buffered(1), 0);
@@ -670,6 +770,68 @@ mod tests {
         client.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"hello");
         assert!(io.take_drained().is_empty());
+    }
+
+    /// What `client` can read now, without waiting.
+    fn readable_now(client: &mut UnixStream) -> Vec<u8> {
+        client.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64 * 1024];
+        while let Ok(n) = client.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        client.set_nonblocking(false).unwrap();
+        got
+    }
+
+    #[test]
+    fn the_small_writes_of_one_callback_leave_together_when_it_returns() {
+        let (mut io, mut client) = one_connection(1024);
+        io.write(1, b"one\n").unwrap();
+        io.write(1, b"two\n").unwrap();
+        assert!(
+            readable_now(&mut client).is_empty(),
+            "held to be sent together"
+        );
+        io.send_written_to(1);
+        assert_eq!(readable_now(&mut client), b"one\ntwo\n");
+        assert!(
+            io.take_drained().is_empty(),
+            "nothing had to wait for the socket"
+        );
+    }
+
+    #[test]
+    fn held_output_is_sent_at_once_when_it_adds_up() {
+        let (mut io, mut client) = one_connection(1 << 20);
+        let line = [b'x'; 1000];
+        for _ in 0..SEND_AT_ONCE / line.len() + 1 {
+            io.write(1, &line).unwrap();
+        }
+        assert!(readable_now(&mut client).len() >= SEND_AT_ONCE);
+    }
+
+    #[test]
+    fn abort_offers_the_held_output_to_the_socket_first() {
+        let (mut io, mut client) = one_connection(1024);
+        io.write(1, b"goodbye\n").unwrap();
+        io.abort(1, "done".into());
+        assert_eq!(readable_now(&mut client), b"goodbye\n");
+        assert_eq!(io.take_ended(), vec![1]);
+    }
+
+    #[test]
+    fn close_after_held_output_ends_once_it_is_sent() {
+        let (mut io, mut client) = one_connection(1024);
+        io.write(1, b"last words").unwrap();
+        io.close(1);
+        assert!(io.take_ended().is_empty(), "the output is not sent yet");
+        io.send_written();
+        assert_eq!(io.take_ended(), vec![1]);
+        assert_eq!(readable_now(&mut client), b"last words");
     }
 
     #[test]

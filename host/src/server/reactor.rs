@@ -8,7 +8,10 @@
 //! The loop reads what arrives and calls `data-received`, sends buffered
 //! output as sockets drain (then `write-drained`), reports every end with
 //! `connection-lost`, delivers topic messages (`message-received`), fires
-//! timers and ends idle connections. A trap
+//! timers and ends idle connections. Output a callback writes to its own
+//! connection is sent when it returns; output to other connections is
+//! held to the end of the round and sent together (a chat member gets a
+//! round's lines in one send; `connection/shared.rs`). A trap
 //! closes every connection of that instance, each logged with the reason;
 //! the next connection gets a fresh instance. An instance that cannot
 //! start (its `init` fails) is retried with backoff, and connections that
@@ -146,6 +149,27 @@ struct Generation {
     opens: HashMap<TransportId, Open>,
 }
 
+impl Generation {
+    /// Delivers `event` to the instance, then sends what the callback
+    /// wrote to the connection it was about (a reply is not held); what
+    /// it wrote to others is sent at the end of the round
+    /// ([`Reactor::send_written`]), together with what the rest of the
+    /// round writes to them.
+    fn deliver(&mut self, event: Event<'_>) -> Result<(), String> {
+        let delivered = self.instance.deliver(event);
+        let about = match event {
+            Event::ConnectionMade(t) | Event::DataReceived(t, _) | Event::WriteDrained(t) => {
+                Some(t)
+            }
+            Event::ConnectionLost(..) | Event::TimerFired(_) | Event::MessageReceived(..) => None,
+        };
+        if let Some(t) = about {
+            self.instance.io().send_written_to(t);
+        }
+        delivered
+    }
+}
+
 /// Why new connections are refused for a while.
 struct Unavailable {
     plugin: Arc<Box<dyn Plugin>>,
@@ -220,6 +244,7 @@ impl Reactor {
             self.deliver_messages();
             self.fire_timers();
             self.end_idle();
+            self.send_written();
             self.drop_replaced();
         }
     }
@@ -379,7 +404,7 @@ impl Reactor {
         let Some(index) = self.index_of(generation) else {
             return;
         };
-        match self.generations[index].instance.deliver(event) {
+        match self.generations[index].deliver(event) {
             Ok(()) => self.settle(generation),
             Err(reason) => self.poison(index, &reason),
         }
@@ -404,7 +429,7 @@ impl Reactor {
             }
             for id in drained {
                 let entry = &mut self.generations[index];
-                if let Err(reason) = entry.instance.deliver(Event::WriteDrained(id)) {
+                if let Err(reason) = entry.deliver(Event::WriteDrained(id)) {
                     return self.poison(index, &reason);
                 }
             }
@@ -417,7 +442,7 @@ impl Reactor {
                 let open = entry.opens.remove(&id);
                 self.release(id, gone, open, None);
                 let entry = &mut self.generations[index];
-                if let Err(trap) = entry.instance.deliver(Event::ConnectionLost(id, reason)) {
+                if let Err(trap) = entry.deliver(Event::ConnectionLost(id, reason)) {
                     return self.poison(index, &trap);
                 }
             }
@@ -551,6 +576,18 @@ impl Reactor {
             match due {
                 Some(timer) => self.call(generation, Event::TimerFired(timer)),
                 None => index += 1,
+            }
+        }
+    }
+
+    /// Sends the output every instance held this round (see
+    /// `connection/shared.rs`), then reports what that ended.
+    fn send_written(&mut self) {
+        let generations: Vec<u64> = self.generations.iter().map(|g| g.id).collect();
+        for generation in generations {
+            if let Some(index) = self.index_of(generation) {
+                self.generations[index].instance.io().send_written();
+                self.settle(generation);
             }
         }
     }

@@ -110,8 +110,9 @@ class Transport:
         return f"Transport({self.number})"
 
     def write(self, data: bytes) -> None:
-        """Sends `data` after what was written before (the host buffers
-        what the socket does not take now); returns at once. Raises
+        """Queues `data` after what was written before; returns at once.
+        The host gathers small writes and sends them together, and buffers
+        what the socket does not take. Raises
         `BufferFull` or `ConnectionClosed`."""
         try:
             _transports.write(self.number, data)
@@ -121,7 +122,7 @@ class Transport:
             raise ConnectionClosed(f"{self}: connection closed") from None
 
     def buffered(self) -> int:
-        """Bytes written and not yet sent."""
+        """Bytes written that the socket has not taken."""
         return _transports.buffered(self.number)
 
     def close(self) -> None:

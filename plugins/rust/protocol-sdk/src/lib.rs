@@ -147,13 +147,16 @@ impl Transport {
         Self(id)
     }
 
-    /// Sends `data` after what was written before, or buffers what the
-    /// socket does not take now; returns at once.
+    /// Queues `data` after what was written before; returns at once. The
+    /// host gathers small writes and sends them together (a reply when
+    /// its callback returns, writes to other connections at the end of
+    /// the event loop's round) and buffers what the socket does not take.
     pub fn write(self, data: &[u8]) -> Result<(), WriteError> {
         backend::write(self.0, data)
     }
 
-    /// Bytes written and not yet sent.
+    /// Bytes written that the socket has not taken (gathered writes are
+    /// offered to it first).
     pub fn buffered(self) -> u64 {
         backend::buffered(self.0)
     }
