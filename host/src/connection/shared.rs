@@ -20,6 +20,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +32,35 @@ use crate::store::topics::{Mailbox, Message, Subscriptions};
 /// Names a connection of a shared instance (the WIT `transport`); never
 /// reused within a reactor.
 pub type TransportId = u64;
+
+/// A map keyed by [`TransportId`], hashed by [`TransportIdHasher`].
+pub type TransportMap<V> = HashMap<TransportId, V, BuildHasherDefault<TransportIdHasher>>;
+
+/// Hashes a [`TransportId`] with one multiplication (Fibonacci hashing).
+/// Ids are numbers the host counts up, not input a client chooses, so the
+/// default hasher's defence against chosen keys buys nothing here, and its
+/// cost showed in a profile of a chat room's fan-out (a look-up per member
+/// and line).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TransportIdHasher(u64);
+
+impl Hasher for TransportIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used for a `u64` key; any other key still
+        // hashes correctly.
+        for &byte in bytes {
+            self.write_u64(self.0.rotate_left(8) ^ u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
 
 /// Names a pending timer of a shared instance (the WIT `timer`).
 pub type TimerId = u64;
@@ -102,6 +132,16 @@ pub enum WriteError {
     Closed,
     /// The write would take the unsent output past the write limit.
     BufferFull,
+}
+
+/// Why [`SharedIo::send`] sends a connection's output now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// Its socket became writable: send what waits.
+    Writable,
+    /// A burst ended (see the module doc): send what it held, if anything;
+    /// what the socket does not take makes `write-drained` due.
+    Held,
 }
 
 /// Where a connection is in its life.
@@ -186,7 +226,7 @@ pub struct Gone {
 
 /// The connections and timers of one shared instance.
 pub struct SharedIo {
-    transports: HashMap<TransportId, Transport>,
+    transports: TransportMap<Transport>,
     write_limit: usize,
     /// Connections whose end is not yet reported, in the order they ended.
     ended: Vec<TransportId>,
@@ -207,7 +247,7 @@ impl SharedIo {
     /// No connections yet; at most `write_limit` unsent bytes each.
     pub fn new(write_limit: usize) -> Self {
         Self {
-            transports: HashMap::new(),
+            transports: TransportMap::default(),
             write_limit,
             ended: Vec::new(),
             resumed: Vec::new(),
@@ -265,7 +305,7 @@ impl SharedIo {
             self.written.push(id);
         }
         if held >= SEND_AT_ONCE {
-            self.send_held(id);
+            self.send_written_to(id);
         }
         Ok(())
     }
@@ -299,43 +339,26 @@ impl SharedIo {
 
     /// Sends the output held for `id`, as far as its socket takes it.
     pub fn send_written_to(&mut self, id: TransportId) {
-        self.send_held(id);
+        self.send(id, Trigger::Held, Instant::now());
     }
 
     /// Sends the output held for every connection, as far as each socket
     /// takes it.
     pub fn send_written(&mut self) {
         let written = std::mem::take(&mut self.written);
+        let now = Instant::now();
         for &id in &written {
-            self.send_held(id);
+            self.send(id, Trigger::Held, now);
         }
-        // Keep the list's allocation for the next callback.
+        // Keep the list's allocation for the next round.
         self.written = written;
         self.written.clear();
-    }
-
-    /// Tries the socket with `id`'s held output now; what it does not
-    /// take waits for it to be writable, and the plugin hears when it
-    /// went (`write-drained`).
-    fn send_held(&mut self, id: TransportId) {
-        let Some(transport) = self.transports.get_mut(&id) else {
-            return;
-        };
-        if !std::mem::take(&mut transport.held) {
-            return;
-        }
-        self.flush(id);
-        if let Some(transport) = self.transports.get_mut(&id)
-            && transport.pending() > 0
-        {
-            transport.drained_due = true;
-        }
     }
 
     /// Bytes written to `id` and not taken by the socket (held output is
     /// tried first).
     pub fn buffered(&mut self, id: TransportId) -> usize {
-        self.send_held(id);
+        self.send_written_to(id);
         self.transports.get(&id).map_or(0, Transport::pending)
     }
 
@@ -519,11 +542,22 @@ impl SharedIo {
         }
     }
 
-    /// Sends what `id` has buffered, as far as the socket takes it.
+    /// Sends what `id` has buffered, as far as the socket takes it (its
+    /// socket became writable).
     pub fn flush(&mut self, id: TransportId) {
+        self.send(id, Trigger::Writable, Instant::now());
+    }
+
+    /// Sends `id`'s pending output as far as the socket takes it, for
+    /// `trigger`; one look-up, as this runs once per connection and burst
+    /// (a chat line to each member).
+    fn send(&mut self, id: TransportId, trigger: Trigger, now: Instant) {
         let Some(transport) = self.transports.get_mut(&id) else {
             return;
         };
+        if trigger == Trigger::Held && !std::mem::take(&mut transport.held) {
+            return;
+        }
         if matches!(transport.phase, Phase::Ended(_)) {
             return;
         }
@@ -537,7 +571,7 @@ impl SharedIo {
             match sent {
                 Ok(Some(n)) => {
                     transport.sent += n;
-                    transport.last_progress = Instant::now();
+                    transport.last_progress = now;
                 }
                 Ok(None) => break,
                 Err(err) => {
@@ -547,6 +581,10 @@ impl SharedIo {
             }
         }
         if transport.pending() > 0 {
+            // The plugin hears when what the socket did not take is gone.
+            if trigger == Trigger::Held {
+                transport.drained_due = true;
+            }
             // Keep the buffer from growing by what was already sent.
             if transport.sent > transport.unsent.len() / 2 {
                 transport.unsent.drain(..transport.sent);
@@ -554,9 +592,8 @@ impl SharedIo {
             }
             return;
         }
-        // Keep a small buffer for the next callback's output (one
-        // allocation less per connection and callback); give a large one
-        // back.
+        // Keep a small buffer for the next burst's output (one allocation
+        // less per connection and burst); give a large one back.
         if transport.unsent.capacity() > KEEP_BUFFER {
             transport.unsent = Vec::new();
         } else {
@@ -896,6 +933,19 @@ mod tests {
         io.resume_reading(1);
         assert_eq!(io.take_resumed(), vec![1]);
         assert_eq!(io.read(1, &mut buf), Received::Data { n: 2, more: false });
+    }
+
+    #[test]
+    fn transport_ids_counted_up_spread_over_the_hash() {
+        use std::hash::BuildHasher;
+        let hasher = BuildHasherDefault::<TransportIdHasher>::default();
+        let hashes: Vec<u64> = (1..=1000u64).map(|id| hasher.hash_one(id)).collect();
+        // The table picks a bucket from the low bits and a tag from the top
+        // seven: both must vary from one id to the next.
+        let low: HashSet<u64> = hashes.iter().map(|h| h & 1023).collect();
+        let top: HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
+        assert_eq!(low.len(), 1000);
+        assert_eq!(top.len(), 128);
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! start (its `init` fails) is retried with backoff, and connections that
 //! arrive meanwhile are refused, with the reason logged.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -30,7 +30,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::session::{Open, Session};
 use crate::connection::Connection;
-use crate::connection::shared::{Gone, LostReason, Received, SharedIo, TransportId};
+use crate::connection::shared::{Gone, LostReason, Received, SharedIo, TransportId, TransportMap};
 use crate::metrics::ListenerMetrics;
 use crate::plugin::{CurrentPlugin, Event, Outcome, Plugin, ProtocolInstance, Serving};
 use crate::store::topics::Mailbox;
@@ -96,7 +96,7 @@ impl Reactors {
                 load: Arc::clone(&load),
                 draining: Arc::clone(&draining),
                 generations: Vec::new(),
-                owner: HashMap::new(),
+                owner: TransportMap::default(),
                 next_id: 1,
                 next_generation: 0,
                 unavailable: None,
@@ -146,7 +146,7 @@ struct Generation {
     plugin: Arc<Box<dyn Plugin>>,
     instance: Box<dyn ProtocolInstance>,
     /// Each connection's session bookkeeping (log line, counters, drain).
-    opens: HashMap<TransportId, Open>,
+    opens: TransportMap<Open>,
 }
 
 impl Generation {
@@ -189,7 +189,7 @@ struct Reactor {
     /// The newest last.
     generations: Vec<Generation>,
     /// Which generation each connection belongs to.
-    owner: HashMap<TransportId, u64>,
+    owner: TransportMap<u64>,
     next_id: TransportId,
     next_generation: u64,
     unavailable: Option<Unavailable>,
@@ -370,7 +370,7 @@ impl Reactor {
                     id,
                     plugin: Arc::clone(plugin),
                     instance,
-                    opens: HashMap::new(),
+                    opens: TransportMap::default(),
                 });
                 Ok(id)
             }
