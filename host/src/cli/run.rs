@@ -17,6 +17,15 @@ use host::tls::TlsSpec;
 
 use super::options::EngineOptions;
 
+/// The help of `--plugin`, naming every built-in.
+fn plugin_help() -> String {
+    format!(
+        "The plugin: a built-in name ({}), the path of a component or native library, \
+         or a plugin directory with a plugin.toml [default: echo]",
+        host::plugin::builtin::names()
+    )
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Serve the listeners of this configuration file (TOML; see the
@@ -26,11 +35,10 @@ pub struct RunArgs {
     #[arg(long, short, value_name = "FILE")]
     config: Option<PathBuf>,
 
-    /// The plugin: a built-in name (echo, bot10086, http-hello, chat,
-    /// proto-echo, proto-http-hello, udp-echo), the path
-    /// of a component or native library, or a plugin directory with a
-    /// plugin.toml [default: echo].
-    #[arg(long, short = 'P', value_name = "NAME|PATH")]
+    /// The plugin: a built-in name, the path of a component or native
+    /// library, or a plugin directory with a plugin.toml (the help text
+    /// names the built-ins: [`plugin_help`]).
+    #[arg(long, short = 'P', value_name = "NAME|PATH", help = plugin_help())]
     plugin: Option<String>,
 
     /// IP address to listen on (IPv4 or IPv6, e.g. 0.0.0.0 or ::1)
@@ -368,4 +376,25 @@ impl RunArgs {
 
 fn nonzero(duration: Duration) -> Option<Duration> {
     (!duration.is_zero()).then_some(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use crate::cli::Cli;
+
+    #[test]
+    fn the_plugin_flags_help_names_every_built_in() {
+        let cli = Cli::command();
+        let run = cli.find_subcommand("run").expect("a run subcommand");
+        let plugin = run
+            .get_arguments()
+            .find(|arg| arg.get_id() == "plugin")
+            .expect("a --plugin flag");
+        let help = plugin.get_help().expect("help for --plugin").to_string();
+        for name in host::plugin::builtin::names().split(", ") {
+            assert!(help.contains(name), "{name} is missing from: {help}");
+        }
+    }
 }
