@@ -95,6 +95,31 @@ fn proto_echo_serves_many_clients_from_one_instance() {
 }
 
 #[test]
+fn what_a_closing_connections_last_callback_writes_is_sent_without_waiting_for_an_event() {
+    // `kick 2` writes to client 2 and closes it from client 1's callback:
+    // that output is held to the end of the round, sending it ends client
+    // 2, and `connection-lost` writes `gone 2` to the others — held again.
+    // With no idle sweep and no timer to wake the loop, only the end of
+    // the round can send it.
+    let host = Host::builder()
+        .plugin(faults())
+        .mode(Mode::Shared)
+        .args(&["--idle-timeout", "0"])
+        .start();
+    let mut one = LineClient::connect(host.addr());
+    one.expect("hello 1");
+    let mut two = LineClient::connect(host.addr());
+    two.expect("hello 2");
+    let mut three = LineClient::connect(host.addr());
+    three.expect("hello 3");
+    one.say("kick 2");
+    two.expect("kicked");
+    assert!(two.is_closed(), "client 2 was closed after its last line");
+    one.expect("gone 2");
+    three.expect("gone 2");
+}
+
+#[test]
 fn proto_http_hello_answers_like_http_hello() {
     let host = Host::serving("proto-http-hello", Mode::Shared);
     check_http(&host);

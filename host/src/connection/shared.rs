@@ -75,10 +75,6 @@ pub const MAX_TIMERS: usize = 10_000;
 /// one callback nearer its write limit than the socket would.
 pub const SEND_AT_ONCE: usize = 16 * 1024;
 
-/// A connection's output buffer is kept for its next writes when it has
-/// emptied, up to this capacity.
-const KEEP_BUFFER: usize = 4 * 1024;
-
 /// Why a connection of a shared instance ended (the WIT `lost-reason`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LostReason {
@@ -172,9 +168,12 @@ struct Transport {
     read_closed: bool,
     /// A write had to be buffered: `write-drained` is due once it is sent.
     drained_due: bool,
-    /// Has output that was written and not yet tried on the socket (the
-    /// id is in [`SharedIo::written`]).
-    held: bool,
+    /// Bytes written and not yet tried on the socket (when not 0, the id
+    /// is in [`SharedIo::written`]).
+    held: usize,
+    /// The socket refused the last send (would block): trying again before
+    /// it is reported writable is a wasted system call.
+    blocked: bool,
     /// When a byte last moved either way.
     last_progress: Instant,
 }
@@ -286,6 +285,12 @@ impl SharedIo {
     pub fn write(&mut self, id: TransportId, data: &[u8]) -> Result<(), WriteError> {
         let limit = self.write_limit;
         let transport = self.open(id)?;
+        if transport.pending() + data.len() > limit && transport.held > 0 {
+            // Held bytes count against the limit only once the socket has
+            // refused them: offer them first.
+            self.send_written_to(id);
+        }
+        let transport = self.open(id)?;
         if transport.pending() + data.len() > limit {
             // The plugin waits for `write-drained` to write again.
             transport.drained_due = true;
@@ -299,8 +304,9 @@ impl SharedIo {
             transport.sent = 0;
         }
         transport.unsent.extend_from_slice(data);
-        let first = !std::mem::replace(&mut transport.held, true);
-        let held = transport.unsent.len() - transport.sent;
+        let first = transport.held == 0;
+        transport.held += data.len();
+        let held = transport.held;
         if first {
             self.written.push(id);
         }
@@ -326,6 +332,7 @@ impl SharedIo {
         if n > 0 {
             transport.last_progress = Instant::now();
         }
+        transport.blocked = n < data.len();
         transport.unsent.clear();
         transport.sent = 0;
         transport.unsent.extend_from_slice(&data[n..]);
@@ -353,6 +360,11 @@ impl SharedIo {
         // Keep the list's allocation for the next round.
         self.written = written;
         self.written.clear();
+    }
+
+    /// Whether some connection has output held to be sent.
+    pub fn has_written(&self) -> bool {
+        !self.written.is_empty()
     }
 
     /// Bytes written to `id` and not taken by the socket (held output is
@@ -385,7 +397,7 @@ impl SharedIo {
         if let Some(transport) = self.transports.get_mut(&id)
             && !matches!(transport.phase, Phase::Ended(_))
         {
-            if std::mem::take(&mut transport.held) {
+            if std::mem::take(&mut transport.held) > 0 {
                 let rest = &transport.unsent[transport.sent..];
                 // Best effort: the connection ends either way.
                 if let Ok(Some(n)) = transport.conn.try_write(rest) {
@@ -450,7 +462,8 @@ impl SharedIo {
             readable,
             read_closed: false,
             drained_due: false,
-            held: false,
+            held: 0,
+            blocked: false,
             last_progress: Instant::now(),
         };
         self.transports.insert(id, transport);
@@ -555,8 +568,16 @@ impl SharedIo {
         let Some(transport) = self.transports.get_mut(&id) else {
             return;
         };
-        if trigger == Trigger::Held && !std::mem::take(&mut transport.held) {
-            return;
+        match trigger {
+            Trigger::Held if std::mem::take(&mut transport.held) == 0 => return,
+            Trigger::Held if transport.blocked => {
+                // Sent when the socket is writable again, which the
+                // plugin hears.
+                transport.drained_due = true;
+                return;
+            }
+            Trigger::Held => {}
+            Trigger::Writable => transport.blocked = false,
         }
         if matches!(transport.phase, Phase::Ended(_)) {
             return;
@@ -573,7 +594,10 @@ impl SharedIo {
                     transport.sent += n;
                     transport.last_progress = now;
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    transport.blocked = true;
+                    break;
+                }
                 Err(err) => {
                     self.end(id, LostReason::from_conn_error(err));
                     return;
@@ -592,13 +616,7 @@ impl SharedIo {
             }
             return;
         }
-        // Keep a small buffer for the next burst's output (one allocation
-        // less per connection and burst); give a large one back.
-        if transport.unsent.capacity() > KEEP_BUFFER {
-            transport.unsent = Vec::new();
-        } else {
-            transport.unsent.clear();
-        }
+        transport.unsent = Vec::new();
         transport.sent = 0;
         match transport.phase {
             Phase::Flushing(reason) => {
@@ -849,6 +867,19 @@ mod tests {
             io.write(1, &line).unwrap();
         }
         assert!(readable_now(&mut client).len() >= SEND_AT_ONCE);
+    }
+
+    #[test]
+    fn held_output_counts_against_a_small_limit_only_once_the_socket_refused_it() {
+        // A write limit below SEND_AT_ONCE: held bytes alone would reach
+        // it, though the socket is empty and would take them.
+        let (mut io, mut client) = one_connection(4096);
+        let line = [b'y'; 1000];
+        for _ in 0..8 {
+            io.write(1, &line).expect("the socket takes what is held");
+        }
+        io.send_written();
+        assert_eq!(readable_now(&mut client).len(), 8000);
     }
 
     #[test]

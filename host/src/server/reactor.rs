@@ -48,6 +48,11 @@ const MAX_RETRY: Duration = Duration::from_secs(30);
 /// Topic messages delivered to one instance per round of the loop.
 const MESSAGES_PER_ROUND: usize = 256;
 
+/// Times the end of a round sends held output and reports what that ended
+/// (whose callbacks may hold more) before leaving the rest to the next
+/// round.
+const SEND_PASSES: usize = 4;
+
 /// How often idle connections are looked for, at most.
 const IDLE_SWEEP: Duration = Duration::from_millis(250);
 
@@ -243,8 +248,8 @@ impl Reactor {
             self.read_ready();
             self.deliver_messages();
             self.fire_timers();
-            self.end_idle();
             self.send_written();
+            self.end_idle();
             self.drop_replaced();
         }
     }
@@ -252,7 +257,11 @@ impl Reactor {
     /// How long the loop may sleep: until the next timer, or the next idle
     /// sweep while connections are open.
     fn timeout(&mut self) -> Option<Duration> {
-        if !self.ready.is_empty() || self.messages_waiting {
+        let held = self
+            .generations
+            .iter_mut()
+            .any(|g| g.instance.io().has_written());
+        if !self.ready.is_empty() || self.messages_waiting || held {
             return Some(Duration::ZERO);
         }
         let now = Instant::now();
@@ -581,12 +590,22 @@ impl Reactor {
     }
 
     /// Sends the output every instance held this round (see
-    /// `connection/shared.rs`), then reports what that ended.
+    /// `connection/shared.rs`), then reports what that ended — and sends
+    /// what those reports' callbacks wrote (a member's leave notice when
+    /// sending to it failed), a few times over; anything still held then
+    /// makes the next round start at once (`timeout`).
     fn send_written(&mut self) {
         let generations: Vec<u64> = self.generations.iter().map(|g| g.id).collect();
         for generation in generations {
-            if let Some(index) = self.index_of(generation) {
-                self.generations[index].instance.io().send_written();
+            for _ in 0..SEND_PASSES {
+                let Some(index) = self.index_of(generation) else {
+                    break;
+                };
+                let io = self.generations[index].instance.io();
+                if !io.has_written() {
+                    break;
+                }
+                io.send_written();
                 self.settle(generation);
             }
         }

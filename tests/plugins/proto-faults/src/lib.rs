@@ -12,6 +12,10 @@
 //! - `count` answers `count N\n`, the connections the instance serves now;
 //! - `peer` answers `peer ADDRESS\n`, the client's address as the host
 //!   gives it;
+//! - `kick N` writes `kicked\n` to the client greeted `hello N` and closes
+//!   it; when it is gone, every other client gets `gone N\n` (written from
+//!   `connection-lost`, a callback about no open connection; only for a
+//!   kicked client);
 //! - `tls` answers `tls VERSION SUITE NAME ALPN\n` (`tls none` without
 //!   TLS), what the handshake negotiated;
 //! - anything else comes back as `echo LINE\n`.
@@ -28,6 +32,10 @@ use plughost_protocol::{LostReason, Protocol, Timer, Transport, call_later, conf
 pub struct Faults {
     seen: u64,
     open: BTreeSet<Transport>,
+    /// The N of each open client's `hello N`.
+    numbers: HashMap<Transport, u64>,
+    /// Clients kicked and not gone yet.
+    kicked: BTreeSet<Transport>,
     partial: HashMap<Transport, Vec<u8>>,
     timers: HashMap<Timer, Transport>,
     hoard: Vec<Vec<u8>>,
@@ -71,6 +79,23 @@ impl Faults {
                 });
                 let _ = t.write(format!("tls {tls}\n").as_bytes());
             }
+            ("kick", n) => {
+                let target = self
+                    .numbers
+                    .iter()
+                    .find(|(_, number)| n.trim().parse() == Ok(**number))
+                    .map(|(target, _)| *target);
+                match target {
+                    Some(target) => {
+                        let _ = target.write(b"kicked\n");
+                        target.close();
+                        self.kicked.insert(target);
+                    }
+                    None => {
+                        let _ = t.write(b"error: no such client\n");
+                    }
+                }
+            }
             ("count", _) => {
                 let _ = t.write(format!("count {}\n", self.open.len()).as_bytes());
             }
@@ -92,6 +117,7 @@ impl Protocol for Faults {
     fn connection_made(&mut self, t: Transport) {
         self.seen += 1;
         self.open.insert(t);
+        self.numbers.insert(t, self.seen);
         let _ = t.write(format!("hello {}\n", self.seen).as_bytes());
     }
 
@@ -109,6 +135,12 @@ impl Protocol for Faults {
     fn connection_lost(&mut self, t: Transport, _reason: LostReason) {
         self.open.remove(&t);
         self.partial.remove(&t);
+        let number = self.numbers.remove(&t);
+        if let (Some(number), true) = (number, self.kicked.remove(&t)) {
+            for other in &self.open {
+                let _ = other.write(format!("gone {number}\n").as_bytes());
+            }
+        }
     }
 
     fn timer_fired(&mut self, timer: Timer) {
