@@ -66,9 +66,11 @@
 //! with its own `mio` poll, puts it in the instance's
 //! [`SharedIo`](connection::shared::SharedIo) and calls `connection-made`
 //! (`plugin/wasm/protocol.rs`, a plain call under the CPU deadline); it
-//! reads what arrives into `data-received`, the guest's `write` sends (from
-//! the guest's memory, `plugin/wasm/guest_memory.rs`) or buffers in
-//! `connection/shared.rs`, and every end is reported with
+//! reads what arrives into `data-received`, the guest's `write` (from the
+//! guest's memory, `plugin/wasm/guest_memory.rs`) is held and sent with the
+//! rest of its burst — when the callback returns for its own connection, at
+//! the end of the reactor's round for others — or buffered while the socket
+//! is full, in `connection/shared.rs`, and every end is reported with
 //! `connection-lost` and logged and counted by `server/session.rs` as in
 //! step 5. A trap closes every connection of that instance.
 //!
