@@ -36,7 +36,7 @@
 //! 2. `server/mod.rs` `dispatch`: checks the `access.rs` rules, registers
 //!    the socket in `live.rs`, builds a `Session` with the plugin version
 //!    in service; the plugin has an event-loop form
-//!    ([`Plugin::on_event_loop`](plugin::Plugin::on_event_loop)), so
+//!    ([`ConnectionPlugin::on_event_loop`](plugin::ConnectionPlugin::on_event_loop)), so
 //!    `server/events.rs` spawns the session on the least busy loop.
 //! 3. `server/session.rs` `serve_events`: logs "connection opened", wraps
 //!    the socket as an
@@ -56,7 +56,7 @@
 //! steps 1–2 alike, then `server/pool.rs` runs `session::serve` on a
 //! pooled thread; the socket is a blocking
 //! [`Connection`](connection::Connection); the plugin's
-//! [`Plugin::serve`](plugin::Plugin::serve) runs the lifecycle with
+//! [`ConnectionPlugin::serve`](plugin::ConnectionPlugin::serve) runs the lifecycle with
 //! [`plugin::lifecycle::run_blocking`] — `plugin/wasm/handler/mod.rs` with
 //! the blocking bindings, or `plugin/native/mod.rs` through the C ABI.
 //!
