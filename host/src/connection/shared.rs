@@ -346,14 +346,15 @@ impl SharedIo {
 
     /// Sends the output held for `id`, as far as its socket takes it.
     pub fn send_written_to(&mut self, id: TransportId) {
-        self.send(id, Trigger::Held, Instant::now());
+        self.send(id, Trigger::Held, None);
     }
 
     /// Sends the output held for every connection, as far as each socket
     /// takes it.
     pub fn send_written(&mut self) {
         let written = std::mem::take(&mut self.written);
-        let now = Instant::now();
+        // One clock read for the round's sends.
+        let now = Some(Instant::now());
         for &id in &written {
             self.send(id, Trigger::Held, now);
         }
@@ -558,13 +559,15 @@ impl SharedIo {
     /// Sends what `id` has buffered, as far as the socket takes it (its
     /// socket became writable).
     pub fn flush(&mut self, id: TransportId) {
-        self.send(id, Trigger::Writable, Instant::now());
+        self.send(id, Trigger::Writable, None);
     }
 
     /// Sends `id`'s pending output as far as the socket takes it, for
     /// `trigger`; one look-up, as this runs once per connection and burst
-    /// (a chat line to each member).
-    fn send(&mut self, id: TransportId, trigger: Trigger, now: Instant) {
+    /// (a chat line to each member). `now` is the time bytes that move
+    /// are stamped with; `None` reads the clock only if some do (most
+    /// callbacks hold nothing for their own connection).
+    fn send(&mut self, id: TransportId, trigger: Trigger, mut now: Option<Instant>) {
         let Some(transport) = self.transports.get_mut(&id) else {
             return;
         };
@@ -592,7 +595,7 @@ impl SharedIo {
             match sent {
                 Ok(Some(n)) => {
                     transport.sent += n;
-                    transport.last_progress = now;
+                    transport.last_progress = *now.get_or_insert_with(Instant::now);
                 }
                 Ok(None) => {
                     transport.blocked = true;
